@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# Installs the system packages that building and testing kubectl-podtrace
+# need, on Debian or Ubuntu. Idempotent: does nothing when all are present.
+set -euo pipefail
+
+packages=(
+  clang-16 llvm-16 libelf-dev zlib1g-dev pkg-config make  # BPF build (libbpf-sys, libbpf-cargo)
+  bpftool iproute2 nftables iptables                      # attach checks, tc, firewall faults
+  nginx-light curl procps                                 # the brief's pods
+  tcpdump bpftrace wrk hyperfine                          # benchmarks' baselines
+)
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: run as root (sudo $0)" >&2
+  exit 1
+fi
+if ! command -v apt-get >/dev/null; then
+  echo "install-deps: needs apt-get (Debian/Ubuntu); install by hand: ${packages[*]}" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# libbpf-cargo and libbpf-sys call plain `clang`; Debian ships clang-16.
+if ! command -v clang >/dev/null; then
+  ln -sf "$(command -v clang-16)" /usr/local/bin/clang
+fi
+# Debian's nginx package may start a system nginx on port 80; the pods run their own.
+if command -v systemctl >/dev/null && systemctl is-active --quiet nginx 2>/dev/null; then
+  systemctl stop nginx || true
+fi
+echo "install-deps: ok" >&2

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# Runs the whole test suite (what CI runs). Needs root: the tests build
+# network namespaces and load eBPF programs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" -ne 0 ]; then
+  echo "test.sh: the tests need root (network namespaces, eBPF): sudo $0" >&2
+  exit 1
+fi
+bash scripts/install-deps.sh
+cargo build --workspace --all-targets --locked
+cargo test --workspace --locked -- --test-threads=2
