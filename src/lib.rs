@@ -3,7 +3,22 @@
 //!
 //! - [`event`]: the JSON-lines wire schema between `podtrace-runner` and the
 //!   `kubectl-podtrace` plugin (the only definition of it).
-//! - behind the `bpf` feature (Linux): the skeletons compiled from `bpf/` and
-//!   a safe loader over them.
+//! - behind the `bpf` feature (Linux): the skeletons compiled from `bpf/`
+//!   ([`bpf`]), the loader over them ([`tracer`]), the conversion of kernel
+//!   events into the schema ([`decode`], [`drop_reason`]) and finding pods'
+//!   interfaces and namespaces on the node ([`discover`], [`netlink`]).
 
 pub mod event;
+
+#[cfg(feature = "bpf")]
+pub mod bpf;
+#[cfg(feature = "bpf")]
+pub mod decode;
+#[cfg(feature = "bpf")]
+pub mod discover;
+#[cfg(feature = "bpf")]
+pub mod drop_reason;
+#[cfg(feature = "bpf")]
+pub mod netlink;
+#[cfg(feature = "bpf")]
+pub mod tracer;

@@ -105,7 +105,13 @@ pub struct Netns {
 impl Netns {
     /// Creates the namespace with loopback up.
     pub fn create(name: &str) -> Result<Netns> {
-        ip(&["netns", "add", name])?;
+        {
+            // Concurrent `ip netns add` calls race while making /run/netns a
+            // shared mount point (seen as EINVAL on the next `ip -n`), so
+            // creation is serialized across threads and processes.
+            let _lock = CreateLock::take()?;
+            ip(&["netns", "add", name])?;
+        }
         let ns = Netns {
             name: name.to_owned(),
         };
@@ -181,6 +187,34 @@ impl Drop for Netns {
     fn drop(&mut self) {
         self.kill_all();
         let _ = ip(&["netns", "del", &self.name]);
+    }
+}
+
+/// An exclusive `flock` on `SLOT_DIR/create.lock`, released on drop.
+struct CreateLock(fs::File);
+
+impl CreateLock {
+    fn take() -> Result<CreateLock> {
+        fs::create_dir_all(SLOT_DIR).map_err(io_err(format!("create {SLOT_DIR}")))?;
+        let path = Path::new(SLOT_DIR).join("create.lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(format!("open {}", path.display())))?;
+        // SAFETY: flock on a file descriptor we own; no memory is shared.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX) } != 0 {
+            return Err(io_err("lock netns creation")(io::Error::last_os_error()));
+        }
+        Ok(CreateLock(file))
+    }
+}
+
+impl Drop for CreateLock {
+    fn drop(&mut self) {
+        // SAFETY: as above; closing the file would release it too.
+        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&self.0), libc::LOCK_UN) };
     }
 }
 

@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * kernel.h - the few kernel-internal types podtrace reads, declared with
+ * preserve_access_index so every field access is a CO-RE relocation
+ * resolved against the running kernel's BTF at load time. Only the fields
+ * we use are listed; their offsets here mean nothing. This replaces a
+ * multi-megabyte generated vmlinux.h.
+ */
+#ifndef __PODTRACE_KERNEL_H
+#define __PODTRACE_KERNEL_H
+
+#include <linux/types.h>
+#include <stdbool.h>
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/in6.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/pkt_cls.h>
+
+#define __pai __attribute__((preserve_access_index))
+
+struct ns_common {
+	unsigned int inum;
+} __pai;
+
+struct net {
+	struct ns_common ns;
+} __pai;
+
+typedef struct {
+	struct net *net;
+} __pai possible_net_t;
+
+struct sock_common {
+	__be32 skc_daddr;
+	__be32 skc_rcv_saddr;
+	__be16 skc_dport;
+	__u16 skc_num;
+	unsigned short skc_family;
+	volatile unsigned char skc_state;
+	possible_net_t skc_net;
+	struct in6_addr skc_v6_daddr;
+	struct in6_addr skc_v6_rcv_saddr;
+} __pai;
+
+struct sock {
+	struct sock_common __sk_common;
+	int sk_err;
+	__u16 sk_protocol;
+} __pai;
+
+/* inet_sport stays set after close, unlike skc_num (zeroed on unhash). */
+struct inet_sock {
+	__be16 inet_sport;
+} __pai;
+
+struct tcp_sock {
+	__u32 srtt_us;
+	__u64 bytes_received;
+	__u64 bytes_acked;
+} __pai;
+
+struct net_device {
+	int ifindex;
+	possible_net_t nd_net;
+} __pai;
+
+struct sk_buff {
+	struct net_device *dev;
+	struct sock *sk;
+	unsigned char *head;
+	__u16 network_header;
+	__be16 protocol;
+} __pai;
+
+/* TCP states, as include/net/tcp_states.h (stable: exposed in tcp_info). */
+enum {
+	PT_TCP_ESTABLISHED = 1,
+	PT_TCP_SYN_SENT = 2,
+	PT_TCP_SYN_RECV = 3,
+	PT_TCP_TIME_WAIT = 6,
+	PT_TCP_CLOSE = 7,
+	PT_TCP_LISTEN = 10,
+	PT_TCP_NEW_SYN_RECV = 12,
+};
+
+#define PT_AF_INET 2
+#define PT_AF_INET6 10
+
+#endif /* __PODTRACE_KERNEL_H */

@@ -1,0 +1,118 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * podtrace.h - the one definition of everything the kernel half and the
+ * runner exchange: event and map layouts, kinds and limits.
+ *
+ * Rust never mirrors these by hand: libbpf-cargo emits them into the
+ * skeleton's `types` module (see the dummy instances in podtrace.bpf.c).
+ * Fields are fixed width, largest first, so the layout has no holes that
+ * differ between C and Rust.
+ */
+#ifndef __PODTRACE_H
+#define __PODTRACE_H
+
+/* Task command length, as the kernel's TASK_COMM_LEN. */
+#define PT_COMM_LEN 16
+/* Pod IPs one runner traces: a node rarely runs more pods than this. */
+#define PT_MAX_PODS 256
+/* Peer IPs (--peer-ip) one runner filters on. */
+#define PT_MAX_PEERS 256
+/* Ports (--port) one runner filters on. */
+#define PT_MAX_PORTS 64
+/* Network namespaces in scope: the node's own plus one per traced pod. */
+#define PT_MAX_NETNS (PT_MAX_PODS + 1)
+/* Sockets opened since the trace started and not yet closed; LRU, so a
+ * burst beyond this only loses connect times of the oldest sockets. */
+#define PT_MAX_SOCKS 65536
+/* Flows (proto, client IP, server IP:port) counted in the kernel; LRU. */
+#define PT_MAX_FLOWS 16384
+/* Default ring buffer size (the runner may resize it before load). Its
+ * pages are mapped twice into the runner, so this costs 2x in RSS. */
+#define PT_RINGBUF_BYTES (1024 * 1024)
+
+/* What an event reports; `kind` in struct pt_event. */
+enum pt_kind {
+	PT_CONNECT = 1,
+	PT_ACCEPT = 2,
+	PT_ESTABLISHED = 3,
+	PT_CLOSE = 4,
+	PT_FAILED = 5,
+	PT_RESET_SENT = 6,
+	PT_RESET_RECEIVED = 7,
+	PT_RETRANSMIT = 8,
+	PT_DROP = 9,
+	PT_PACKET = 10,
+};
+
+/* `direction` of a PT_PACKET, from the pod's point of view. */
+enum pt_direction {
+	PT_DIR_INGRESS = 0, /* entering the pod (tc egress of the host side) */
+	PT_DIR_EGRESS = 1,  /* leaving the pod (tc ingress of the host side) */
+};
+
+/*
+ * An address: IPv6, or IPv4 as an IPv4-mapped IPv6 address
+ * (::ffff:a.b.c.d), so one layout serves both families.
+ */
+struct pt_ip {
+	__u8 addr[16];
+};
+
+/* One event, written to the `events` ring buffer. */
+struct pt_event {
+	__u64 ts_ns;          /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) */
+	__u64 duration_ns;    /* close: since connect/accept; 0 when opened before the trace */
+	__u64 bytes_sent;     /* close: bytes of this socket acked by the peer */
+	__u64 bytes_received; /* close: bytes this socket received */
+	struct pt_ip saddr;   /* connection events: opener; packet/drop: packet source */
+	struct pt_ip daddr;   /* connection events: acceptor; packet/drop: packet destination */
+	__u32 pid;            /* tgid of the caller; 0 when not known (softirq) */
+	__u32 rtt_us;         /* established: smoothed handshake RTT */
+	__u32 len;            /* packet: bytes from the IP header on */
+	__u32 ifindex;        /* packet/drop: interface (in netns `netns`), 0 if none */
+	__u32 netns;          /* inode of the network namespace it was seen in */
+	__u32 reason;         /* drop: enum skb_drop_reason; failed: errno; retransmit: TCP state */
+	__u16 sport;          /* host byte order */
+	__u16 dport;          /* host byte order */
+	__u8 kind;            /* enum pt_kind */
+	__u8 proto;           /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 tcp_flags;       /* packet: TCP flags byte (FIN=1 SYN=2 RST=4 PSH=8 ACK=16 ...) */
+	__u8 direction;       /* packet: enum pt_direction */
+	__u8 first;           /* packet: first packet of a flow the kernel had not seen */
+	__u8 has_pid;         /* pid/comm are valid */
+	__u8 pad[2];
+	char comm[PT_COMM_LEN];
+};
+
+/* A flow as the summary reports it: all connections from a client IP to a
+ * server IP:port. Key of the `flows` map. */
+struct pt_flow_key {
+	struct pt_ip client;
+	struct pt_ip server;
+	__u16 server_port;    /* host byte order */
+	__u8 proto;
+	__u8 pad;
+};
+
+/* Counters of one flow, counted once per packet at the pods' host-side
+ * interfaces. Value of the `flows` map. */
+struct pt_flow_stats {
+	__u64 packets_sent;      /* client -> server */
+	__u64 bytes_sent;
+	__u64 packets_received;  /* server -> client */
+	__u64 bytes_received;
+	__u64 drops;             /* kfree_skb of its packets in scope */
+};
+
+/* A socket opened while tracing. Value of the `socks` map. */
+struct pt_sock {
+	__u64 start_ns;       /* when connect() / the passive open happened */
+	__u32 pid;
+	__u8 active;          /* 1: connect() side, 0: accepted side */
+	__u8 connect_pending; /* connect event not yet written (no local port yet) */
+	__u8 has_pid;
+	__u8 pad;
+	char comm[PT_COMM_LEN];
+};
+
+#endif /* __PODTRACE_H */

@@ -1,0 +1,245 @@
+// SPDX-License-Identifier: Apache-2.0
+//! One tracing session: find the pods, load and attach, stream events until
+//! stopped, then detach everything and write the summary.
+
+use std::cell::RefCell;
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use podtrace::decode::Decoder;
+use podtrace::discover::discover;
+use podtrace::event::{
+    now_rfc3339, Hello, Interface, Lost, Message, Proto, Ready, Summary, SCHEMA,
+};
+use podtrace::tracer::{self, ip_from_key, Config, Tracer};
+
+use crate::cli::Cli;
+use crate::output::Output;
+use crate::signals;
+use crate::summary::{Counters, Flows};
+
+/// How long one ring-buffer poll may block: the kernel only wakes us for a
+/// filling buffer, so this bounds how late a quiet event shows up.
+const POLL: Duration = Duration::from_millis(50);
+
+/// What the ring-buffer callback writes into.
+struct Sink {
+    out: Output,
+    decoder: Decoder,
+    flows: Flows,
+    events: u64,
+    error: Option<std::io::Error>,
+}
+
+impl Sink {
+    fn on_event(&mut self, raw: &podtrace::bpf::types::pt_event) {
+        if self.error.is_some() {
+            return;
+        }
+        let Some(ev) = self.decoder.event(raw) else {
+            return;
+        };
+        self.flows.record(&ev);
+        self.events += 1;
+        if let Err(e) = self.out.write(&Message::Event(ev)) {
+            self.error = Some(e);
+        }
+    }
+}
+
+fn node_and_kernel() -> (String, String) {
+    // SAFETY: a zeroed utsname is a valid buffer for uname(2) to fill.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: u is valid for writes.
+    unsafe { libc::uname(&mut u) };
+    let field = |f: &[libc::c_char]| {
+        let bytes: Vec<u8> = f
+            .iter()
+            .take_while(|c| **c != 0)
+            .map(|c| *c as u8)
+            .collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    (field(&u.nodename), field(&u.release))
+}
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1e3
+}
+
+pub fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
+    signals::install().context("install signal handlers")?;
+    tracer::set_verbose(cli.verbose);
+    tracer::preflight()?;
+    let (hostname, kernel) = node_and_kernel();
+    let node = cli.node_name.clone().unwrap_or(hostname);
+    let mut out = Output::new(cli.format);
+    out.write(&Message::hello(Hello {
+        version: env!("CARGO_PKG_VERSION").into(),
+        schema: SCHEMA,
+        node: node.clone(),
+        kernel,
+        time: now_rfc3339(),
+    }))
+    .context("write to stdout")?;
+    out.flush().context("write to stdout")?;
+
+    let found = discover(&cli.pod_ips)?;
+    tracing::debug!(ms = ms(started), "found the pods' interfaces");
+    let mut netns = vec![found.own_netns];
+    netns.extend(found.pods.iter().map(|p| p.netns));
+    let cfg = Config {
+        pod_ips: cli.pod_ips.clone(),
+        peer_ips: cli.peer_ips.clone(),
+        ports: cli.ports.clone(),
+        packets: cli.packets,
+        netns,
+        ring_bytes: cli.ring_buffer_mib << 20,
+    };
+    let mut storage = MaybeUninit::uninit();
+    let mut tracer = Tracer::load(&mut storage, &cfg)?;
+    tracing::debug!(ms = ms(started), "loaded the BPF programs");
+    let fail_after = cli.fail_after_hooks;
+    let check = |tracer: &Tracer<'_>| -> anyhow::Result<()> {
+        if fail_after.is_some_and(|n| tracer.hooks().len() >= n) {
+            bail!("failing on purpose after {} hooks", tracer.hooks().len());
+        }
+        Ok(())
+    };
+    tracer.attach_tracepoints()?;
+    tracing::debug!(ms = ms(started), "attached the tracepoints");
+    check(&tracer)?;
+    for pod in &found.pods {
+        if signals::stopped() {
+            break;
+        }
+        tracer.attach_tc(&pod.ifname, pod.ifindex, cli.tc_mode.into())?;
+        check(&tracer)?;
+    }
+    let trace_start = Instant::now();
+    out.write(&Message::ready(Ready {
+        node: node.clone(),
+        time: now_rfc3339(),
+        hooks: tracer.hooks().to_vec(),
+        interfaces: found
+            .pods
+            .iter()
+            .map(|p| Interface {
+                name: p.ifname.clone(),
+                ifindex: p.ifindex,
+                pod_ip: p.pod_ip,
+                kind: p.kind.as_str().into(),
+            })
+            .collect(),
+        pod_ips: cli.pod_ips.clone(),
+        peer_ips: cli.peer_ips.clone(),
+        ports: cli.ports.clone(),
+        startup_ms: started.elapsed().as_secs_f64() * 1e3,
+    }))
+    .context("write to stdout")?;
+    out.flush().context("write to stdout")?;
+
+    let sink = Rc::new(RefCell::new(Sink {
+        out,
+        decoder: Decoder::new(node.clone(), found.links.clone(), found.own_netns),
+        flows: Flows::default(),
+        events: 0,
+        error: None,
+    }));
+    let cb_sink = Rc::clone(&sink);
+    let rb = tracer.ring_buffer(move |ev| cb_sink.borrow_mut().on_event(ev))?;
+    let deadline = cli
+        .duration
+        .map(|s| trace_start + Duration::from_secs_f64(s.max(0.0)));
+    let mut lost_reported = 0u64;
+    loop {
+        // EINTR from a signal lands here as an error: the stop check follows.
+        let _ = rb.poll(POLL);
+        let _ = rb.consume();
+        let lost = tracer.lost_total();
+        let mut s = sink.borrow_mut();
+        if lost > lost_reported {
+            let msg = Message::lost(Lost {
+                node: node.clone(),
+                time: now_rfc3339(),
+                count: lost - lost_reported,
+                total: lost,
+            });
+            lost_reported = lost;
+            if let Err(e) = s.out.write(&msg) {
+                s.error.get_or_insert(e);
+            }
+        }
+        if let Err(e) = s.out.flush() {
+            s.error.get_or_insert(e);
+        }
+        if s.error.is_some() || signals::stopped() || deadline.is_some_and(|d| Instant::now() >= d)
+        {
+            break;
+        }
+    }
+    let _ = rb.consume();
+    drop(rb);
+    let counters = tracer.flows();
+    // Detach everything before the summary, so a reader that stops at the
+    // summary line leaves a clean node.
+    drop(tracer);
+
+    let sink = Rc::try_unwrap(sink)
+        .ok()
+        .expect("the ring buffer, the only other owner, is gone")
+        .into_inner();
+    let Sink {
+        mut out,
+        mut flows,
+        events,
+        error,
+        ..
+    } = sink;
+    if let Some(e) = error {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            // Nobody is reading any more: a clean stop.
+            return Ok(());
+        }
+        return Err(e).context("write to stdout");
+    }
+    for (k, v) in counters {
+        let proto = if i32::from(k.proto) == libc::IPPROTO_UDP {
+            Proto::Udp
+        } else {
+            Proto::Tcp
+        };
+        flows.add_counters(
+            proto,
+            ip_from_key(&k.client.addr),
+            SocketAddr::new(ip_from_key(&k.server.addr), k.server_port),
+            Counters {
+                packets_sent: v.packets_sent,
+                bytes_sent: v.bytes_sent,
+                packets_received: v.packets_received,
+                bytes_received: v.bytes_received,
+                drops: v.drops,
+            },
+        );
+    }
+    out.write(&Message::summary(Summary {
+        node,
+        time: now_rfc3339(),
+        flows: flows.finish(),
+        lost: lost_reported,
+        events,
+        duration_s: trace_start.elapsed().as_secs_f64(),
+    }))
+    .and_then(|()| out.flush())
+    .or_else(|e| {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            Ok(())
+        } else {
+            Err(e)
+        }
+    })
+    .context("write to stdout")
+}

@@ -1,0 +1,300 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Test support: runs `podtrace-runner` inside a node namespace and reads
+//! its JSON lines with bounded waits.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead as _, BufReader, Read as _};
+use std::net::{IpAddr, UdpSocket};
+use std::os::fd::AsRawFd as _;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use podtrace_netns::{Netns, Node, Pod};
+use serde_json::Value;
+
+pub const RUNNER: &str = env!("CARGO_BIN_EXE_podtrace-runner");
+
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "these tests load eBPF programs and build namespaces: run as root"
+    );
+}
+
+/// A runner process in a node's namespace; killed on drop.
+pub struct Runner {
+    child: Child,
+    lines: Receiver<Value>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+    /// Every line read so far.
+    pub seen: Vec<Value>,
+    pub pid: u32,
+}
+
+impl Runner {
+    pub fn start(node: &Node, args: &[&str]) -> Runner {
+        Self::start_in(&node.netns, args)
+    }
+
+    pub fn start_in(ns: &Netns, args: &[&str]) -> Runner {
+        let mut child = ns
+            .command(RUNNER)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start podtrace-runner");
+        let stdout = child.stdout.take().unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let v: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("runner wrote a non-JSON line {line:?}: {e}"));
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        });
+        let pid = child.id();
+        Runner {
+            child,
+            lines: rx,
+            stderr: Some(stderr),
+            seen: Vec::new(),
+            pid,
+        }
+    }
+
+    /// Waits for the `ready` line (panics with stderr if the runner dies).
+    pub fn ready(&mut self) -> Value {
+        match self.wait_for(Duration::from_secs(20), |v| v["type"] == "ready") {
+            Some(v) => v,
+            None => {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                let err = self.stderr.take().map(|h| h.join().unwrap_or_default());
+                panic!(
+                    "runner never got ready; stderr: {err:?}; lines: {:?}",
+                    self.seen
+                );
+            }
+        }
+    }
+
+    /// The first line (already read or arriving before `timeout`) that
+    /// matches.
+    pub fn wait_for(&mut self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        if let Some(v) = self.seen.iter().find(|v| pred(v)) {
+            return Some(v.clone());
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(v) => {
+                    let hit = pred(&v);
+                    self.seen.push(v.clone());
+                    if hit {
+                        return Some(v);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
+                    return None
+                }
+            }
+        }
+    }
+
+    /// Like [`Runner::wait_for`], panicking with what was seen on timeout.
+    pub fn expect(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(v) = self.wait_for(Duration::from_secs(15), pred) {
+            return v;
+        }
+        let alive = self.child.try_wait().ok().flatten().is_none();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let err = self.stderr.take().map(|h| h.join().unwrap_or_default());
+        panic!(
+            "no {what} within 15 s (runner was {}); stderr: {err:?}; saw:\n{}",
+            if alive { "running" } else { "gone" },
+            self.dump()
+        )
+    }
+
+    pub fn dump(&self) -> String {
+        self.seen
+            .iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Sends SIGTERM, waits for exit, returns (exit code, all lines, stderr).
+    pub fn stop(self) -> (i32, Vec<Value>, String) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
+        self.finish()
+    }
+
+    /// Waits (bounded) for the runner to exit on its own.
+    pub fn finish(mut self) -> (i32, Vec<Value>, String) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "runner did not exit within 20 s");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        while let Ok(v) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(v);
+        }
+        let err = self
+            .stderr
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
+        (
+            status.code().unwrap_or(-1),
+            std::mem::take(&mut self.seen),
+            err,
+        )
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn is_event(v: &Value, ty: &str) -> bool {
+    v["type"] == ty
+}
+
+/// `"IP:PORT"` of a JSON address field, as its IP.
+pub fn ip_of(v: &Value, field: &str) -> Option<IpAddr> {
+    let s = v[field].as_str()?;
+    s.parse::<std::net::SocketAddr>().ok().map(|a| a.ip())
+}
+
+pub fn port_of(v: &Value, field: &str) -> Option<u16> {
+    let s = v[field].as_str()?;
+    s.parse::<std::net::SocketAddr>().ok().map(|a| a.port())
+}
+
+/// Runs curl in `pod` and returns (http code, bytes downloaded).
+pub fn curl(pod: &Pod, url: &str, max_s: u32) -> (String, u64) {
+    let out = pod.curl(url, max_s).expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut it = text.split_whitespace();
+    let code = it.next().unwrap_or("").to_owned();
+    let size = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    (code, size)
+}
+
+/// Runs `f` on a thread that lives in `ns` (setns affects only that thread).
+pub fn in_netns<T: Send + 'static>(
+    ns: &Netns,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = ns.path();
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).expect("open netns");
+        // SAFETY: setns(2) on a namespace fd; affects this thread only.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        f()
+    })
+}
+
+/// A UDP socket bound to `ip:port` inside `ns`, answering nothing.
+pub fn udp_listener(ns: &Netns, ip: IpAddr, port: u16) -> UdpSocket {
+    in_netns(ns, move || UdpSocket::bind((ip, port)).expect("bind udp"))
+        .join()
+        .unwrap()
+}
+
+/// Sends one datagram from inside `ns`.
+pub fn udp_send(ns: &Netns, to: std::net::SocketAddr, payload: &'static [u8]) {
+    in_netns(ns, move || {
+        let s = UdpSocket::bind(("0.0.0.0", 0)).expect("bind");
+        s.send_to(payload, to).expect("send");
+    })
+    .join()
+    .unwrap();
+}
+
+/// Runs a command, returning stdout (empty on failure).
+pub fn sh(cmd: &mut Command) -> String {
+    cmd.output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// IDs of the BPF programs process `pid` holds open (from its fdinfo:
+/// Debian's bpftool cannot show pids).
+pub fn bpf_prog_ids_of(pid: u32) -> Vec<u64> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return Vec::new();
+    };
+    let mut ids: Vec<u64> = dir
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("prog_id:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// Whether a BPF program with this ID still exists.
+pub fn bpf_prog_exists(id: u64) -> bool {
+    Command::new("bpftool")
+        .args(["prog", "show", "id", &id.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// What tc and bpftool show attached to `iface` in `ns` (empty: nothing).
+pub fn attached_to(ns: &Netns, iface: &str) -> String {
+    let mut all = String::new();
+    for dir in ["ingress", "egress"] {
+        all += &sh(ns.command("tc").args(["filter", "show", "dev", iface, dir]));
+    }
+    let net = sh(ns
+        .command("bpftool")
+        .args(["-j", "net", "show", "dev", iface]));
+    if let Ok(v) = serde_json::from_str::<Value>(&net) {
+        for entry in v.as_array().into_iter().flatten() {
+            for key in ["tc", "tcx", "xdp"] {
+                if let Some(a) = entry[key].as_array() {
+                    if !a.is_empty() {
+                        all += &format!("{key}: {a:?}\n");
+                    }
+                }
+            }
+        }
+    }
+    all
+}

@@ -1,0 +1,430 @@
+// SPDX-License-Identifier: Apache-2.0
+//! The command line, with kubectl's conventions for the connection flags.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The runner image this build of the plugin pairs with.
+pub const DEFAULT_IMAGE: &str = concat!(
+    "ghcr.io/podtrace/podtrace-runner:v",
+    env!("CARGO_PKG_VERSION")
+);
+
+const EXAMPLES: &str = "\
+EXAMPLES:
+  # Trace everything between two pods in the current namespace, until Ctrl-C
+  kubectl podtrace curl-demo nginx-demo
+
+  # All traffic of one pod, only port 80, for 30 seconds
+  kubectl podtrace -n web nginx-demo --port 80 --duration 30s
+
+  # Pods in different namespaces, one event per packet, as JSON lines
+  kubectl podtrace shop/frontend pod/backend -n shop --packets -o json
+
+  # Print the trace Job(s) that would be created, and create nothing
+  kubectl podtrace curl-demo nginx-demo --dry-run
+
+  # Remove trace Jobs a killed session left behind (yours; --all for everyone's)
+  kubectl podtrace cleanup";
+
+/// Trace what the kernel sees between two pods: connects, handshake RTTs,
+/// refused connections, resets, retransmits, packets and drops with their
+/// reason, live, labelled with pod names; then a per-flow summary.
+#[derive(Parser, Debug, Clone, PartialEq)]
+#[command(
+    name = "kubectl-podtrace",
+    bin_name = "kubectl podtrace",
+    version,
+    after_help = EXAMPLES,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub trace: TraceArgs,
+
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+/// Subcommands besides tracing.
+#[derive(Subcommand, Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Delete trace Jobs left behind by sessions that did not end cleanly.
+    Cleanup(CleanupArgs),
+    /// Print the plugin's version and the runner image it uses.
+    Version,
+}
+
+/// Flags of `kubectl podtrace cleanup`.
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct CleanupArgs {
+    /// Delete every user's trace Jobs, not only yours.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// Which cluster, user and namespace to talk to; the same flags as kubectl.
+#[derive(Args, Debug, Clone, Default, PartialEq)]
+pub struct KubeArgs {
+    /// Namespace of pods given without one (default: the context's namespace).
+    #[arg(short = 'n', long, global = true, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// The kubeconfig context to use.
+    #[arg(long, global = true, value_name = "CONTEXT")]
+    pub context: Option<String>,
+
+    /// Path to the kubeconfig file (default: $KUBECONFIG, else ~/.kube/config).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub kubeconfig: Option<std::path::PathBuf>,
+
+    /// The kubeconfig cluster to use.
+    #[arg(long, global = true, value_name = "CLUSTER")]
+    pub cluster: Option<String>,
+
+    /// The kubeconfig user to use.
+    #[arg(long, global = true, value_name = "USER")]
+    pub user: Option<String>,
+
+    /// Namespace the trace Jobs run in; it must admit privileged pods.
+    #[arg(
+        long,
+        global = true,
+        default_value = "podtrace",
+        value_name = "NAMESPACE"
+    )]
+    pub job_namespace: String,
+}
+
+/// Output format.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Output {
+    /// Aligned columns for people, with pod names.
+    #[default]
+    Text,
+    /// One JSON object per runner line, with `node` and pod names added.
+    Json,
+}
+
+/// How much the runner's container may do.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Security {
+    /// A privileged container (works everywhere the namespace allows it).
+    #[default]
+    Privileged,
+    /// Not privileged, only the capabilities eBPF tracing needs
+    /// (BPF, PERFMON, NET_ADMIN, SYS_ADMIN, SYS_RESOURCE, SYS_PTRACE).
+    Capabilities,
+}
+
+/// What to trace and how.
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct TraceArgs {
+    /// The pod to trace: NAME, NS/NAME or pod/NAME.
+    #[arg(required = true, value_name = "POD")]
+    pub pod: Option<String>,
+
+    /// Trace only the traffic between POD and this pod.
+    #[arg(value_name = "PEER")]
+    pub peer: Option<String>,
+
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+
+    /// Trace only this port (either side); repeat for more ports.
+    #[arg(long = "port", value_name = "N")]
+    pub ports: Vec<u16>,
+
+    /// Report every packet (headers only), not just SYN, FIN and RST.
+    #[arg(long)]
+    pub packets: bool,
+
+    /// Stop by itself after this long, e.g. 30s, 5m (default: until Ctrl-C).
+    #[arg(long, value_parser = parse_duration, value_name = "D")]
+    pub duration: Option<Duration>,
+
+    /// The runner image (default: the runner release matching this plugin).
+    #[arg(long, default_value = DEFAULT_IMAGE, value_name = "IMAGE")]
+    pub image: String,
+
+    /// Server-side deadline: the cluster stops the trace after this long even
+    /// if this plugin is gone.
+    #[arg(long, value_parser = parse_duration, default_value = "1h", value_name = "D")]
+    pub max_duration: Duration,
+
+    /// Give up if the runners are not tracing after this long.
+    #[arg(long, value_parser = parse_duration, default_value = "2m", value_name = "D")]
+    pub start_timeout: Duration,
+
+    /// Print the trace Job(s) as YAML and create nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Privileges of the runner's container.
+    #[arg(long, value_enum, default_value_t = Security::Privileged)]
+    pub security: Security,
+}
+
+/// Parses `90`, `90s`, `5m`, `1h30m`, `500ms` into a [`Duration`].
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty duration".into());
+    }
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!(
+                "invalid duration {s:?}: expected e.g. 30s, 5m, 1h30m"
+            ));
+        }
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("invalid duration {s:?}: number too large"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        total += match unit {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n * 60),
+            "h" => Duration::from_secs(n * 3600),
+            _ => {
+                return Err(format!(
+                    "invalid duration {s:?}: unknown unit {unit:?} (use ms, s, m or h)"
+                ))
+            }
+        };
+    }
+    if total.is_zero() {
+        return Err(format!("invalid duration {s:?}: must be more than zero"));
+    }
+    Ok(total)
+}
+
+/// A pod as the user named it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodRef {
+    /// The namespace given explicitly as `NS/NAME`.
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl PodRef {
+    /// Reads `NAME`, `NS/NAME`, `pod/NAME`, `pods/NAME` or `po/NAME`.
+    pub fn parse(s: &str) -> Result<PodRef, String> {
+        let parts: Vec<&str> = s.split('/').collect();
+        let (namespace, name) = match parts.as_slice() {
+            [name] => (None, *name),
+            [kind, name] if matches!(*kind, "pod" | "pods" | "po") => (None, *name),
+            [ns, name] => (Some((*ns).to_string()), *name),
+            [ns, kind, name] if matches!(*kind, "pod" | "pods" | "po") => {
+                (Some((*ns).to_string()), *name)
+            }
+            _ => return Err(format!("{s:?} is not a pod: use NAME, NS/NAME or pod/NAME")),
+        };
+        if name.is_empty() || namespace.as_deref() == Some("") {
+            return Err(format!("{s:?} is not a pod: use NAME, NS/NAME or pod/NAME"));
+        }
+        Ok(PodRef {
+            namespace,
+            name: name.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        let mut v = vec!["kubectl-podtrace"];
+        v.extend_from_slice(args);
+        Cli::try_parse_from(v).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    #[test]
+    fn two_pods_with_defaults() {
+        let cli = parse(&["curl-demo", "nginx-demo"]);
+        assert_eq!(cli.command, None);
+        assert_eq!(cli.trace.pod.as_deref(), Some("curl-demo"));
+        assert_eq!(cli.trace.peer.as_deref(), Some("nginx-demo"));
+        assert_eq!(cli.trace.output, Output::Text);
+        assert_eq!(cli.trace.image, DEFAULT_IMAGE);
+        assert!(DEFAULT_IMAGE.ends_with(concat!(":v", env!("CARGO_PKG_VERSION"))));
+        assert_eq!(cli.trace.max_duration, Duration::from_secs(3600));
+        assert_eq!(cli.trace.start_timeout, Duration::from_secs(120));
+        assert_eq!(cli.kube.job_namespace, "podtrace");
+        assert_eq!(cli.trace.duration, None);
+        assert!(!cli.trace.dry_run && !cli.trace.packets);
+    }
+
+    #[test]
+    fn every_flag() {
+        let cli = parse(&[
+            "-n",
+            "web",
+            "--context",
+            "prod",
+            "--kubeconfig",
+            "/tmp/kc",
+            "--cluster",
+            "c1",
+            "--user",
+            "u1",
+            "-o",
+            "json",
+            "--port",
+            "80",
+            "--port",
+            "443",
+            "--packets",
+            "--duration",
+            "1m30s",
+            "--image",
+            "img:1",
+            "--job-namespace",
+            "tracing",
+            "--max-duration",
+            "10m",
+            "--start-timeout",
+            "45s",
+            "--dry-run",
+            "--security",
+            "capabilities",
+            "web/nginx",
+            "pod/curl",
+        ]);
+        assert_eq!(cli.kube.namespace.as_deref(), Some("web"));
+        assert_eq!(cli.kube.context.as_deref(), Some("prod"));
+        assert_eq!(
+            cli.kube.kubeconfig.as_deref(),
+            Some(std::path::Path::new("/tmp/kc"))
+        );
+        assert_eq!(cli.kube.cluster.as_deref(), Some("c1"));
+        assert_eq!(cli.kube.user.as_deref(), Some("u1"));
+        assert_eq!(cli.kube.job_namespace, "tracing");
+        assert_eq!(cli.trace.output, Output::Json);
+        assert_eq!(cli.trace.ports, vec![80, 443]);
+        assert!(cli.trace.packets && cli.trace.dry_run);
+        assert_eq!(cli.trace.duration, Some(Duration::from_secs(90)));
+        assert_eq!(cli.trace.image, "img:1");
+        assert_eq!(cli.trace.max_duration, Duration::from_secs(600));
+        assert_eq!(cli.trace.start_timeout, Duration::from_secs(45));
+        assert_eq!(cli.trace.security, Security::Capabilities);
+    }
+
+    #[test]
+    fn subcommands() {
+        let cli = parse(&["cleanup", "--all", "-n", "x"]);
+        assert_eq!(
+            cli.command,
+            Some(Command::Cleanup(CleanupArgs { all: true }))
+        );
+        assert_eq!(cli.kube.namespace.as_deref(), Some("x"));
+        assert_eq!(
+            parse(&["cleanup"]).command,
+            Some(Command::Cleanup(CleanupArgs { all: false }))
+        );
+        assert_eq!(parse(&["version"]).command, Some(Command::Version));
+        let cli = parse(&["--kubeconfig", "/k", "cleanup", "--context", "c"]);
+        assert_eq!(cli.command, Some(Command::Cleanup(CleanupArgs { all: false })));
+        assert_eq!(cli.kube.context.as_deref(), Some("c"));
+        // A pod named like a subcommand is still reachable.
+        assert_eq!(parse(&["pod/cleanup"]).trace.pod.as_deref(), Some("pod/cleanup"));
+    }
+
+    #[test]
+    fn pod_is_required_and_bad_values_are_rejected() {
+        assert!(Cli::try_parse_from(["kubectl-podtrace"]).is_err());
+        assert!(Cli::try_parse_from(["kubectl-podtrace", "a", "-o", "yaml"]).is_err());
+        assert!(Cli::try_parse_from(["kubectl-podtrace", "a", "--port", "70000"]).is_err());
+        assert!(Cli::try_parse_from(["kubectl-podtrace", "a", "--duration", "5x"]).is_err());
+        assert!(Cli::try_parse_from(["kubectl-podtrace", "a", "b", "c"]).is_err());
+    }
+
+    #[test]
+    fn help_ends_with_examples() {
+        let help = Cli::try_parse_from(["kubectl-podtrace", "--help"])
+            .unwrap_err()
+            .to_string();
+        assert!(help.contains("Usage: kubectl podtrace"), "{help}");
+        assert!(
+            help.trim_end().ends_with("kubectl podtrace cleanup"),
+            "{help}"
+        );
+        for flag in [
+            "--namespace",
+            "--context",
+            "--kubeconfig",
+            "--dry-run",
+            "--job-namespace",
+        ] {
+            assert!(help.contains(flag), "{flag} missing from help");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("3d").unwrap_err().contains("unknown unit"));
+    }
+
+    #[test]
+    fn pod_refs() {
+        let p = |s| PodRef::parse(s).unwrap();
+        assert_eq!(
+            p("nginx"),
+            PodRef {
+                namespace: None,
+                name: "nginx".into()
+            }
+        );
+        assert_eq!(
+            p("pod/nginx"),
+            PodRef {
+                namespace: None,
+                name: "nginx".into()
+            }
+        );
+        assert_eq!(
+            p("web/nginx"),
+            PodRef {
+                namespace: Some("web".into()),
+                name: "nginx".into()
+            }
+        );
+        assert_eq!(
+            p("web/pod/nginx"),
+            PodRef {
+                namespace: Some("web".into()),
+                name: "nginx".into()
+            }
+        );
+        assert!(PodRef::parse("a/b/c").is_err());
+        assert!(PodRef::parse("pod/").is_err());
+        assert!(PodRef::parse("/x").is_err());
+    }
+}

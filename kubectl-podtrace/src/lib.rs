@@ -1,0 +1,154 @@
+// SPDX-License-Identifier: Apache-2.0
+//! kubectl-podtrace: trace what the kernel sees between two pods.
+//!
+//! The flow of one run: [`cli`] → [`client`] → [`resolve`] → [`preflight`]
+//! → [`jobspec`] → [`session`] (waiting with [`progress`], following logs
+//! with [`stream`], naming IPs with [`names`], printing with [`render`],
+//! totals with [`summary`]) and [`cleanup`] for leftovers.
+
+pub mod cleanup;
+pub mod cli;
+pub mod client;
+pub mod errors;
+pub mod jobspec;
+pub mod names;
+pub mod preflight;
+pub mod progress;
+pub mod render;
+pub mod resolve;
+pub mod session;
+pub mod stream;
+pub mod summary;
+pub mod wait;
+
+use std::hash::{BuildHasher, Hasher};
+
+use cli::{Cli, Command, PodRef};
+use errors::{Error, Result};
+
+/// A fresh session id: six lowercase letters and digits.
+pub fn session_id() -> String {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    let mut n = h.finish();
+    let alphabet = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    (0..6)
+        .map(|_| {
+            let c = alphabet[(n % 36) as usize] as char;
+            n /= 36;
+            c
+        })
+        .collect()
+}
+
+/// What `kubectl podtrace version` prints.
+pub fn version_text() -> String {
+    format!(
+        "kubectl-podtrace {}\nrunner image: {}\nwire schema: {}\n",
+        env!("CARGO_PKG_VERSION"),
+        cli::DEFAULT_IMAGE,
+        podtrace::event::SCHEMA
+    )
+}
+
+/// Runs the command line.
+pub async fn run(cli: Cli) -> Result<()> {
+    match &cli.command {
+        Some(Command::Version) => {
+            print!("{}", version_text());
+            return Ok(());
+        }
+        Some(Command::Cleanup(args)) => {
+            let cluster = client::connect(&cli.kube).await?;
+            let done = cleanup::cleanup(&cluster, &cli.kube.job_namespace, args.all).await?;
+            if done.is_empty() {
+                println!(
+                    "no trace Jobs {}in namespace {}",
+                    if args.all { "" } else { "of yours " },
+                    cli.kube.job_namespace
+                );
+            }
+            for line in done {
+                println!("{line}");
+            }
+            return Ok(());
+        }
+        None => {}
+    }
+    // Catch Ctrl-C from the start, so nothing we create is left behind.
+    let interrupted = session::interrupts();
+    let trace = &cli.trace;
+    let mut refs = Vec::new();
+    for s in trace.pod.iter().chain(trace.peer.iter()) {
+        refs.push(PodRef::parse(s).map_err(Error::Usage)?);
+    }
+    let cluster = client::connect(&cli.kube).await?;
+    let mut targets = Vec::new();
+    for r in &refs {
+        let t = resolve::resolve(&cluster.client, &cluster.namespace, r).await?;
+        if t.host_network {
+            eprintln!(
+                "warning: pod {} uses hostNetwork: its traffic is the node {}'s, and tracing it \
+                 traces all of that node's traffic on those addresses",
+                t.id(),
+                t.node
+            );
+        }
+        targets.push(t);
+    }
+    if targets.len() == 2 && targets[0] == targets[1] {
+        return Err(Error::Usage(format!(
+            "POD and PEER are the same pod ({}): give one pod to trace all its traffic",
+            targets[0].id()
+        )));
+    }
+    let plans = resolve::plan(&targets);
+    let id = session_id();
+    let target_ids: Vec<String> = targets.iter().map(resolve::Target::id).collect();
+    let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let job_ns = cli.kube.job_namespace.clone();
+    let jobs: Vec<_> = plans
+        .iter()
+        .enumerate()
+        .map(|(index, plan)| {
+            jobspec::job_spec(&jobspec::JobInput {
+                session: &id,
+                index,
+                namespace: &job_ns,
+                plan,
+                targets: &target_ids,
+                image: &trace.image,
+                ports: &trace.ports,
+                packets: trace.packets,
+                duration: trace.duration,
+                max_duration: trace.max_duration,
+                security: trace.security,
+                caller: &cluster.caller,
+                created: &created,
+            })
+        })
+        .collect();
+    if trace.dry_run {
+        print!("{}", jobspec::to_yaml(&jobs));
+        return Ok(());
+    }
+    preflight::check(&cluster.client, &job_ns).await?;
+    let spec = session::SessionSpec {
+        id,
+        job_namespace: job_ns,
+        plans,
+        targets,
+        jobs,
+        image: trace.image.clone(),
+        output: trace.output,
+        duration: trace.duration,
+        start_timeout: trace.start_timeout,
+    };
+    session::run(&cluster, spec, interrupted).await
+}

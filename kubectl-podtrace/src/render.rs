@@ -1,0 +1,424 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Turning runner lines into what the user reads: aligned text with pod
+//! names (colour on a terminal), or JSON lines.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+
+use podtrace::event::{Event, EventKind, FlowSummary, Lost, ResetDirection, Rtt};
+
+/// How text is drawn.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Style {
+    pub color: bool,
+    /// Width of the node column.
+    pub node_width: usize,
+}
+
+const RED: &str = "\x1b[31m";
+const GREEN: &str = "\x1b[32m";
+const YELLOW: &str = "\x1b[33m";
+const CYAN: &str = "\x1b[36m";
+const DIM: &str = "\x1b[2m";
+const BOLD_RED: &str = "\x1b[1;31m";
+const RESET: &str = "\x1b[0m";
+
+fn paint(style: Style, code: &str, text: &str) -> String {
+    if style.color {
+        format!("{code}{text}{RESET}")
+    } else {
+        text.to_string()
+    }
+}
+
+/// Width of the address columns.
+const ADDR_WIDTH: usize = 30;
+
+/// The header line over events.
+pub fn header(style: Style) -> String {
+    format!(
+        "{:<15}  {:<nw$}  {:<11}  {:<aw$}    {:<aw$}  {}",
+        "TIME",
+        "NODE",
+        "EVENT",
+        "SOURCE",
+        "DESTINATION",
+        "DETAILS",
+        nw = style.node_width.max(4),
+        aw = ADDR_WIDTH
+    )
+    .trim_end()
+    .to_string()
+}
+
+/// `ns/name:port` when the IP is known, else `ip:port`.
+pub fn endpoint(addr: &SocketAddr, name: Option<&str>) -> String {
+    match name {
+        Some(n) => format!("{n}:{}", addr.port()),
+        None => addr.to_string(),
+    }
+}
+
+/// `HH:MM:SS.ffffff` from an RFC 3339 time, or the time as given.
+pub fn clock(time: &str) -> String {
+    match time.split_once('T') {
+        Some((_, rest)) => {
+            let rest = rest.trim_end_matches('Z');
+            let rest = rest.split(['+', '-']).next().unwrap_or(rest);
+            match rest.split_once('.') {
+                Some((hms, frac)) => format!("{hms}.{:0<6.6}", frac),
+                None => format!("{rest}.000000"),
+            }
+        }
+        None => time.to_string(),
+    }
+}
+
+/// `52µs`, `1.25ms`, `3.40s`.
+pub fn micros(us: u64) -> String {
+    if us < 1_000 {
+        format!("{us}µs")
+    } else if us < 1_000_000 {
+        format!("{:.2}ms", us as f64 / 1e3)
+    } else {
+        format!("{:.2}s", us as f64 / 1e6)
+    }
+}
+
+/// `853B`, `12.3KiB`, `4.0MiB`.
+pub fn bytes(n: u64) -> String {
+    if n < 1024 {
+        format!("{n}B")
+    } else if n < 1024 * 1024 {
+        format!("{:.1}KiB", n as f64 / 1024.0)
+    } else if n < 1024 * 1024 * 1024 {
+        format!("{:.1}MiB", n as f64 / (1024.0 * 1024.0))
+    } else {
+        format!("{:.1}GiB", n as f64 / (1024.0 * 1024.0 * 1024.0))
+    }
+}
+
+/// One event as one aligned line.
+pub fn event_line(e: &Event, style: Style) -> String {
+    let (color, details) = match &e.kind {
+        EventKind::Connect | EventKind::Accept => (CYAN, String::new()),
+        EventKind::Established { rtt_us } => (GREEN, format!("rtt={}", micros(*rtt_us))),
+        EventKind::Close {
+            duration_ms,
+            bytes_sent,
+            bytes_received,
+        } => (
+            "",
+            format!(
+                "duration={duration_ms:.1}ms sent={} received={}",
+                bytes(*bytes_sent),
+                bytes(*bytes_received)
+            ),
+        ),
+        EventKind::Failed { error } => (RED, error.clone()),
+        EventKind::Reset { direction } => (
+            RED,
+            match direction {
+                ResetDirection::Sent => "sent".into(),
+                ResetDirection::Received => "received".into(),
+            },
+        ),
+        EventKind::Retransmit { state } => (
+            YELLOW,
+            state
+                .as_ref()
+                .map(|s| format!("state={s}"))
+                .unwrap_or_default(),
+        ),
+        EventKind::Drop { reason, iface } => (
+            RED,
+            match iface {
+                Some(i) => format!("reason={reason} iface={i}"),
+                None => format!("reason={reason}"),
+            },
+        ),
+        EventKind::Packet {
+            iface,
+            direction,
+            flags,
+            len,
+            first,
+        } => {
+            let dir = match direction {
+                podtrace::event::Direction::Ingress => "ingress",
+                podtrace::event::Direction::Egress => "egress",
+            };
+            let mut d = format!("{dir} {iface}");
+            if !flags.is_empty() {
+                let _ = write!(d, " {flags}");
+            }
+            let _ = write!(d, " len={len}");
+            if *first {
+                d.push_str(" first");
+            }
+            (DIM, d)
+        }
+    };
+    let mut details = details;
+    if let Some(comm) = &e.comm {
+        let who = match e.pid {
+            Some(pid) => format!("{comm}[{pid}]"),
+            None => comm.clone(),
+        };
+        details = if details.is_empty() {
+            who
+        } else {
+            format!("{details} {who}")
+        };
+    }
+    let kind = format!("{} {}", e.proto, e.kind.name());
+    let kind = format!("{kind:<11}");
+    let line = format!(
+        "{:<15}  {:<nw$}  {}  {:<aw$} -> {:<aw$}  {}",
+        clock(&e.time),
+        e.node,
+        if color.is_empty() {
+            kind
+        } else {
+            paint(style, color, &kind)
+        },
+        endpoint(&e.src, e.src_name.as_deref()),
+        endpoint(&e.dst, e.dst_name.as_deref()),
+        details,
+        nw = style.node_width.max(4),
+        aw = ADDR_WIDTH
+    );
+    line.trim_end().to_string()
+}
+
+/// A `lost` line, made hard to miss.
+pub fn lost_line(l: &Lost, style: Style) -> String {
+    paint(
+        style,
+        BOLD_RED,
+        &format!(
+            "!!! LOST {} events on node {} ({} since start): the kernel could not hand them over; \
+             narrow the trace with --port or drop --packets",
+            l.count, l.node, l.total
+        ),
+    )
+}
+
+fn rtt_text(r: &Option<Rtt>) -> String {
+    match r {
+        Some(r) if r.count > 0 => format!(
+            "{}/{}/{}",
+            micros(r.min_us),
+            micros(r.avg_us),
+            micros(r.max_us)
+        ),
+        _ => "-".into(),
+    }
+}
+
+/// The per-flow summary table.
+pub fn summary_table(flows: &[FlowSummary], lost: u64, style: Style) -> String {
+    let mut rows: Vec<[String; 9]> = vec![[
+        "FLOW".into(),
+        "CONN".into(),
+        "FAILED".into(),
+        "PACKETS ->/<-".into(),
+        "BYTES ->/<-".into(),
+        "RETRANS".into(),
+        "RESETS".into(),
+        "DROPS".into(),
+        "RTT min/avg/max".into(),
+    ]];
+    for f in flows {
+        let src = match (&f.src_name, f.src) {
+            (Some(n), _) => n.clone(),
+            (None, Some(ip)) => ip.to_string(),
+            _ => "?".into(),
+        };
+        let dst = match f.dst {
+            Some(d) => endpoint(&d, f.dst_name.as_deref()),
+            None => "?".into(),
+        };
+        let proto = f.proto.map(|p| p.to_string()).unwrap_or_default();
+        rows.push([
+            format!("{proto} {src} -> {dst}"),
+            f.connections.to_string(),
+            f.failed.to_string(),
+            format!("{}/{}", f.packets_sent, f.packets_received),
+            format!("{}/{}", bytes(f.bytes_sent), bytes(f.bytes_received)),
+            f.retransmits.to_string(),
+            f.resets.to_string(),
+            f.drops.to_string(),
+            rtt_text(&f.rtt),
+        ]);
+    }
+    let mut widths = [0usize; 9];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for (i, row) in rows.iter().enumerate() {
+        let mut line = String::new();
+        for (c, (cell, w)) in row.iter().zip(widths).enumerate() {
+            let pad = w - cell.chars().count();
+            if c == 0 || c == 8 {
+                let _ = write!(line, "{cell}{}  ", " ".repeat(pad));
+            } else {
+                let _ = write!(line, "{}{cell}  ", " ".repeat(pad));
+            }
+        }
+        let line = line.trim_end().to_string();
+        let bad = i > 0 && {
+            let f = &flows[i - 1];
+            f.failed + f.resets + f.drops > 0
+        };
+        out.push_str(&if bad { paint(style, RED, &line) } else { line });
+        out.push('\n');
+    }
+    if flows.is_empty() {
+        out.push_str("(no flows seen)\n");
+    }
+    if lost > 0 {
+        out.push_str(&paint(
+            style,
+            BOLD_RED,
+            &format!("{lost} events were lost: counts above may be low\n"),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use podtrace::event::Proto;
+
+    fn ev(kind: EventKind) -> Event {
+        Event {
+            time: "2025-11-25T14:37:18.123456789Z".into(),
+            node: "node-1".into(),
+            proto: Proto::Tcp,
+            src: "10.244.1.2:43210".parse().unwrap(),
+            dst: "10.244.2.3:80".parse().unwrap(),
+            pid: Some(42),
+            comm: Some("curl".into()),
+            src_name: Some("default/curl-demo".into()),
+            dst_name: Some("default/nginx-demo".into()),
+            kind,
+        }
+    }
+
+    const PLAIN: Style = Style {
+        color: false,
+        node_width: 6,
+    };
+
+    #[test]
+    fn events_render_aligned_with_names() {
+        assert_eq!(
+            event_line(&ev(EventKind::Connect), PLAIN),
+            "14:37:18.123456  node-1  tcp connect  default/curl-demo:43210        -> default/nginx-demo:80           curl[42]"
+        );
+        let mut e = ev(EventKind::Failed {
+            error: "ECONNREFUSED".into(),
+        });
+        e.dst_name = None;
+        e.pid = None;
+        e.comm = None;
+        assert_eq!(
+            event_line(&e, PLAIN),
+            "14:37:18.123456  node-1  tcp failed   default/curl-demo:43210        -> 10.244.2.3:80                   ECONNREFUSED"
+        );
+        let line = event_line(&ev(EventKind::Established { rtt_us: 52 }), PLAIN);
+        assert!(line.contains("rtt=52µs curl[42]"), "{line}");
+        let line = event_line(
+            &ev(EventKind::Drop {
+                reason: "NETFILTER_DROP".into(),
+                iface: None,
+            }),
+            Style {
+                color: true,
+                node_width: 6,
+            },
+        );
+        assert!(line.contains("\x1b[31mtcp drop"), "{line}");
+        assert!(line.contains("reason=NETFILTER_DROP"), "{line}");
+    }
+
+    #[test]
+    fn header_lines_up_with_events() {
+        let h = header(PLAIN);
+        let e = event_line(&ev(EventKind::Connect), PLAIN);
+        assert_eq!(h.find("NODE"), e.find("node-1"));
+        assert_eq!(h.find("EVENT"), e.find("tcp connect"));
+        assert_eq!(h.find("SOURCE"), e.find("default/curl-demo"));
+    }
+
+    #[test]
+    fn lost_is_prominent() {
+        let l = lost_line(
+            &Lost {
+                node: "n1".into(),
+                time: "t".into(),
+                count: 12,
+                total: 40,
+            },
+            PLAIN,
+        );
+        assert!(
+            l.starts_with("!!! LOST 12 events on node n1 (40 since start)"),
+            "{l}"
+        );
+    }
+
+    #[test]
+    fn units() {
+        assert_eq!(micros(52), "52µs");
+        assert_eq!(micros(1250), "1.25ms");
+        assert_eq!(bytes(853), "853B");
+        assert_eq!(bytes(2048), "2.0KiB");
+        assert_eq!(clock("2025-11-25T14:37:18.1Z"), "14:37:18.100000");
+        assert_eq!(clock("2025-11-25T14:37:18Z"), "14:37:18.000000");
+    }
+
+    #[test]
+    fn summary_table_is_aligned() {
+        let mut rtt = Rtt::default();
+        rtt.add(52);
+        let flows = vec![
+            FlowSummary {
+                proto: Some(Proto::Tcp),
+                src: Some("10.244.1.2".parse().unwrap()),
+                dst: Some("10.244.2.3:80".parse().unwrap()),
+                src_name: Some("default/curl-demo".into()),
+                dst_name: Some("default/nginx-demo".into()),
+                connections: 3,
+                packets_sent: 18,
+                bytes_sent: 1200,
+                packets_received: 12,
+                bytes_received: 2600,
+                rtt: Some(rtt),
+                ..Default::default()
+            },
+            FlowSummary {
+                proto: Some(Proto::Tcp),
+                src: Some("10.244.1.2".parse().unwrap()),
+                dst: Some("10.244.2.3:81".parse().unwrap()),
+                connections: 1,
+                failed: 1,
+                resets: 1,
+                ..Default::default()
+            },
+        ];
+        let t = summary_table(&flows, 0, PLAIN);
+        let expected = "\
+FLOW                                            CONN  FAILED  PACKETS ->/<-    BYTES ->/<-  RETRANS  RESETS  DROPS  RTT min/avg/max
+tcp default/curl-demo -> default/nginx-demo:80     3       0          18/12  1.2KiB/2.5KiB        0       0      0  52µs/52µs/52µs
+tcp 10.244.1.2 -> 10.244.2.3:81                    1       1            0/0          0B/0B        0       1      0  -
+";
+        assert_eq!(t, expected);
+        assert!(summary_table(&[], 3, PLAIN).contains("3 events were lost"));
+    }
+}

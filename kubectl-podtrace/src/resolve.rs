@@ -1,0 +1,281 @@
+// SPDX-License-Identifier: Apache-2.0
+//! From what the user typed to pods with a node and IPs, and from those to
+//! one trace per node.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+
+use crate::cli::PodRef;
+use crate::errors::{close_matches, Error, Result};
+
+/// A pod to trace, as found in the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub namespace: String,
+    pub name: String,
+    pub node: String,
+    pub ips: Vec<IpAddr>,
+    pub host_network: bool,
+}
+
+impl Target {
+    /// `ns/name`.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// What one node's runner traces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodePlan {
+    pub node: String,
+    /// Targets running on this node.
+    pub local: Vec<Target>,
+    /// IPs of this node's pods (`--pod-ip`).
+    pub pod_ips: Vec<IpAddr>,
+    /// IPs the trace is limited to (`--peer-ip`); empty for one pod.
+    pub peer_ips: Vec<IpAddr>,
+}
+
+/// Looks a pod up; a missing pod names the namespace and close matches, a
+/// pod that is not running says what it is doing.
+pub async fn resolve(client: &kube::Client, default_ns: &str, pod: &PodRef) -> Result<Target> {
+    let namespace = pod
+        .namespace
+        .clone()
+        .unwrap_or_else(|| default_ns.to_string());
+    let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+    let found = api
+        .get_opt(&pod.name)
+        .await
+        .map_err(|e| Error::kube(format!("get pod {namespace}/{}", pod.name), e))?;
+    let Some(found) = found else {
+        let hint = match api.list(&ListParams::default()).await {
+            Ok(list) => {
+                let names: Vec<String> = list
+                    .items
+                    .into_iter()
+                    .filter_map(|p| p.metadata.name)
+                    .collect();
+                let close = close_matches(&pod.name, names.iter().map(String::as_str));
+                if close.is_empty() {
+                    if names.is_empty() {
+                        "; it has no pods".to_string()
+                    } else {
+                        String::new()
+                    }
+                } else {
+                    format!("; did you mean {}?", close.join(", "))
+                }
+            }
+            Err(_) => String::new(),
+        };
+        return Err(Error::PodNotFound {
+            namespace,
+            name: pod.name.clone(),
+            hint,
+        });
+    };
+    target_from_pod(&found, &namespace, &pod.name)
+}
+
+/// Checks a pod can be traced and extracts what the trace needs.
+pub fn target_from_pod(pod: &Pod, namespace: &str, name: &str) -> Result<Target> {
+    let id = format!("{namespace}/{name}");
+    let spec = pod.spec.clone().unwrap_or_default();
+    let status = pod.status.clone().unwrap_or_default();
+    let phase = status.phase.clone().unwrap_or_else(|| "Pending".into());
+    if pod.metadata.deletion_timestamp.is_some() {
+        return Err(Error::PodNotReady {
+            pod: id,
+            state: "terminating".into(),
+            doing: "it is being deleted; pick another pod".into(),
+        });
+    }
+    if phase != "Running" {
+        let doing = match phase.as_str() {
+            "Pending" => {
+                let waiting = status
+                    .container_statuses
+                    .iter()
+                    .flatten()
+                    .filter_map(|c| c.state.as_ref()?.waiting.as_ref())
+                    .map(|w| {
+                        let reason = w.reason.clone().unwrap_or_default();
+                        match &w.message {
+                            Some(m) if !m.is_empty() => format!("{reason} ({m})"),
+                            _ => reason,
+                        }
+                    })
+                    .find(|r| !r.is_empty());
+                let unscheduled = status
+                    .conditions
+                    .iter()
+                    .flatten()
+                    .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+                    .map(|c| c.message.clone().unwrap_or_default());
+                match (unscheduled, waiting) {
+                    (Some(m), _) => format!("not scheduled yet: {m}"),
+                    (None, Some(w)) => {
+                        format!("its containers are starting: {w}; try again when it is Running")
+                    }
+                    (None, None) => "it is starting; try again when it is Running".into(),
+                }
+            }
+            "Succeeded" | "Failed" => "it has finished, so it has no traffic left to trace".into(),
+            _ => "its node is not reporting it; try again later".into(),
+        };
+        return Err(Error::PodNotReady {
+            pod: id,
+            state: phase,
+            doing,
+        });
+    }
+    let node = spec.node_name.clone().ok_or_else(|| Error::PodNotReady {
+        pod: id.clone(),
+        state: "Running without a node".into(),
+        doing: "the API server does not say where it runs".into(),
+    })?;
+    let mut ips: Vec<IpAddr> = status
+        .pod_ips
+        .iter()
+        .flatten()
+        .filter_map(|ip| ip.ip.parse().ok())
+        .collect();
+    if ips.is_empty() {
+        ips.extend(
+            status
+                .pod_ip
+                .as_deref()
+                .and_then(|ip| ip.parse::<IpAddr>().ok()),
+        );
+    }
+    if ips.is_empty() {
+        return Err(Error::PodNotReady {
+            pod: id,
+            state: "Running but has no IP yet".into(),
+            doing: "its network is being set up; try again in a moment".into(),
+        });
+    }
+    Ok(Target {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        node,
+        ips,
+        host_network: spec.host_network.unwrap_or(false),
+    })
+}
+
+/// One plan per node with a target on it. With two targets each runner is
+/// limited to traffic between them.
+pub fn plan(targets: &[Target]) -> Vec<NodePlan> {
+    let mut by_node: BTreeMap<String, Vec<Target>> = BTreeMap::new();
+    for t in targets {
+        by_node.entry(t.node.clone()).or_default().push(t.clone());
+    }
+    by_node
+        .into_iter()
+        .map(|(node, local)| {
+            let mut pod_ips: Vec<IpAddr> = local.iter().flat_map(|t| t.ips.clone()).collect();
+            pod_ips.dedup();
+            let peer_ips = if targets.len() < 2 {
+                Vec::new()
+            } else if local.len() == targets.len() {
+                // Both pods on this node: each is the other's peer.
+                pod_ips.clone()
+            } else {
+                targets
+                    .iter()
+                    .filter(|t| t.node != node)
+                    .flat_map(|t| t.ips.clone())
+                    .collect()
+            };
+            NodePlan {
+                node,
+                local,
+                pod_ips,
+                peer_ips,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(json: serde_json::Value) -> Pod {
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn running(name: &str, node: &str, ip: &str) -> Pod {
+        pod(serde_json::json!({
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "nginx"}]},
+            "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}
+        }))
+    }
+
+    #[test]
+    fn running_pod_becomes_target() {
+        let t = target_from_pod(
+            &running("nginx-demo", "n1", "10.244.1.5"),
+            "default",
+            "nginx-demo",
+        )
+        .unwrap();
+        assert_eq!(t.node, "n1");
+        assert_eq!(t.ips, vec!["10.244.1.5".parse::<IpAddr>().unwrap()]);
+        assert_eq!(t.id(), "default/nginx-demo");
+        assert!(!t.host_network);
+    }
+
+    #[test]
+    fn pending_pod_says_what_it_is_doing() {
+        let p = pod(serde_json::json!({
+            "metadata": {"name": "x"},
+            "spec": {"containers": [{"name": "c", "image": "nginx"}]},
+            "status": {"phase": "Pending", "containerStatuses": [{
+                "name": "c", "image": "nginx", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"waiting": {"reason": "ContainerCreating"}}}]}
+        }));
+        let e = target_from_pod(&p, "default", "x").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "pod default/x is Pending: its containers are starting: ContainerCreating; try again when it is Running"
+        );
+        let p = pod(serde_json::json!({
+            "metadata": {"name": "x"},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "nginx"}]},
+            "status": {"phase": "Running"}
+        }));
+        let e = target_from_pod(&p, "default", "x").unwrap_err().to_string();
+        assert!(e.contains("has no IP yet"), "{e}");
+    }
+
+    #[test]
+    fn plans_one_runner_per_node() {
+        let a = target_from_pod(&running("a", "n1", "10.0.1.2"), "default", "a").unwrap();
+        let b = target_from_pod(&running("b", "n2", "10.0.2.2"), "default", "b").unwrap();
+        let plans = plan(&[a.clone(), b.clone()]);
+        assert_eq!(plans.len(), 2);
+        assert_eq!(plans[0].node, "n1");
+        assert_eq!(plans[0].pod_ips, a.ips);
+        assert_eq!(plans[0].peer_ips, b.ips);
+        assert_eq!(plans[1].pod_ips, b.ips);
+        assert_eq!(plans[1].peer_ips, a.ips);
+
+        let c = target_from_pod(&running("c", "n1", "10.0.1.3"), "default", "c").unwrap();
+        let plans = plan(&[a.clone(), c.clone()]);
+        assert_eq!(plans.len(), 1);
+        assert_eq!(plans[0].pod_ips.len(), 2);
+        assert_eq!(plans[0].peer_ips, plans[0].pod_ips);
+
+        let plans = plan(&[a.clone()]);
+        assert_eq!(plans.len(), 1);
+        assert!(plans[0].peer_ips.is_empty());
+    }
+}

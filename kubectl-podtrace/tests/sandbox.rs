@@ -1,0 +1,883 @@
+// SPDX-License-Identifier: Apache-2.0
+//! The plugin against the local cluster sandbox: every behaviour and error
+//! path, through the built binary (and once through the real `kubectl`).
+//!
+//! The runner here is a small script speaking the runner's wire schema
+//! ([`fake_runner`]), so these tests exercise the plugin, not the kernel;
+//! `real_runner_traces_curl_to_nginx` uses the real runner when it is built.
+//! Needs root (the sandbox builds network namespaces): CI runs as root; as
+//! another user the tests say so and pass without running.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use podtrace::event::Message;
+use podtrace_sandbox::{PodManifest, Rule, RunnerCrash, Sandbox, SandboxConfig, User};
+
+const PLUGIN: &str = env!("CARGO_BIN_EXE_kubectl-podtrace");
+const SELECTOR: &str = "app.kubernetes.io/managed-by=kubectl-podtrace";
+
+/// A runner stand-in: parses the runner's flags, writes `hello`, a stderr
+/// diagnostic, `ready`, one `connect` event and one `lost` line, then idles
+/// until SIGTERM/SIGINT or `--duration`, and writes its `summary`.
+const FAKE_RUNNER: &str = r#"#!/bin/bash
+node=unknown; pods=(); peers=(); dur=
+while [ $# -gt 0 ]; do case "$1" in
+  --node-name) node=$2; shift 2;;
+  --pod-ip) pods+=("$2"); shift 2;;
+  --peer-ip) peers+=("$2"); shift 2;;
+  --duration) dur=$2; shift 2;;
+  *) shift;;
+esac; done
+now() { date -u +%Y-%m-%dT%H:%M:%S.%NZ; }
+src=${pods[0]}; dst=${peers[0]:-10.96.0.10}
+summary() {
+  echo "{\"type\":\"summary\",\"node\":\"$node\",\"time\":\"$(now)\",\"flows\":[{\"proto\":\"tcp\",\"src\":\"$src\",\"dst\":\"$dst:80\",\"connections\":1,\"failed\":0,\"packets_sent\":6,\"bytes_sent\":400,\"packets_received\":4,\"bytes_received\":900,\"retransmits\":0,\"resets\":0,\"drops\":0}],\"lost\":2,\"events\":3,\"duration_s\":1.0}"
+  exit 0
+}
+trap summary TERM INT
+echo "{\"type\":\"hello\",\"version\":\"0.1.0\",\"schema\":1,\"node\":\"$node\",\"kernel\":\"$(uname -r)\",\"time\":\"$(now)\"}"
+echo "fake-runner: attaching to ${pods[*]}" >&2
+echo "{\"type\":\"ready\",\"node\":\"$node\",\"time\":\"$(now)\",\"hooks\":[{\"kind\":\"tracepoint/sock/inet_sock_set_state\"}],\"interfaces\":[],\"pod_ips\":[\"$src\"],\"peer_ips\":[],\"ports\":[],\"startup_ms\":5.0}"
+echo "{\"type\":\"connect\",\"time\":\"$(now)\",\"node\":\"$node\",\"proto\":\"tcp\",\"src\":\"$src:40000\",\"dst\":\"$dst:80\",\"pid\":42,\"comm\":\"curl\"}"
+echo "{\"type\":\"lost\",\"node\":\"$node\",\"time\":\"$(now)\",\"count\":2,\"total\":2}"
+[ -n "$dur" ] && end=$((SECONDS+dur))
+while :; do
+  sleep 0.1 & wait $!
+  if [ -n "$end" ] && [ $SECONDS -ge $end ]; then summary; fi
+done
+"#;
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Writes the fake runner into `dir`.
+fn fake_runner(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("podtrace-runner");
+    std::fs::write(&path, FAKE_RUNNER).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+struct Env {
+    sandbox: Sandbox,
+    _dir: tempfile::TempDir,
+}
+
+/// A sandbox (the brief's two pods on two nodes by default) whose runner is
+/// the fake one. `None` when not root.
+async fn sandbox_with(mut config: SandboxConfig) -> Option<Env> {
+    if !is_root() {
+        eprintln!("skipped: the sandbox needs root (network namespaces)");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    if config.runner_bin.is_none() {
+        config.runner_bin = Some(fake_runner(dir.path()));
+    }
+    let sandbox = Sandbox::start(config).await.expect("sandbox starts");
+    Some(Env { sandbox, _dir: dir })
+}
+
+/// The brief's pods, pinned: `curl-demo` on node-1, `nginx-demo` on node-2.
+fn two_nodes() -> SandboxConfig {
+    SandboxConfig {
+        pods: vec![
+            PodManifest::curl_demo().on_node("node-1"),
+            PodManifest::nginx_demo().on_node("node-2"),
+        ],
+        ..SandboxConfig::default()
+    }
+}
+
+async fn sandbox() -> Option<Env> {
+    sandbox_with(two_nodes()).await
+}
+
+impl Env {
+    fn plugin(&self) -> Command {
+        let mut cmd = Command::new(PLUGIN);
+        cmd.arg("--kubeconfig").arg(self.sandbox.kubeconfig_path());
+        cmd.env_remove("KUBECONFIG").env("NO_COLOR", "1");
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    async fn client(&self) -> kube::Client {
+        let kc = Kubeconfig::read_from(self.sandbox.kubeconfig_path()).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .unwrap();
+        kube::Client::try_from(config).unwrap()
+    }
+
+    async fn trace_jobs(&self) -> Vec<String> {
+        let jobs: Api<Job> = Api::namespaced(self.client().await, "podtrace");
+        jobs.list(&ListParams::default().labels(SELECTOR))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|j| j.metadata.name)
+            .collect()
+    }
+
+    async fn trace_pods(&self) -> Vec<String> {
+        let pods: Api<Pod> = Api::namespaced(self.client().await, "podtrace");
+        pods.list(&ListParams::default().labels(SELECTOR))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|p| p.metadata.name)
+            .collect()
+    }
+
+    /// Nothing of the session is left: no Job, no pod, no runner process.
+    async fn assert_nothing_left(&self) {
+        assert_eq!(
+            self.trace_jobs().await,
+            Vec::<String>::new(),
+            "trace Jobs left"
+        );
+        assert_eq!(
+            self.trace_pods().await,
+            Vec::<String>::new(),
+            "trace pods left"
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.sandbox.runner_processes().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            self.sandbox.runner_processes(),
+            Vec::<u32>::new(),
+            "runner processes left"
+        );
+    }
+}
+
+/// Runs a command to its end, killing it after `timeout`.
+fn run_bounded(mut cmd: Command, timeout: Duration) -> Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("plugin starts");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            panic!("command did not finish within {timeout:?}");
+        }
+    }
+}
+
+async fn run(cmd: Command, timeout: Duration) -> Output {
+    tokio::task::spawn_blocking(move || run_bounded(cmd, timeout))
+        .await
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A running plugin whose stdout lines arrive on a channel.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+    err_lines: mpsc::Receiver<String>,
+    err_seen: Vec<String>,
+}
+
+impl Running {
+    fn start(mut cmd: Command) -> Running {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("plugin starts");
+        let (tx, rx) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (etx, erx) = mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if etx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+            err_lines: erx,
+            err_seen: Vec::new(),
+        }
+    }
+
+    /// Waits (bounded) for `n` stdout lines matching `pred`.
+    fn wait_for(&mut self, n: usize, timeout: Duration, pred: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while self.seen.iter().filter(|l| pred(l)).count() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.seen.push(l),
+                Err(_) => panic!("timed out; stdout so far:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    /// Waits (bounded) for a stderr line containing `needle`.
+    fn wait_for_stderr(&mut self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.err_seen.iter().any(|l| l.contains(needle)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.err_lines.recv_timeout(left) {
+                Ok(l) => self.err_seen.push(l),
+                Err(_) => panic!("timed out; stderr so far:\n{}", self.err_seen.join("\n")),
+            }
+        }
+    }
+
+    fn interrupt(&self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+    }
+
+    /// Waits (bounded) for the exit; returns the code, all stdout and stderr.
+    fn finish(mut self, timeout: Duration) -> (Option<i32>, Vec<String>, String) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut seen = self.seen;
+                while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(2)) {
+                    seen.push(l);
+                }
+                let mut err = self.err_seen;
+                while let Ok(l) = self.err_lines.recv_timeout(Duration::from_secs(2)) {
+                    err.push(l);
+                }
+                return (status.code(), seen, err.join("\n"));
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                panic!("plugin did not exit within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn is_type(line: &str, ty: &str) -> bool {
+    Message::parse(line).is_ok_and(|m| m.type_name() == ty)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_pods_on_two_nodes_get_two_jobs_json_passthrough_and_cleanup() {
+    let Some(env) = sandbox().await else { return };
+    let mut cmd = env.plugin();
+    cmd.args(["curl-demo", "nginx-demo", "-o", "json", "--duration", "2s"]);
+    let out = run(cmd, Duration::from_secs(60)).await;
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let msgs: Vec<Message> = stdout
+        .lines()
+        .map(|l| Message::parse(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    let nodes_of = |ty: &str| {
+        let mut n: Vec<String> = msgs
+            .iter()
+            .filter(|m| m.type_name() == ty)
+            .map(|m| match m {
+                Message::Hello(h) => h.body.node.clone(),
+                Message::Ready(r) => r.body.node.clone(),
+                Message::Summary(s) => s.body.node.clone(),
+                Message::Lost(l) => l.body.node.clone(),
+                Message::Event(e) => e.node.clone(),
+                Message::Warning(w) => w.body.node.clone(),
+            })
+            .collect();
+        n.sort();
+        n
+    };
+    let both = vec!["node-1".to_string(), "node-2".to_string()];
+    assert_eq!(nodes_of("hello"), both, "one runner per node:\n{stdout}");
+    assert_eq!(nodes_of("ready"), both);
+    assert_eq!(nodes_of("lost"), both);
+    assert_eq!(
+        nodes_of("summary"),
+        both,
+        "summaries arrive before the Jobs go"
+    );
+    let names: Vec<(Option<String>, Option<String>)> = msgs
+        .iter()
+        .filter_map(|m| match m {
+            Message::Event(e) => Some((e.src_name.clone(), e.dst_name.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(names.len(), 2);
+    for pair in &names {
+        let mut v = vec![pair.0.clone().unwrap(), pair.1.clone().unwrap()];
+        v.sort();
+        assert_eq!(
+            v,
+            vec!["default/curl-demo", "default/nginx-demo"],
+            "{stdout}"
+        );
+    }
+    assert!(
+        stderr.contains("fake-runner: attaching"),
+        "non-JSON runner output is shown as a warning:\n{stderr}"
+    );
+    env.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn text_output_is_aligned_with_names_and_ends_with_a_summary() {
+    let Some(env) = sandbox().await else { return };
+    let mut cmd = env.plugin();
+    cmd.args(["default/curl-demo", "pod/nginx-demo", "--duration", "2s"]);
+    let out = run(cmd, Duration::from_secs(60)).await;
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.starts_with("TIME "), "{stdout}");
+    assert!(
+        stdout.contains("tcp connect  default/curl-demo:40000"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("!!! LOST 2 events on node node-1"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\nSUMMARY\nFLOW"), "{stdout}");
+    assert!(
+        stdout.contains("tcp default/curl-demo -> default/nginx-demo:80"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains('\x1b'), "no colour when not a terminal");
+    env.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_deletes_the_jobs_and_prints_the_summary() {
+    let Some(env) = sandbox().await else { return };
+    let mut cmd = env.plugin();
+    cmd.args(["curl-demo", "nginx-demo", "-o", "json"]);
+    let mut running = Running::start(cmd);
+    running.wait_for(2, Duration::from_secs(30), |l| is_type(l, "ready"));
+    assert_eq!(env.trace_jobs().await.len(), 2, "one Job per node");
+    running.interrupt();
+    let (code, lines, stderr) = running.finish(Duration::from_secs(40));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        lines.iter().filter(|l| is_type(l, "summary")).count(),
+        2,
+        "{stderr}"
+    );
+    env.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn second_ctrl_c_exits_at_once_and_cleanup_removes_the_leftovers() {
+    // A runner slow to stop, so the first Ctrl-C's clean-up is still
+    // waiting when the second comes.
+    let dir = tempfile::tempdir().unwrap();
+    let slow = dir.path().join("podtrace-runner");
+    std::fs::write(
+        &slow,
+        FAKE_RUNNER.replace("trap summary TERM INT", "trap 'sleep 8; summary' TERM INT"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&slow, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let config = SandboxConfig {
+        runner_bin: Some(slow),
+        ..two_nodes()
+    };
+    let Some(env) = sandbox_with(config).await else { return };
+    let mut cmd = env.plugin();
+    cmd.args(["nginx-demo", "-o", "json"]);
+    let mut running = Running::start(cmd);
+    running.wait_for(1, Duration::from_secs(30), |l| is_type(l, "ready"));
+    running.interrupt();
+    running.wait_for_stderr("stopping:", Duration::from_secs(10));
+    running.interrupt();
+    let started = Instant::now();
+    let (code, _, stderr) = running.finish(Duration::from_secs(10));
+    assert_eq!(code, Some(130), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(stderr.contains("kubectl podtrace cleanup"), "{stderr}");
+
+    let mut cmd = env.plugin();
+    cmd.arg("cleanup");
+    let out = run(cmd, Duration::from_secs(30)).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(env.trace_jobs().await.is_empty() && env.trace_pods().await.is_empty()) {
+        assert!(Instant::now() < deadline, "cleanup left Jobs or pods");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    env.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_plugin_leftovers_are_removed_by_cleanup_for_their_owner_only() {
+    let Some(env) = sandbox().await else { return };
+    let mut cmd = env.plugin();
+    cmd.args(["nginx-demo", "-o", "json"]);
+    let mut running = Running::start(cmd);
+    running.wait_for(1, Duration::from_secs(30), |l| is_type(l, "ready"));
+    running.child.kill().unwrap();
+    let _ = running.child.wait();
+    assert_eq!(
+        env.trace_jobs().await.len(),
+        1,
+        "a killed plugin leaves its Job"
+    );
+
+    // Someone else's cleanup leaves it alone...
+    env.sandbox
+        .add_user(User::with_rules(
+            "other",
+            vec![Rule::new(&["*"], &["*"], &["*"])],
+        ))
+        .unwrap();
+    let mut cmd = env.plugin();
+    cmd.args(["cleanup", "--context", "other"]);
+    let out = run(cmd, Duration::from_secs(30)).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("no trace Jobs of yours"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(env.trace_jobs().await.len(), 1);
+    // ...unless --all; the owner's removes it too.
+    let mut cmd = env.plugin();
+    cmd.args(["cleanup", "--all", "--context", "other"]);
+    let out = run(cmd, Duration::from_secs(30)).await;
+    assert!(
+        text(&out.stdout).contains("deleted"),
+        "{}",
+        text(&out.stdout)
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(env.trace_jobs().await.is_empty() && env.trace_pods().await.is_empty()) {
+        assert!(Instant::now() < deadline, "cleanup left Jobs or pods");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    env.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_pod_names_the_namespace_and_close_matches() {
+    let Some(env) = sandbox().await else { return };
+    let mut cmd = env.plugin();
+    cmd.args(["ngnix-demo"]);
+    let out = run(cmd, Duration::from_secs(30)).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "error: pod \"ngnix-demo\" not found in namespace \"default\"; did you mean nginx-demo?"
+    );
+    let mut cmd = env.plugin();
+    cmd.args(["-n", "kube-system", "nginx-demo"]);
+    let out = run(cmd, Duration::from_secs(30)).await;
+    assert!(
+        text(&out.stderr).contains("not found in namespace \"kube-system\""),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(env.trace_jobs().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pod_that_is_not_running_says_what_it_is_doing() {
+    let Some(env) = sandbox().await else { return };
+    env.sandbox
+        .create_pod(PodManifest::new(
+            "default",
+            "broken",
+            "example.com/nope:1",
+            &[],
+        ))
+        .await
+        .unwrap();
+    let mut cmd = env.plugin();
+    cmd.args(["broken"]);
+    let out = run(cmd, Duration::from_secs(30)).await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.starts_with("error: pod default/broken is Pending:"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_permissions_are_listed_exactly_and_nothing_is_created() {
+    let Some(env) = sandbox().await else { return };
+    env.sandbox
+        .add_user(User::with_rules(
+            "viewer",
+            vec![
+                Rule::new(&["get", "list"], &[""], &["pods", "services", "namespaces"]),
+                Rule::new(&["get", "list", "watch"], &["batch"], &["jobs"]),
+            ],
+        ))
+        .unwrap();
+    let mut cmd = env.plugin();
+    cmd.args(["--context", "viewer", "curl-demo", "nginx-demo"]);
+    let out = run(cmd, Duration::from_secs(30)).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "error: you are missing permissions the trace needs: create jobs.batch, delete jobs.batch, \
+         watch pods, get pods/log, list events in namespace \"podtrace\" (see manifests/rbac.yaml)"
+    );
+    assert!(env.trace_jobs().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_baseline_job_namespace_is_explained_with_the_label_to_set() {
+    let Some(env) = sandbox().await else { return };
+    env.sandbox.set_pod_security("podtrace", "baseline");
+    let mut cmd = env.plugin();
+    cmd.args(["curl-demo"]);
+    let out = run(cmd, Duration::from_secs(30)).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains(
+            "kubectl label namespace podtrace pod-security.kubernetes.io/enforce=privileged --overwrite"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(env.trace_jobs().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pod_security_rejection_at_admission_fails_fast() {
+    let Some(env) = sandbox().await else { return };
+    // A caller who may not read namespaces: preflight cannot see the label,
+    // so admission is what rejects the runner's pod.
+    env.sandbox
+        .add_user(User::with_rules(
+            "tracer",
+            vec![
+                Rule::new(
+                    &["get", "list", "watch"],
+                    &[""],
+                    &["pods", "services", "events"],
+                ),
+                Rule::new(&["get"], &[""], &["pods/log"]),
+                Rule::new(&["*"], &["batch"], &["jobs"]),
+            ],
+        ))
+        .unwrap();
+    env.sandbox.set_pod_security("podtrace", "baseline");
+    let mut cmd = env.plugin();
+    cmd.args(["--context", "tracer", "curl-demo", "--start-timeout", "30s"]);
+    let started = Instant::now();
+    let out = run(cmd, Duration::from_secs(60)).await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the cluster refused to create the trace pod for node")
+            && stderr.contains("violates PodSecurity"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20), "fails fast");
+    env.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_that_cannot_be_pulled_is_named() {
+    let Some(env) = sandbox().await else { return };
+    let mut cmd = env.plugin();
+    cmd.args([
+        "curl-demo",
+        "--image",
+        "registry.example.com/podtrace/nope:v9",
+    ]);
+    let out = run(cmd, Duration::from_secs(60)).await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "cannot pull the runner image \"registry.example.com/podtrace/nope:v9\" on node"
+        ),
+        "{stderr}"
+    );
+    env.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_runner_that_crashes_shows_its_exit_code_and_last_lines() {
+    let Some(env) = sandbox().await else { return };
+    env.sandbox
+        .crash_runner_on_start(Some(RunnerCrash::default()));
+    let mut cmd = env.plugin();
+    cmd.args(["curl-demo"]);
+    let out = run(cmd, Duration::from_secs(60)).await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("exited with code 1 before tracing started"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("failed to load BPF programs"), "{stderr}");
+    env.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_start_gives_up_after_the_start_timeout() {
+    let Some(env) = sandbox().await else { return };
+    env.sandbox.set_image_pull_delay(Duration::from_secs(30));
+    let mut cmd = env.plugin();
+    cmd.args(["curl-demo", "--start-timeout", "2s"]);
+    let out = run(cmd, Duration::from_secs(60)).await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the runners were not tracing after 2s (--start-timeout): node"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("pulling runner image"), "{stderr}");
+    env.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_job_namespace_says_how_to_create_it() {
+    let Some(env) = sandbox().await else { return };
+    let mut cmd = env.plugin();
+    cmd.args(["curl-demo", "--job-namespace", "tracing"]);
+    let out = run(cmd, Duration::from_secs(30)).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("the job namespace \"tracing\" does not exist: create it with `kubectl apply -f manifests/namespace.yaml`"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dry_run_prints_valid_jobs_and_creates_nothing() {
+    let Some(env) = sandbox().await else { return };
+    let mut cmd = env.plugin();
+    cmd.args(["curl-demo", "nginx-demo", "--dry-run", "--port", "80"]);
+    let out = run(cmd, Duration::from_secs(30)).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let yaml = text(&out.stdout);
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&yaml)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    assert_eq!(docs.len(), 2);
+    for d in &docs {
+        assert_eq!(d["kind"], serde_yaml::Value::from("Job"));
+        let _: Job = serde_yaml::from_value(d.clone()).expect("a valid batch/v1 Job");
+    }
+    assert!(env.trace_jobs().await.is_empty());
+    // The server accepts it with strict field validation.
+    let mut kubectl = env.sandbox.kubectl();
+    // (The sandbox serves no OpenAPI document, so kubectl's own schema
+    // check is off; the server still validates the objects.)
+    kubectl.args(["create", "--dry-run=server", "--validate=false", "-f", "-"]);
+    kubectl
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = kubectl.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), yaml.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "server-side validation: {}",
+        text(&out.stderr)
+    );
+    assert!(env.trace_jobs().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dropped_log_stream_is_reopened_without_losing_lines() {
+    let Some(env) = sandbox().await else { return };
+    let mut cmd = env.plugin();
+    cmd.args(["curl-demo", "nginx-demo", "-o", "json"]);
+    let mut running = Running::start(cmd);
+    running.wait_for(2, Duration::from_secs(30), |l| is_type(l, "ready"));
+    env.sandbox.drop_log_streams();
+    env.sandbox.drop_watches();
+    running.wait_for_stderr("node node-1's runner broke; reopened it", Duration::from_secs(20));
+    running.wait_for_stderr("node node-2's runner broke; reopened it", Duration::from_secs(20));
+    running.interrupt();
+    let (code, lines, stderr) = running.finish(Duration::from_secs(40));
+    assert_eq!(code, Some(0), "{stderr}");
+    for ty in ["hello", "ready", "summary"] {
+        assert_eq!(
+            lines.iter().filter(|l| is_type(l, ty)).count(),
+            2,
+            "{ty} once per node, no repeats:\n{}\nstderr:\n{stderr}",
+            lines.join("\n")
+        );
+    }
+    env.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_server_down_is_one_sentence() {
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kc,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:9\n\
+         contexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\n\
+         users:\n- name: u\n  user:\n    token: t\n",
+    )
+    .unwrap();
+    let mut cmd = Command::new(PLUGIN);
+    cmd.arg("--kubeconfig").arg(&kc).arg("nginx-demo");
+    let out = run(cmd, Duration::from_secs(60)).await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        stderr.trim(),
+        "error: cannot get pod default/nginx-demo: the API server refused the connection (is the \
+         cluster up, and is the kubeconfig's server address right?)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_real_kubectl_finds_and_runs_the_plugin() {
+    let Some(env) = sandbox().await else { return };
+    let bin_dir = Path::new(PLUGIN).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let kubectl = |args: &[&str]| {
+        let mut cmd = Command::new("kubectl");
+        cmd.args(args)
+            .env("PATH", &path)
+            .env("KUBECONFIG", env.sandbox.kubeconfig_path())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        cmd
+    };
+    let out = run(kubectl(&["plugin", "list"]), Duration::from_secs(30)).await;
+    assert!(
+        text(&out.stdout).contains("kubectl-podtrace"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run(kubectl(&["podtrace", "version"]), Duration::from_secs(30)).await;
+    assert!(
+        text(&out.stdout).starts_with(concat!("kubectl-podtrace ", env!("CARGO_PKG_VERSION"))),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(
+        kubectl(&["podtrace", "curl-demo", "nginx-demo", "--duration", "2s"]),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("SUMMARY"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run(kubectl(&["podtrace", "--help"]), Duration::from_secs(30)).await;
+    assert!(text(&out.stdout).contains("EXAMPLES:"));
+    env.assert_nothing_left().await;
+}
+
+/// The real runner, when built (it needs root and BPF): curl → nginx shows
+/// up with pod names, and the Ctrl-C summary arrives.
+#[tokio::test(flavor = "multi_thread")]
+async fn real_runner_traces_curl_to_nginx() {
+    let runner = std::env::var_os("PODTRACE_RUNNER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(PLUGIN).with_file_name("podtrace-runner"));
+    if !runner.exists() || !is_root() {
+        eprintln!(
+            "skipped: build podtrace-runner into the same target dir (or set PODTRACE_RUNNER_BIN)"
+        );
+        return;
+    }
+    let config = SandboxConfig {
+        runner_bin: Some(runner),
+        ..SandboxConfig::default()
+    };
+    let Some(env) = sandbox_with(config).await else {
+        return;
+    };
+    let mut cmd = env.plugin();
+    cmd.args(["curl-demo", "nginx-demo", "-o", "json"]);
+    let mut running = Running::start(cmd);
+    running.wait_for(2, Duration::from_secs(60), |l| is_type(l, "ready"));
+    let ip = env.sandbox.pod_ip("default", "nginx-demo").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = env
+            .sandbox
+            .exec(
+                "default",
+                "curl-demo",
+                &["curl", "-s", "-o", "/dev/null", &format!("http://{ip}")],
+            )
+            .unwrap();
+        assert!(out.status.success());
+        if running.seen.iter().any(|l| l.contains("\"established\"")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", running.seen.join("\n"));
+        let _ = running
+            .lines
+            .recv_timeout(Duration::from_millis(500))
+            .map(|l| running.seen.push(l));
+    }
+    running.interrupt();
+    let (code, lines, stderr) = running.finish(Duration::from_secs(40));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("\"src_name\":\"default/curl-demo\"")),
+        "{}",
+        lines.join("\n")
+    );
+    env.assert_nothing_left().await;
+}

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# The brief's scenario on the local sandbox, start to finish:
+#   installs what is missing, builds, starts a two-node sandbox cluster with
+#   nginx-demo and curl-demo, runs the real `kubectl podtrace curl-demo
+#   nginx-demo` (through kubectl's plugin discovery) while curl-demo curls
+#   nginx-demo, stops after a bounded time with the per-flow summary, and
+#   tears everything down.
+# Usage: sudo scripts/demo.sh [extra kubectl podtrace flags, e.g. --packets]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "demo.sh: the sandbox builds network namespaces and the runner loads eBPF: sudo $0" >&2
+  exit 1
+fi
+bash scripts/install-deps.sh
+echo "==> building (cargo build)" >&2
+cargo build --locked -p kubectl-podtrace -p podtrace-runner -p podtrace-sandbox 2>&1 | tail -n 2 >&2
+target=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/debug
+
+work=$(mktemp -d /tmp/podtrace-demo.XXXXXX)
+sandbox_pid=""
+trace_pid=""
+cleanup() {
+  [ -n "$trace_pid" ] && kill -INT "$trace_pid" 2>/dev/null && wait "$trace_pid" 2>/dev/null
+  if [ -n "$sandbox_pid" ]; then
+    kill -TERM "$sandbox_pid" 2>/dev/null || true
+    wait "$sandbox_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "==> starting the sandbox cluster (2 nodes, nginx-demo and curl-demo)" >&2
+PODTRACE_RUNNER_BIN="$target/podtrace-runner" \
+  "$target/podtrace-sandbox" up --kubeconfig "$work/kubeconfig" >"$work/sandbox.out" 2>"$work/sandbox.err" &
+sandbox_pid=$!
+for _ in $(seq 1 300); do
+  [ -s "$work/sandbox.out" ] && break
+  kill -0 "$sandbox_pid" 2>/dev/null || { cat "$work/sandbox.err" >&2; exit 1; }
+  sleep 0.1
+done
+[ -s "$work/sandbox.out" ] || { echo "demo.sh: the sandbox did not get ready in 30 s" >&2; cat "$work/sandbox.err" >&2; exit 1; }
+cat "$work/sandbox.out" >&2
+
+export KUBECONFIG="$work/kubeconfig"
+export PATH="$target:$PATH"   # kubectl finds kubectl-podtrace here
+kubectl get pods -o wide
+NGINX_POD_IP=$(kubectl get pod nginx-demo -o jsonpath='{.status.podIP}')
+echo "Nginx IP: $NGINX_POD_IP" >&2
+
+echo >&2
+echo "==> kubectl podtrace curl-demo nginx-demo --duration 20s $*" >&2
+kubectl podtrace curl-demo nginx-demo --duration 20s "$@" 2> >(tee "$work/trace.err" >&2) &
+trace_pid=$!
+
+# Curl once the trace is attached on every node (the plugin says so on stderr).
+for _ in $(seq 1 600); do
+  grep -q "Tracing" "$work/trace.err" 2>/dev/null && break
+  kill -0 "$trace_pid" 2>/dev/null || break
+  sleep 0.1
+done
+podtrace_sandbox() { "$target/podtrace-sandbox" "$@"; }
+for i in 1 2 3; do
+  podtrace_sandbox exec --kubeconfig "$KUBECONFIG" curl-demo -- \
+    curl -s -o /dev/null -w "curl #$i: HTTP %{http_code}, %{size_download} bytes\n" "http://$NGINX_POD_IP" >&2
+  sleep 1
+done
+podtrace_sandbox exec --kubeconfig "$KUBECONFIG" curl-demo -- \
+  curl -s -o /dev/null -w "curl to a closed port: %{http_code} (refused)\n" "http://$NGINX_POD_IP:81" >&2 || true
+
+wait "$trace_pid"
+status=$?
+trace_pid=""
+echo >&2
+echo "==> after the trace: jobs left in the cluster:" >&2
+kubectl get jobs -A 2>&1 | sed 's/^/    /' >&2
+exit "$status"

@@ -1,0 +1,130 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Command line of `podtrace-bench`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::loadgen;
+
+/// Measures what tracing a pod costs: podtrace-runner side by side with
+/// bpftrace and tcpdump, on network-namespace pods with nginx and wrk.
+/// Needs root. Writes the results table to docs/benchmarks.md.
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    after_help = "EXAMPLES:\n  sudo scripts/bench.sh                      # build, then the full run (≈10 min)\n  \
+                  sudo scripts/bench.sh --quick              # seconds-long smoke run\n  \
+                  podtrace-bench --rounds 5 --seconds 10     # more, longer rounds\n  \
+                  podtrace-bench --runner ./podtrace-runner  # a runner built elsewhere"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Fixed-rate HTTP load generator (the suite runs it inside the client pod).
+    #[command(hide = true)]
+    Loadgen(loadgen::Spec),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Smoke run of a few seconds: one short round, few starts, one rate
+    /// step. Proves the machinery works; its figures mean little.
+    #[arg(long)]
+    pub quick: bool,
+    /// Rounds of the overhead comparison (default 5; 1 with --quick).
+    #[arg(long)]
+    pub rounds: Option<u32>,
+    /// Seconds of load per arm and workload (default 5; 2 with --quick).
+    #[arg(long)]
+    pub seconds: Option<u32>,
+    /// Starts per tracer for the ready-time median (default 15; 3 with --quick).
+    #[arg(long)]
+    pub starts: Option<u32>,
+    /// The podtrace-runner binary [default: podtrace-runner next to this binary].
+    #[arg(long)]
+    pub runner: Option<PathBuf>,
+    /// The kubectl-podtrace binary [default: kubectl-podtrace next to this binary].
+    #[arg(long)]
+    pub plugin: Option<PathBuf>,
+    /// Where to write the results page [default: docs/benchmarks.md of this
+    /// repository for a full run; nowhere for --quick].
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Also write every measurement as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Leave out bpftrace and tcpdump (only untraced and the runner).
+    #[arg(long)]
+    pub no_baselines: bool,
+}
+
+/// Settings after defaults.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub quick: bool,
+    pub rounds: u32,
+    pub seconds: u32,
+    pub starts: u32,
+    pub runner: PathBuf,
+    pub plugin: PathBuf,
+    pub output: Option<PathBuf>,
+    pub json: Option<PathBuf>,
+    pub baselines: bool,
+    /// New-connection rates to step through, per second.
+    pub conn_rates: Vec<u32>,
+    /// Keep-alive request rates for the `--packets` step, per second.
+    pub request_rates: Vec<u32>,
+    /// Seconds per rate step.
+    pub step_seconds: f64,
+}
+
+impl RunArgs {
+    pub fn settings(&self) -> Settings {
+        let sibling = |name: &str| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|p| Some(p.parent()?.join(name)))
+                .unwrap_or_else(|| PathBuf::from(name))
+        };
+        let q = self.quick;
+        Settings {
+            quick: q,
+            rounds: self.rounds.unwrap_or(if q { 1 } else { 5 }).max(1),
+            seconds: self.seconds.unwrap_or(if q { 2 } else { 5 }).max(1),
+            starts: self.starts.unwrap_or(if q { 3 } else { 15 }).max(1),
+            runner: self
+                .runner
+                .clone()
+                .unwrap_or_else(|| sibling("podtrace-runner")),
+            plugin: self
+                .plugin
+                .clone()
+                .unwrap_or_else(|| sibling("kubectl-podtrace")),
+            output: self.output.clone().or_else(|| {
+                (!q).then(|| {
+                    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/benchmarks.md")
+                })
+            }),
+            json: self.json.clone(),
+            baselines: !self.no_baselines,
+            conn_rates: if q {
+                vec![1000]
+            } else {
+                vec![2_000, 5_000, 10_000, 15_000, 20_000, 25_000, 30_000]
+            },
+            request_rates: if q {
+                vec![2000]
+            } else {
+                vec![5_000, 10_000, 20_000, 30_000, 40_000]
+            },
+            step_seconds: if q { 1.0 } else { 3.0 },
+        }
+    }
+}

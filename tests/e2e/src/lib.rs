@@ -1,0 +1,210 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Support for the end-to-end tests: finding the built binaries, running the
+//! real `kubectl podtrace …` through kubectl's plugin discovery, and reading
+//! its JSON lines with bounded waits.
+
+use std::io::{BufRead as _, BufReader, Read as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The cargo target directory these tests were built into
+/// (`target/debug/deps/<test>` → `target/debug`).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let deps = exe.parent().expect("test binary has a parent");
+    if deps.file_name().is_some_and(|n| n == "deps") {
+        deps.parent().expect("deps has a parent").to_path_buf()
+    } else {
+        deps.to_path_buf()
+    }
+}
+
+/// A workspace binary built next to the tests (`cargo build --workspace`
+/// builds them; `cargo test --workspace` does too).
+pub fn built_bin(name: &str) -> PathBuf {
+    let path = target_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --workspace` first (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// `kubectl podtrace ARGS…` through the real kubectl's plugin discovery:
+/// the plugin's directory goes first on PATH, nothing else points at it.
+pub fn kubectl_podtrace(kubeconfig: &Path, args: &[&str]) -> Command {
+    let plugin = built_bin("kubectl-podtrace");
+    let dir = plugin.parent().unwrap().to_path_buf();
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut cmd = Command::new("kubectl");
+    cmd.arg("podtrace")
+        .args(args)
+        .env("PATH", path)
+        .env("KUBECONFIG", kubeconfig)
+        .env_remove("RUST_LOG");
+    cmd
+}
+
+/// A child process whose stdout lines are collected on a thread; killed on
+/// drop so a failing test leaves no process behind.
+pub struct Traced {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+    /// Every stdout line seen so far.
+    pub seen: Vec<String>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    pub started: Instant,
+}
+
+impl Traced {
+    pub fn spawn(mut cmd: Command) -> Traced {
+        let started = Instant::now();
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kubectl podtrace");
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut err = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Traced {
+            child,
+            lines,
+            seen: Vec::new(),
+            stderr,
+            started,
+        }
+    }
+
+    /// What the process wrote on stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Reads lines until `pred` holds for the JSON objects seen so far, or
+    /// `timeout` passes (then panics with everything seen).
+    pub fn wait_for(&mut self, timeout: Duration, what: &str, pred: impl Fn(&[Value]) -> bool) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if pred(&self.json()) {
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}\n--- stdout:\n{}\n--- stderr:\n{}",
+                    self.seen.join("\n"),
+                    self.stderr()
+                );
+            }
+            match self.lines.recv_timeout(left.min(Duration::from_millis(200))) {
+                Ok(line) => self.seen.push(line),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    if !pred(&self.json()) {
+                        panic!(
+                            "output ended while waiting for {what}\n--- stdout:\n{}\n--- stderr:\n{}",
+                            self.seen.join("\n"),
+                            self.stderr()
+                        );
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Every stdout line that parsed as a JSON object.
+    pub fn json(&self) -> Vec<Value> {
+        self.seen
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(Value::is_object)
+            .collect()
+    }
+
+    /// Sends `signal` to the process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// Waits (bounded) for the process to exit, collecting the rest of its
+    /// output; returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> i32 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            while let Ok(line) = self.lines.try_recv() {
+                self.seen.push(line);
+            }
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                // Drain what the reader thread still holds.
+                while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                    self.seen.push(line);
+                }
+                return status.code().unwrap_or(-1);
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "kubectl podtrace did not exit within {timeout:?}\n--- stdout:\n{}\n--- stderr:\n{}",
+                    self.seen.join("\n"),
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Traced {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Lines of `type` `ty`.
+pub fn of_type<'a>(lines: &'a [Value], ty: &str) -> Vec<&'a Value> {
+    lines.iter().filter(|v| v["type"] == ty).collect()
+}
+
+/// Peak resident set (VmHWM) of a live process in KiB.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}

@@ -1,0 +1,347 @@
+// SPDX-License-Identifier: Apache-2.0
+//! The REST semantics behind the routes: create, delete (with propagation),
+//! and the admission chain, shared by the HTTP layer, the job controller
+//! and the library.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use crate::admission::{self, FieldValidation};
+use crate::sandbox::State;
+use crate::status::ApiError;
+use crate::store::{new_uid, now, Key, Resource, StoreError};
+
+/// `DeleteOptions.propagationPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Propagation {
+    Orphan,
+    Background,
+    Foreground,
+}
+
+impl Propagation {
+    pub fn parse(s: &str) -> Result<Propagation, ApiError> {
+        match s {
+            "Orphan" => Ok(Propagation::Orphan),
+            "Background" => Ok(Propagation::Background),
+            "Foreground" => Ok(Propagation::Foreground),
+            o => Err(ApiError::bad_request(format!(
+                "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"{o}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
+            ))),
+        }
+    }
+}
+
+fn store_err(resource: Resource, name: &str) -> impl Fn(StoreError) -> ApiError + '_ {
+    move |e| match e {
+        StoreError::AlreadyExists => ApiError::already_exists(resource, name),
+        StoreError::NotFound => ApiError::not_found(resource, name),
+    }
+}
+
+fn namespace_of(state: &State, ns: &str) -> Result<Value, ApiError> {
+    state
+        .lock()
+        .get(&Key::new(Resource::Namespace, "", ns))
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(Resource::Namespace, ns))
+}
+
+/// Decodes a body of `resource` with field validation; returns the
+/// warnings a `Warn` validation sends back as `Warning` headers.
+pub fn decode(
+    resource: Resource,
+    body: &Value,
+    fv: FieldValidation,
+) -> Result<(Value, Vec<String>), ApiError> {
+    if !body.is_object() {
+        return Err(ApiError::bad_request("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml".into()));
+    }
+    if let (Some(k), Some(v)) = (body["kind"].as_str(), body["apiVersion"].as_str()) {
+        if k != resource.kind() || v != resource.api_version() {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({v}) does not match the expected API version ({})",
+                resource.api_version()
+            )));
+        }
+    }
+    let unknown = match resource {
+        Resource::Job => admission::unknown_fields::<k8s_openapi::api::batch::v1::Job>(body),
+        Resource::Pod => admission::unknown_fields::<k8s_openapi::api::core::v1::Pod>(body),
+        _ => Ok(Vec::new()),
+    }
+    .map_err(|e| {
+        ApiError::bad_request(format!(
+            "{} in version \"v1\" cannot be handled as a {}: {e}",
+            resource.kind(),
+            resource.kind()
+        ))
+    })?;
+    let mut obj = body.clone();
+    match fv {
+        FieldValidation::Strict if !unknown.is_empty() => {
+            return Err(ApiError::strict_decoding(resource, &unknown))
+        }
+        FieldValidation::Ignore | FieldValidation::Strict => Ok((obj, Vec::new())),
+        FieldValidation::Warn => {
+            for path in &unknown {
+                remove_path(&mut obj, path);
+            }
+            Ok((
+                obj,
+                unknown
+                    .iter()
+                    .map(|f| format!("unknown field \"{f}\""))
+                    .collect(),
+            ))
+        }
+    }
+    .map(|(mut o, w)| {
+        if fv == FieldValidation::Ignore {
+            for path in &unknown {
+                remove_path(&mut o, path);
+            }
+        }
+        (o, w)
+    })
+}
+
+/// Removes `a.b[0].c` from a JSON value.
+fn remove_path(v: &mut Value, path: &str) {
+    let mut parts: Vec<String> = Vec::new();
+    for seg in path.split('.') {
+        let mut s = seg;
+        while let Some(i) = s.find('[') {
+            if i > 0 {
+                parts.push(s[..i].to_owned());
+            }
+            let end = s[i..].find(']').map_or(s.len(), |e| i + e);
+            parts.push(s[i..=end.min(s.len() - 1)].to_owned());
+            s = &s[(end + 1).min(s.len())..];
+        }
+        if !s.is_empty() {
+            parts.push(s.to_owned());
+        }
+    }
+    let Some((last, init)) = parts.split_last() else {
+        return;
+    };
+    let mut cur = v;
+    for p in init {
+        cur = if let Some(idx) = p.strip_prefix('[').and_then(|p| p.strip_suffix(']')) {
+            &mut cur[idx.parse::<usize>().unwrap_or(usize::MAX)]
+        } else {
+            &mut cur[p.as_str()]
+        };
+    }
+    if let Some(m) = cur.as_object_mut() {
+        m.remove(last.as_str());
+    }
+}
+
+/// Prepares metadata from a client's body: the server's own fields go.
+fn server_owned_metadata(obj: &mut Value, ns: &str, resource: Resource) {
+    if !obj["metadata"].is_object() {
+        obj["metadata"] = json!({});
+    }
+    if let Some(m) = obj["metadata"].as_object_mut() {
+        for k in [
+            "uid",
+            "resourceVersion",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "generation",
+            "managedFields",
+            "selfLink",
+        ] {
+            m.remove(k);
+        }
+    }
+    if resource.namespaced() {
+        obj["metadata"]["namespace"] = json!(ns);
+    }
+    if obj["metadata"]["name"].as_str().is_none_or(str::is_empty) {
+        if let Some(g) = obj["metadata"]["generateName"].as_str() {
+            let n = format!("{g}{}", crate::store::random_suffix());
+            obj["metadata"]["name"] = json!(n);
+        }
+    }
+}
+
+fn check_namespace_matches(obj: &Value, ns: &str) -> Result<(), ApiError> {
+    match obj["metadata"]["namespace"].as_str() {
+        Some(n) if !n.is_empty() && n != ns => Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request"
+                .into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Creates a Job (POST jobs).
+pub fn create_job(
+    state: &Arc<State>,
+    ns: &str,
+    body: &Value,
+    fv: FieldValidation,
+) -> Result<(Value, Vec<String>), ApiError> {
+    let (mut job, warnings) = decode(Resource::Job, body, fv)?;
+    check_namespace_matches(&job, ns)?;
+    server_owned_metadata(&mut job, ns, Resource::Job);
+    namespace_of(state, ns)?;
+    let uid = new_uid();
+    admission::admit_job(&mut job, &uid)?;
+    job["metadata"]["uid"] = json!(uid);
+    let name = job["metadata"]["name"].as_str().unwrap_or("").to_owned();
+    let mut st = state.lock();
+    let created = st
+        .create(Resource::Job, job)
+        .map_err(store_err(Resource::Job, &name))?;
+    Ok((created, warnings))
+}
+
+/// Creates a Pod: validation, defaulting, Pod Security, then the kubelet.
+pub fn create_pod(state: &Arc<State>, mut pod: Value) -> Result<Value, ApiError> {
+    let ns = pod["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("default")
+        .to_owned();
+    server_owned_metadata(&mut pod, &ns, Resource::Pod);
+    let name = pod["metadata"]["name"].as_str().unwrap_or("").to_owned();
+    let namespace = namespace_of(state, &ns)?;
+    admission::admit_pod(&mut pod)?;
+    let labels = &namespace["metadata"]["labels"];
+    if let Some(level) = labels["pod-security.kubernetes.io/enforce"].as_str() {
+        let version = labels["pod-security.kubernetes.io/enforce-version"]
+            .as_str()
+            .unwrap_or("latest");
+        admission::pod_security(level, version, &pod)
+            .map_err(|why| ApiError::admission_forbidden(Resource::Pod, &name, &why))?;
+    }
+    let created = state
+        .lock()
+        .create(Resource::Pod, pod)
+        .map_err(store_err(Resource::Pod, &name))?;
+    crate::kubelet::start_pod(state, &ns, &name);
+    Ok(created)
+}
+
+/// Deletes a pod gracefully: marked with a deletionTimestamp while the
+/// kubelet stops it (SIGTERM, SIGKILL after the grace period), removed
+/// once its containers are gone. Grace 0 removes it at once.
+pub fn delete_pod(
+    state: &State,
+    ns: &str,
+    name: &str,
+    grace: Option<i64>,
+) -> Result<Value, ApiError> {
+    let key = Key::new(Resource::Pod, ns, name);
+    let pod = state
+        .lock()
+        .get(&key)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(Resource::Pod, name))?;
+    if !pod["metadata"]["deletionTimestamp"].is_null() && grace != Some(0) {
+        return Ok(pod);
+    }
+    let grace = grace
+        .or_else(|| pod["spec"]["terminationGracePeriodSeconds"].as_i64())
+        .unwrap_or(30)
+        .max(0);
+    let marked = state.lock().update(&key, |p| {
+        let at = chrono::Utc::now() + chrono::Duration::seconds(grace);
+        p["metadata"]["deletionTimestamp"] =
+            json!(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        p["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+    });
+    let running = crate::kubelet::stop_pod(state, ns, name, grace);
+    if !running || grace == 0 {
+        let _ = state.lock().remove(&key);
+    }
+    marked.map_err(store_err(Resource::Pod, name))
+}
+
+/// Deletes a Job with the given propagation (a real server's default for
+/// `batch/v1` Jobs, when the request names none, is to orphan the pods).
+pub fn delete_job(
+    state: &State,
+    ns: &str,
+    name: &str,
+    policy: Propagation,
+) -> Result<Value, ApiError> {
+    let key = Key::new(Resource::Job, ns, name);
+    let job = state
+        .lock()
+        .get(&key)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(Resource::Job, name))?;
+    let pods = crate::jobs::pods_of(state, &job);
+    match policy {
+        Propagation::Orphan => {
+            let removed = state
+                .lock()
+                .remove(&key)
+                .map_err(store_err(Resource::Job, name))?;
+            let uid = job["metadata"]["uid"].clone();
+            let mut st = state.lock();
+            for p in pods {
+                let pkey = Key::new(
+                    Resource::Pod,
+                    ns,
+                    p["metadata"]["name"].as_str().unwrap_or(""),
+                );
+                let _ = st.update(&pkey, |p| {
+                    if let Some(refs) = p["metadata"]["ownerReferences"].as_array_mut() {
+                        refs.retain(|r| r["uid"] != uid);
+                        if refs.is_empty() {
+                            if let Some(m) = p["metadata"].as_object_mut() {
+                                m.remove("ownerReferences");
+                            }
+                        }
+                    }
+                });
+            }
+            Ok(removed)
+        }
+        Propagation::Background => {
+            let removed = state
+                .lock()
+                .remove(&key)
+                .map_err(store_err(Resource::Job, name))?;
+            for p in pods {
+                let _ = delete_pod(
+                    state,
+                    ns,
+                    p["metadata"]["name"].as_str().unwrap_or(""),
+                    None,
+                );
+            }
+            Ok(removed)
+        }
+        Propagation::Foreground => {
+            let marked = state
+                .lock()
+                .update(&key, |j| {
+                    if j["metadata"]["deletionTimestamp"].is_null() {
+                        j["metadata"]["deletionTimestamp"] = json!(now());
+                        j["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+                        j["metadata"]["finalizers"] = json!(["foregroundDeletion"]);
+                    }
+                })
+                .map_err(store_err(Resource::Job, name))?;
+            for p in &pods {
+                let _ = delete_pod(
+                    state,
+                    ns,
+                    p["metadata"]["name"].as_str().unwrap_or(""),
+                    None,
+                );
+            }
+            if pods.is_empty() {
+                let _ = state.lock().remove(&key);
+            }
+            Ok(marked)
+        }
+    }
+}

@@ -1,0 +1,86 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Helpers shared by the sandbox's integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use podtrace_sandbox::Sandbox;
+use serde_json::json;
+
+/// Bound on every wait in these tests.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// A kube client for `context` (the admin's when `None`).
+pub async fn client(sandbox: &Sandbox, context: Option<&str>) -> kube::Client {
+    let kc = Kubeconfig::read_from(sandbox.kubeconfig_path()).unwrap();
+    let opts = KubeConfigOptions {
+        context: context.map(str::to_owned),
+        ..Default::default()
+    };
+    let config = kube::Config::from_custom_kubeconfig(kc, &opts)
+        .await
+        .unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
+/// A stand-in runner: the runner's JSON-lines contract, its env and args
+/// echoed, a stderr line, and a summary on SIGTERM.
+pub fn fake_runner(dir: &Path) -> PathBuf {
+    let path = dir.join("podtrace-runner");
+    std::fs::write(
+        &path,
+        r#"#!/bin/sh
+echo "{\"type\":\"hello\",\"node\":\"$NODE_NAME\",\"args\":\"$*\"}"
+trap 'echo "{\"type\":\"summary\"}"; exit 0' TERM INT
+echo "{\"type\":\"ready\"}"
+echo "runner: attached (stderr)" >&2
+case "$*" in *--duration*) sleep 0.3; echo '{"type":"summary"}'; exit 0;; esac
+while true; do sleep 0.05; done
+"#,
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// A trace Job shaped like the plugin's: pinned, hostNetwork, privileged.
+pub fn runner_job(name: &str, node: &str, args: &[&str]) -> Job {
+    serde_json::from_value(json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "podtrace"}},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {"labels": {"app.kubernetes.io/name": "podtrace"}},
+                "spec": {
+                    "nodeName": node, "hostNetwork": true, "hostPID": true,
+                    "restartPolicy": "Never", "terminationGracePeriodSeconds": 5,
+                    "tolerations": [{"operator": "Exists"}],
+                    "containers": [{
+                        "name": "runner", "image": "ghcr.io/podtrace/podtrace-runner:v0.1.0",
+                        "command": ["podtrace-runner"], "args": args,
+                        "securityContext": {"privileged": true},
+                        "env": [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
+                    }],
+                },
+            },
+        },
+    }))
+    .unwrap()
+}
+
+/// Network namespaces whose name starts with `prefix`.
+pub fn netns_with_prefix(prefix: &str) -> Vec<String> {
+    std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
