@@ -49,15 +49,17 @@ export PATH="$target:$PATH"   # kubectl finds kubectl-podtrace here
 kubectl get pods -o wide
 NGINX_POD_IP=$(kubectl get pod nginx-demo -o jsonpath='{.status.podIP}')
 echo "Nginx IP: $NGINX_POD_IP" >&2
+nodes=$(kubectl get pod curl-demo nginx-demo -o jsonpath='{.items[*].spec.nodeName}' | tr ' ' '\n' | sort -u | wc -l)
 
 echo >&2
 echo "==> kubectl podtrace curl-demo nginx-demo --duration 20s $*" >&2
 kubectl podtrace curl-demo nginx-demo --duration 20s "$@" 2> >(tee "$work/trace.err" >&2) &
 trace_pid=$!
 
-# Curl once the trace is attached on every node (the plugin says so on stderr).
+# Curl once the trace is attached on every node (the plugin says "tracing on"
+# on stderr for each).
 for _ in $(seq 1 600); do
-  grep -q "Tracing" "$work/trace.err" 2>/dev/null && break
+  [ "$(grep -c "tracing on" "$work/trace.err" 2>/dev/null)" -ge "$nodes" ] && break
   kill -0 "$trace_pid" 2>/dev/null || break
   sleep 0.1
 done

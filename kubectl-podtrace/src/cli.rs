@@ -35,6 +35,10 @@ EXAMPLES:
 #[command(
     name = "kubectl-podtrace",
     bin_name = "kubectl podtrace",
+    override_usage = "kubectl podtrace [FLAGS] POD [PEER]\n       \
+                      kubectl podtrace cleanup [--all] [FLAGS]\n       \
+                      kubectl podtrace version",
+    disable_help_subcommand = true,
     version,
     after_help = EXAMPLES,
     subcommand_negates_reqs = true
@@ -343,10 +347,16 @@ mod tests {
         );
         assert_eq!(parse(&["version"]).command, Some(Command::Version));
         let cli = parse(&["--kubeconfig", "/k", "cleanup", "--context", "c"]);
-        assert_eq!(cli.command, Some(Command::Cleanup(CleanupArgs { all: false })));
+        assert_eq!(
+            cli.command,
+            Some(Command::Cleanup(CleanupArgs { all: false }))
+        );
         assert_eq!(cli.kube.context.as_deref(), Some("c"));
         // A pod named like a subcommand is still reachable.
-        assert_eq!(parse(&["pod/cleanup"]).trace.pod.as_deref(), Some("pod/cleanup"));
+        assert_eq!(
+            parse(&["pod/cleanup"]).trace.pod.as_deref(),
+            Some("pod/cleanup")
+        );
     }
 
     #[test]
@@ -363,7 +373,10 @@ mod tests {
         let help = Cli::try_parse_from(["kubectl-podtrace", "--help"])
             .unwrap_err()
             .to_string();
-        assert!(help.contains("Usage: kubectl podtrace"), "{help}");
+        assert!(
+            help.contains("Usage: kubectl podtrace [FLAGS] POD [PEER]\n"),
+            "{help}"
+        );
         assert!(
             help.trim_end().ends_with("kubectl podtrace cleanup"),
             "{help}"

@@ -75,3 +75,89 @@ fn caller_name(kubeconfig: &Kubeconfig, args: &KubeArgs) -> String {
         .and_then(|c| c.user.clone())
         .unwrap_or_else(|| "unknown".to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KUBECONFIG: &str = "\
+apiVersion: v1
+kind: Config
+clusters:
+- name: c1
+  cluster:
+    server: https://127.0.0.1:6443
+contexts:
+- name: dev
+  context:
+    cluster: c1
+    user: alice
+    namespace: web
+- name: ops
+  context:
+    cluster: c1
+    user: bob
+current-context: dev
+users:
+- name: alice
+  user:
+    token: a
+- name: bob
+  user:
+    token: b
+";
+
+    async fn connect_with(args: KubeArgs) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config");
+        std::fs::write(&path, KUBECONFIG).unwrap();
+        connect(&KubeArgs {
+            kubeconfig: Some(path),
+            ..args
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[tokio::test]
+    async fn namespace_and_caller_follow_the_context_like_kubectl() {
+        let c = connect_with(KubeArgs::default()).await;
+        assert_eq!((c.namespace.as_str(), c.caller.as_str()), ("web", "alice"));
+        assert_eq!(c.server, "https://127.0.0.1:6443/");
+        let c = connect_with(KubeArgs {
+            context: Some("ops".into()),
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(
+            (c.namespace.as_str(), c.caller.as_str()),
+            ("default", "bob")
+        );
+        let c = connect_with(KubeArgs {
+            namespace: Some("shop".into()),
+            user: Some("bob".into()),
+            ..Default::default()
+        })
+        .await;
+        assert_eq!((c.namespace.as_str(), c.caller.as_str()), ("shop", "bob"));
+    }
+
+    #[tokio::test]
+    async fn a_missing_context_is_one_sentence() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config");
+        std::fs::write(&path, KUBECONFIG).unwrap();
+        let err = connect(&KubeArgs {
+            kubeconfig: Some(path),
+            context: Some("nope".into()),
+            ..Default::default()
+        })
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.starts_with("cannot load the kubeconfig: "), "{err}");
+        assert!(err.contains("nope"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+}

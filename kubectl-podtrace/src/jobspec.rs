@@ -1,16 +1,18 @@
 // SPDX-License-Identifier: Apache-2.0
 //! The trace Job: one pure function from what to trace to the Job object,
 //! checked against golden YAML in `tests/golden/`.
+//!
+//! Every field used is in `batch/v1` and `core/v1` as of Kubernetes 1.23
+//! (`ttlSecondsAfterFinished` went GA then), the oldest server we support.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, Container, EnvVar, EnvVarSource, HostPathVolumeSource, NodeAffinity,
-    NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, ObjectFieldSelector, PodSpec,
-    PodTemplateSpec, ResourceRequirements, SeccompProfile, SecurityContext, Toleration, Volume,
-    VolumeMount,
+    Affinity, Capabilities, Container, EnvVar, EnvVarSource, NodeAffinity, NodeSelector,
+    NodeSelectorRequirement, NodeSelectorTerm, ObjectFieldSelector, PodSpec, PodTemplateSpec,
+    ResourceRequirements, SeccompProfile, SecurityContext, Toleration,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -196,17 +198,10 @@ pub fn job_spec(input: &JobInput<'_>) -> Job {
             ..Default::default()
         }),
         security_context: Some(security_context),
-        // The runner attaches tracepoints by id; libbpf reads the ids from
-        // tracefs. The runner mounts tracefs itself when the node has not;
-        // the host's mount is shared so both see the same one. Nothing else
-        // is needed: BTF is in /sys/kernel/btf (sysfs is the node's), pod
-        // network namespaces are reached through /proc (hostPID), and no BPF
-        // object is pinned, so /sys/fs/bpf is not mounted.
-        volume_mounts: Some(vec![VolumeMount {
-            name: s("tracefs"),
-            mount_path: s("/sys/kernel/tracing"),
-            ..Default::default()
-        }]),
+        // No volumes: the runner attaches raw tracepoints (no tracefs), reads
+        // BTF from /sys/kernel/btf (a privileged container's sysfs is the
+        // node's), reaches pod network namespaces through /proc (hostPID)
+        // and pins nothing (so no /sys/fs/bpf). Its tc/tcx links die with it.
         termination_message_policy: Some(s("FallbackToLogsOnError")),
         ..Default::default()
     };
@@ -242,14 +237,6 @@ pub fn job_spec(input: &JobInput<'_>) -> Job {
         enable_service_links: Some(false),
         termination_grace_period_seconds: Some(GRACE_PERIOD),
         containers: vec![container],
-        volumes: Some(vec![Volume {
-            name: s("tracefs"),
-            host_path: Some(HostPathVolumeSource {
-                path: s("/sys/kernel/tracing"),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }]),
         ..Default::default()
     };
 

@@ -37,7 +37,7 @@ const ADDR_WIDTH: usize = 30;
 /// The header line over events.
 pub fn header(style: Style) -> String {
     format!(
-        "{:<15}  {:<nw$}  {:<11}  {:<aw$}    {:<aw$}  {}",
+        "{:<15}  {:<nw$}  {:<15}  {:<aw$}    {:<aw$}  {}",
         "TIME",
         "NODE",
         "EVENT",
@@ -172,7 +172,7 @@ pub fn event_line(e: &Event, style: Style) -> String {
         };
     }
     let kind = format!("{} {}", e.proto, e.kind.name());
-    let kind = format!("{kind:<11}");
+    let kind = format!("{kind:<15}");
     let line = format!(
         "{:<15}  {:<nw$}  {}  {:<aw$} -> {:<aw$}  {}",
         clock(&e.time),
@@ -319,7 +319,7 @@ mod tests {
     fn events_render_aligned_with_names() {
         assert_eq!(
             event_line(&ev(EventKind::Connect), PLAIN),
-            "14:37:18.123456  node-1  tcp connect  default/curl-demo:43210        -> default/nginx-demo:80           curl[42]"
+            "14:37:18.123456  node-1  tcp connect      default/curl-demo:43210        -> default/nginx-demo:80           curl[42]"
         );
         let mut e = ev(EventKind::Failed {
             error: "ECONNREFUSED".into(),
@@ -329,7 +329,7 @@ mod tests {
         e.comm = None;
         assert_eq!(
             event_line(&e, PLAIN),
-            "14:37:18.123456  node-1  tcp failed   default/curl-demo:43210        -> 10.244.2.3:80                   ECONNREFUSED"
+            "14:37:18.123456  node-1  tcp failed       default/curl-demo:43210        -> 10.244.2.3:80                   ECONNREFUSED"
         );
         let line = event_line(&ev(EventKind::Established { rtt_us: 52 }), PLAIN);
         assert!(line.contains("rtt=52µs curl[42]"), "{line}");

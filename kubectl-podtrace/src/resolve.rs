@@ -274,7 +274,7 @@ mod tests {
         assert_eq!(plans[0].pod_ips.len(), 2);
         assert_eq!(plans[0].peer_ips, plans[0].pod_ips);
 
-        let plans = plan(&[a.clone()]);
+        let plans = plan(std::slice::from_ref(&a));
         assert_eq!(plans.len(), 1);
         assert!(plans[0].peer_ips.is_empty());
     }

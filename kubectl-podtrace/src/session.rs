@@ -119,7 +119,14 @@ struct Printer {
     output: Output,
     style: Style,
     header_done: bool,
+    /// Text lines held briefly to print in event-time order across nodes:
+    /// (event time, arrival order, arrival instant, line).
+    pending: Vec<(String, u64, Instant, String)>,
+    seq: u64,
 }
+
+/// How long a text line may wait for earlier events from other nodes.
+const REORDER: Duration = Duration::from_millis(300);
 
 /// Runs a session to its end. Jobs are deleted on every way out.
 pub async fn run(
@@ -152,6 +159,7 @@ pub async fn run(
     }
     session.progress.clear();
     let cleanup = session.stop(&jobs_api, &created, &mut interrupted).await;
+    session.flush(true);
     if result.is_ok() {
         session.print_summary();
     }
@@ -213,6 +221,8 @@ impl<'a> Session<'a> {
                     node_width: node_names.iter().map(String::len).max().unwrap_or(4),
                 },
                 header_done: false,
+                pending: Vec::new(),
+                seq: 0,
             },
             names,
             tx,
@@ -253,6 +263,7 @@ impl<'a> Session<'a> {
                     self.on_snapshot(snap?)?;
                 }
                 _ = tick.tick() => {
+                    self.flush(false);
                     if !self.all_ready() && Instant::now() >= start_deadline {
                         return Err(Error::StartTimeout {
                             timeout: self.spec.start_timeout,
@@ -321,9 +332,17 @@ impl<'a> Session<'a> {
                     }
                 }
                 PodState::Scheduled => {
-                    let pulling = event_message(&snap.events, &pod_name, "Pod", &["Pulling"]).is_some()
+                    let pulling = event_message(&snap.events, &pod_name, "Pod", &["Pulling"])
+                        .is_some()
                         && event_message(&snap.events, &pod_name, "Pod", &["Pulled"]).is_none();
-                    self.set_stage(i, if pulling { Stage::Pulling } else { Stage::Scheduled });
+                    self.set_stage(
+                        i,
+                        if pulling {
+                            Stage::Pulling
+                        } else {
+                            Stage::Scheduled
+                        },
+                    );
                 }
                 PodState::Pending => self.set_stage(i, Stage::Creating),
             }
@@ -394,8 +413,14 @@ impl<'a> Session<'a> {
                     let logs = self.last_lines(i, &pod).await;
                     return Err(Error::RunnerExited { node, code, logs });
                 }
+                // With --duration the runners stop by themselves: expected.
+                if self.spec.duration.is_some() {
+                    return Ok(Some(Stop::Duration));
+                }
+                let pod = self.nodes[i].pod.clone().unwrap_or_default();
+                let code = self.exit_code(&pod).await;
                 Ok(Some(Stop::RunnerEnded(format!(
-                    "the runner on node {node} stopped"
+                    "the runner on node {node} stopped (exit code {code}); stopping the trace"
                 ))))
             }
         }
@@ -452,10 +477,16 @@ impl<'a> Session<'a> {
                 }
                 self.names.annotate(&mut e);
                 self.nodes[i].tally.add(&e);
-                self.emit(|p| match p.output {
-                    Output::Json => Message::Event(e).to_line(),
-                    Output::Text => render::event_line(&e, p.style),
-                });
+                match self.printer.output {
+                    Output::Json => {
+                        let line = Message::Event(e).to_line();
+                        self.emit(|_| line.clone());
+                    }
+                    Output::Text => {
+                        let line = render::event_line(&e, self.printer.style);
+                        self.hold(e.time.clone(), line);
+                    }
+                }
             }
             Message::Ready(r) => {
                 self.nodes[i].ready = true;
@@ -490,12 +521,16 @@ impl<'a> Session<'a> {
                 );
                 self.info_or_json(&Message::Hello(h), &text);
             }
-            Message::Lost(l) => {
-                self.emit(|p| match p.output {
-                    Output::Json => Message::Lost(l.clone()).to_line(),
-                    Output::Text => render::lost_line(&l.body, p.style),
-                });
-            }
+            Message::Lost(l) => match self.printer.output {
+                Output::Json => {
+                    let line = Message::Lost(l.clone()).to_line();
+                    self.emit(|_| line.clone());
+                }
+                Output::Text => {
+                    let line = render::lost_line(&l.body, self.printer.style);
+                    self.hold(l.body.time.clone(), line);
+                }
+            },
             Message::Warning(w) => match self.printer.output {
                 Output::Json => self.emit(|_| Message::Warning(w.clone()).to_line()),
                 Output::Text => self.warn(&format!("node {}: {}", w.body.node, w.body.message)),
@@ -514,6 +549,43 @@ impl<'a> Session<'a> {
                 }
                 self.nodes[i].summary = Some(s.body);
             }
+        }
+    }
+
+    /// Holds a text line for [`Session::flush`].
+    fn hold(&mut self, time: String, line: String) {
+        self.printer.seq += 1;
+        let seq = self.printer.seq;
+        self.printer.pending.push((time, seq, Instant::now(), line));
+    }
+
+    /// Prints held lines in event-time order: all of them, or those up to
+    /// the newest event time among lines held for [`REORDER`] already. (By
+    /// arrival, not by the clock: node clocks and ours may differ.)
+    fn flush(&mut self, all: bool) {
+        let cutoff = if all {
+            None
+        } else {
+            match self
+                .printer
+                .pending
+                .iter()
+                .filter(|p| p.2.elapsed() >= REORDER)
+                .map(|p| p.0.clone())
+                .max()
+            {
+                Some(t) => Some(t),
+                None => return,
+            }
+        };
+        let mut pending = std::mem::take(&mut self.printer.pending);
+        pending.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        let (out, keep): (Vec<_>, Vec<_>) = pending
+            .into_iter()
+            .partition(|p| cutoff.as_ref().is_none_or(|c| p.0 <= *c));
+        self.printer.pending = keep;
+        for (_, _, _, line) in out {
+            self.emit(|_| line);
         }
     }
 
@@ -587,6 +659,7 @@ impl<'a> Session<'a> {
         let mut gone = false;
         let mut tick = tokio::time::interval(POLL);
         loop {
+            self.flush(false);
             let drained = self.nodes.iter().all(|n| n.ended || !n.following);
             if (drained || Instant::now() >= drain_deadline)
                 && (gone || Instant::now() >= gone_deadline)
@@ -712,10 +785,20 @@ async fn poll(
     let mut failures = 0;
     loop {
         let result = async {
-            let p = pods.list(&lp).await.map_err(|e| ("list the trace pods", e))?;
+            let p = pods
+                .list(&lp)
+                .await
+                .map_err(|e| ("list the trace pods", e))?;
             // Events are optional: without them failures are less precise.
-            let ev = events.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default();
-            Ok::<_, (&str, kube::Error)>(Snapshot { pods: p.items, events: ev })
+            let ev = events
+                .list(&ListParams::default())
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default();
+            Ok::<_, (&str, kube::Error)>(Snapshot {
+                pods: p.items,
+                events: ev,
+            })
         }
         .await;
         let msg = match result {

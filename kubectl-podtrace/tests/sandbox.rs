@@ -7,6 +7,7 @@
 //! `real_runner_traces_curl_to_nginx` uses the real runner when it is built.
 //! Needs root (the sandbox builds network namespaces): CI runs as root; as
 //! another user the tests say so and pass without running.
+#![cfg(target_os = "linux")]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -375,7 +376,7 @@ async fn text_output_is_aligned_with_names_and_ends_with_a_summary() {
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
     assert!(stdout.starts_with("TIME "), "{stdout}");
     assert!(
-        stdout.contains("tcp connect  default/curl-demo:40000"),
+        stdout.contains("tcp connect      default/curl-demo:40000"),
         "{stdout}"
     );
     assert!(
@@ -426,7 +427,9 @@ async fn second_ctrl_c_exits_at_once_and_cleanup_removes_the_leftovers() {
         runner_bin: Some(slow),
         ..two_nodes()
     };
-    let Some(env) = sandbox_with(config).await else { return };
+    let Some(env) = sandbox_with(config).await else {
+        return;
+    };
     let mut cmd = env.plugin();
     cmd.args(["nginx-demo", "-o", "json"]);
     let mut running = Running::start(cmd);
@@ -739,8 +742,14 @@ async fn a_dropped_log_stream_is_reopened_without_losing_lines() {
     running.wait_for(2, Duration::from_secs(30), |l| is_type(l, "ready"));
     env.sandbox.drop_log_streams();
     env.sandbox.drop_watches();
-    running.wait_for_stderr("node node-1's runner broke; reopened it", Duration::from_secs(20));
-    running.wait_for_stderr("node node-2's runner broke; reopened it", Duration::from_secs(20));
+    running.wait_for_stderr(
+        "node node-1's runner broke; reopened it",
+        Duration::from_secs(20),
+    );
+    running.wait_for_stderr(
+        "node node-2's runner broke; reopened it",
+        Duration::from_secs(20),
+    );
     running.interrupt();
     let (code, lines, stderr) = running.finish(Duration::from_secs(40));
     assert_eq!(code, Some(0), "{stderr}");
@@ -879,5 +888,123 @@ async fn real_runner_traces_curl_to_nginx() {
         "{}",
         lines.join("\n")
     );
+    assert_eq!(
+        lines.iter().filter(|l| is_type(l, "summary")).count(),
+        2,
+        "both runners' summaries arrive before their Jobs go:\n{}",
+        lines.join("\n")
+    );
+    env.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_rights_to_list_pods_names_are_limited_to_the_targets_and_said_once() {
+    let Some(env) = sandbox().await else { return };
+    // Exactly manifests/rbac.yaml's namespaced Role, plus reading pods in
+    // `default` only: no cluster-wide pod or service listing.
+    env.sandbox
+        .add_user(User::with_rules(
+            "oncall",
+            vec![
+                Rule::new(&["get", "list"], &[""], &["pods"]).in_namespace("default"),
+                Rule::new(&["get"], &[""], &["namespaces"]),
+                Rule::new(
+                    &["create", "get", "list", "watch", "delete"],
+                    &["batch"],
+                    &["jobs"],
+                )
+                .in_namespace("podtrace"),
+                Rule::new(&["get", "list", "watch", "delete"], &[""], &["pods"])
+                    .in_namespace("podtrace"),
+                Rule::new(&["get"], &[""], &["pods/log"]).in_namespace("podtrace"),
+                Rule::new(&["list"], &[""], &["events"]).in_namespace("podtrace"),
+            ],
+        ))
+        .unwrap();
+    let mut cmd = env.plugin();
+    cmd.args([
+        "--context",
+        "oncall",
+        "curl-demo",
+        "nginx-demo",
+        "--duration",
+        "2s",
+    ]);
+    let out = run(cmd, Duration::from_secs(60)).await;
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stderr
+            .matches("cannot list pods in all namespaces: forbidden")
+            .count(),
+        1,
+        "said once:\n{stderr}"
+    );
+    assert!(
+        stdout.contains("default/curl-demo:40000"),
+        "targets keep their names:\n{stdout}"
+    );
+    env.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_network_pod_is_traced_with_a_warning() {
+    let Some(env) = sandbox().await else { return };
+    let mut pod =
+        PodManifest::new("default", "hostnet", "busybox", &["sleep", "infinity"]).on_node("node-1");
+    pod.value["spec"]["hostNetwork"] = serde_json::json!(true);
+    env.sandbox.create_pod(pod).await.unwrap();
+    env.sandbox
+        .wait_for_pod_phase("default", "hostnet", "Running", Duration::from_secs(20))
+        .await
+        .unwrap();
+    let mut cmd = env.plugin();
+    cmd.args(["hostnet", "--dry-run"]);
+    let out = run(cmd, Duration::from_secs(30)).await;
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "warning: pod default/hostnet uses hostNetwork: its traffic is the node node-1's"
+        ),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_runner_dying_mid_trace_stops_the_session_and_the_summary_comes_from_its_events() {
+    // A runner that dies right after its first events, without a summary.
+    let dir = tempfile::tempdir().unwrap();
+    let dying = dir.path().join("podtrace-runner");
+    std::fs::write(
+        &dying,
+        FAKE_RUNNER.replace(
+            "[ -n \"$dur\" ] && end=",
+            "sleep 0.5; exit 3\n[ -n \"$dur\" ] && end=",
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&dying, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let config = SandboxConfig {
+        runner_bin: Some(dying),
+        ..two_nodes()
+    };
+    let Some(env) = sandbox_with(config).await else {
+        return;
+    };
+    let mut cmd = env.plugin();
+    cmd.args(["curl-demo", "nginx-demo"]);
+    let out = run(cmd, Duration::from_secs(60)).await;
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("stopped (exit code 3); stopping the trace"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("tcp default/curl-demo -> default/nginx-demo:80"),
+        "the events' flows are in the summary:\n{stdout}"
+    );
+    assert!(stdout.contains("(no summary came from node"), "{stdout}");
     env.assert_nothing_left().await;
 }

@@ -7,7 +7,9 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use podtrace_e2e::{built_bin, kubectl_podtrace, of_type, peak_rss_kib, Traced};
+use podtrace_e2e::{
+    bpf_prog_ids, built_bin, kubectl_podtrace, loaded_prog_ids, of_type, peak_rss_kib, Traced,
+};
 use podtrace_sandbox::{PodManifest, Sandbox, SandboxConfig};
 use serde_json::Value;
 
@@ -30,7 +32,17 @@ fn curl(sandbox: &Sandbox, url: &str) -> String {
         .exec(
             "default",
             "curl-demo",
-            &["curl", "-sS", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}", url],
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "5",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                url,
+            ],
         )
         .expect("exec curl in curl-demo");
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -49,7 +61,7 @@ fn has(lines: &[Value], pred: impl Fn(&Value) -> bool) -> bool {
 
 /// Nothing of ours left on the sandbox's nodes: no Job, no pod in the job
 /// namespace, no runner process, no BPF program, no tc/tcx hook.
-fn assert_nothing_left(sandbox: &Sandbox) {
+fn assert_nothing_left(sandbox: &Sandbox, runner_progs: &[u64]) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let jobs = sandbox
@@ -76,22 +88,16 @@ fn assert_nothing_left(sandbox: &Sandbox) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let progs = Command::new("bpftool")
-        .args(["-j", "prog", "show"])
-        .output()
-        .expect("bpftool prog show");
-    let progs: Value = serde_json::from_slice(&progs.stdout).unwrap_or(Value::Null);
-    // A program of ours with no process holding it is one a link or a tc
-    // filter keeps alive: a leak. (Other tests may run runners of their own
-    // at the same time; those have owners.)
-    let orphans: Vec<&Value> = progs
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| p["name"].as_str().is_some_and(|n| n.starts_with("pt_")))
-        .filter(|p| p["pids"].as_array().is_none_or(Vec::is_empty))
+    let loaded = loaded_prog_ids();
+    let left: Vec<u64> = runner_progs
+        .iter()
+        .copied()
+        .filter(|id| loaded.contains(id))
         .collect();
-    assert!(orphans.is_empty(), "BPF programs of ours left loaded: {orphans:?}");
+    assert!(
+        left.is_empty(),
+        "BPF programs of the runners still loaded: {left:?}"
+    );
     for node in sandbox.node_names() {
         let ns = format!("{}{node}", sandbox.netns_prefix());
         let net = Command::new("ip")
@@ -120,7 +126,14 @@ fn run_scenario(one_node: bool) {
 
     let mut trace = Traced::spawn(kubectl_podtrace(
         sandbox.kubeconfig_path(),
-        &["curl-demo", "nginx-demo", "-o", "json", "--duration", "120s"],
+        &[
+            "curl-demo",
+            "nginx-demo",
+            "-o",
+            "json",
+            "--duration",
+            "120s",
+        ],
     ));
     let nodes = if one_node { 1 } else { 2 };
     trace.wait_for(Duration::from_secs(90), "every runner's ready line", |l| {
@@ -138,52 +151,77 @@ fn run_scenario(one_node: bool) {
     let nginx_pod = "default/nginx-demo";
     let named = |v: &Value| v["src_name"] == curl_pod && v["dst_name"] == nginx_pod;
     trace.wait_for(Duration::from_secs(30), "the whole conversation", |l| {
-        has(l, |v| v["type"] == "connect" && v["comm"] == "curl" && named(v) && v["node"] == curl_node.as_str())
-            && has(l, |v| v["type"] == "accept" && named(v) && v["node"] == nginx_node.as_str())
-            && has(l, |v| v["type"] == "established" && v["rtt_us"].as_u64() > Some(0))
+        has(l, |v| {
+            v["type"] == "connect"
+                && v["comm"] == "curl"
+                && named(v)
+                && v["node"] == curl_node.as_str()
+        }) && has(l, |v| {
+            v["type"] == "accept" && named(v) && v["node"] == nginx_node.as_str()
+        }) && has(l, |v| {
+            v["type"] == "established" && v["rtt_us"].as_u64() > Some(0)
+        }) && has(l, |v| {
+            v["type"] == "close"
+                && v["node"] == curl_node.as_str()
+                && v["bytes_received"].as_u64() >= Some(NGINX_PAGE_BYTES)
+        }) && has(l, |v| {
+            v["type"] == "failed" && v["error"] == "ECONNREFUSED" && named(v)
+        }) && has(l, |v| v["type"] == "reset")
             && has(l, |v| {
-                v["type"] == "close" && v["node"] == curl_node.as_str()
-                    && v["bytes_received"].as_u64() >= Some(NGINX_PAGE_BYTES)
-            })
-            && has(l, |v| v["type"] == "failed" && v["error"] == "ECONNREFUSED" && named(v))
-            && has(l, |v| v["type"] == "reset")
-            && has(l, |v| {
-                v["type"] == "packet" && v["node"] == curl_node.as_str()
+                v["type"] == "packet"
+                    && v["node"] == curl_node.as_str()
                     && v["flags"].as_str().is_some_and(|f| f.contains("SYN"))
             })
             && has(l, |v| {
-                v["type"] == "packet" && v["node"] == nginx_node.as_str()
+                v["type"] == "packet"
+                    && v["node"] == nginx_node.as_str()
                     && v["flags"].as_str().is_some_and(|f| f.contains("SYN"))
             })
     });
     let to_events = trace.started.elapsed();
     let plugin_rss = peak_rss_kib(trace.child.id());
-    let runner_rss: Vec<u64> = sandbox
-        .runner_processes()
-        .into_iter()
-        .filter_map(peak_rss_kib)
-        .collect();
+    let runners = sandbox.runner_processes();
+    assert_eq!(runners.len(), nodes, "one runner per node");
+    let runner_rss: Vec<u64> = runners.iter().copied().filter_map(peak_rss_kib).collect();
+    let runner_progs: Vec<u64> = runners.iter().flat_map(|p| bpf_prog_ids(*p)).collect();
+    assert!(
+        runner_progs.len() >= 7 * nodes,
+        "runner programs: {runner_progs:?}"
+    );
 
     // Ctrl-C, as a person would.
     trace.signal(libc::SIGINT);
     let code = trace.wait_exit(Duration::from_secs(60));
-    assert_eq!(code, 0, "clean exit after Ctrl-C; stderr:\n{}", trace.stderr());
+    assert_eq!(
+        code,
+        0,
+        "clean exit after Ctrl-C; stderr:\n{}",
+        trace.stderr()
+    );
     let lines = trace.json();
     let summaries = of_type(&lines, "summary");
-    assert!(!summaries.is_empty(), "a summary after Ctrl-C: {:?}", trace.seen);
+    assert!(
+        !summaries.is_empty(),
+        "a summary after Ctrl-C: {:?}",
+        trace.seen
+    );
     let flows: Vec<&Value> = summaries
         .iter()
         .flat_map(|s| s["flows"].as_array().into_iter().flatten())
         .collect();
     assert!(
-        flows.iter().any(|f| f["dst"] == format!("{nginx_ip}:80").as_str()
-            && f["connections"].as_u64() >= Some(3)
-            && f["packets_sent"].as_u64() > Some(0)),
+        flows
+            .iter()
+            .any(|f| f["dst"] == format!("{nginx_ip}:80").as_str()
+                && f["connections"].as_u64() >= Some(3)
+                && f["packets_sent"].as_u64() > Some(0)),
         "a flow curl-demo → nginx-demo:80 with the three connections: {flows:?}"
     );
     assert!(
-        flows.iter().any(|f| f["dst"] == format!("{nginx_ip}:81").as_str()
-            && f["failed"].as_u64() >= Some(1)),
+        flows
+            .iter()
+            .any(|f| f["dst"] == format!("{nginx_ip}:81").as_str()
+                && f["failed"].as_u64() >= Some(1)),
         "the refused flow: {flows:?}"
     );
     if !one_node {
@@ -194,7 +232,7 @@ fn run_scenario(one_node: bool) {
             .collect();
         assert!(readies.contains(&curl_node.as_str()) && readies.contains(&nginx_node.as_str()));
     }
-    assert_nothing_left(&sandbox);
+    assert_nothing_left(&sandbox, &runner_progs);
     eprintln!(
         "figures ({} node(s)): ready after {to_ready:?}, all events after {to_events:?}, \
          plugin peak RSS {plugin_rss:?} KiB, runner peak RSS {runner_rss:?} KiB",

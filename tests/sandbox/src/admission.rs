@@ -488,5 +488,9 @@ mod tests {
             "violates PodSecurity \"baseline:latest\": host namespaces (hostNetwork=true, hostPID=true), privileged (container \"runner\" must not set securityContext.privileged=true)"
         );
         assert!(pod_security("privileged", "latest", &pod).is_ok());
+        let plain = json!({"spec": {"containers": [{"name": "app"}]}});
+        assert!(pod_security("baseline", "latest", &plain).is_ok());
+        let why = pod_security("restricted", "latest", &plain).unwrap_err();
+        assert!(why.starts_with("violates PodSecurity \"restricted:latest\": allowPrivilegeEscalation != false (container \"app\" must set securityContext.allowPrivilegeEscalation=false)"), "{why}");
     }
 }

@@ -96,6 +96,12 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+// Tests hold sandboxes across awaits on multi-threaded runtimes.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Sandbox>();
+};
+
 pub(crate) fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
     let context = context.into();
     move |source| Error::Io { context, source }

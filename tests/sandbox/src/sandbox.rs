@@ -350,6 +350,11 @@ impl Sandbox {
             .push(tokio::spawn(crate::jobs::run(state.clone())));
         sandbox.write_kubeconfig()?;
         for pod in &config.pods {
+            // Start-up pods may name namespaces nobody created: make them.
+            let ns = pod.value["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default");
+            sandbox.set_namespace_labels(ns, &[]);
             sandbox.create_pod(pod.clone()).await?;
         }
         let deadline = started + config.start_timeout;

@@ -219,12 +219,6 @@ async fn route(state: &Arc<State>, r: &Req) -> Result<Reply, ApiError> {
     match p.as_slice() {
         ["version"] if is_get => return Ok(Reply::Json(200, discovery::version(), vec![])),
         ["healthz"] | ["readyz"] | ["livez"] => return Ok(Reply::Text(200, "ok".into())),
-        ["sandbox", "v1", "netns", ns, pod] => {
-            return match crate::kubelet::netns_of(state, ns, pod) {
-                Some(n) => Ok(Reply::Json(200, json!({"netns": n}), vec![])),
-                None => Err(ApiError::not_found(Resource::Pod, pod)),
-            }
-        }
         _ => {}
     }
     if r.user.name == "system:anonymous" {
@@ -323,6 +317,7 @@ async fn route(state: &Arc<State>, r: &Req) -> Result<Reply, ApiError> {
         ("get", Some("status")) => get(state, r, resource, ns.unwrap_or(""), name.unwrap_or("")),
         ("create", None) => create(state, r, resource, ns.unwrap_or("")),
         ("delete", None) => delete(state, r, resource, ns.unwrap_or(""), name.unwrap_or("")),
+        ("deletecollection", None) => delete_collection(state, r, resource, ns),
         _ => Err(ApiError::method_not_allowed()),
     }
 }
@@ -537,6 +532,43 @@ fn delete(
     }
 }
 
+/// DELETE on a collection: each selected object deleted as by DELETE on
+/// it; the answer lists them.
+fn delete_collection(
+    state: &State,
+    r: &Req,
+    resource: Resource,
+    ns: Option<&str>,
+) -> Result<Reply, ApiError> {
+    let filter = Filter::new(r, resource, ns)?;
+    let targets: Vec<Value> = state
+        .lock()
+        .list(resource, ns)
+        .into_iter()
+        .filter(|o| filter.matches(o))
+        .collect();
+    let mut items = Vec::new();
+    for o in targets {
+        let ns = o["metadata"]["namespace"].as_str().unwrap_or("").to_owned();
+        let name = o["metadata"]["name"].as_str().unwrap_or("").to_owned();
+        match delete(state, r, resource, &ns, &name) {
+            Ok(Reply::Json(_, obj, _)) => items.push(obj),
+            Err(e) if e.code == 404 => {}
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
+    }
+    let rv = state.lock().resource_version();
+    Ok(Reply::Json(
+        200,
+        json!({
+            "kind": format!("{}List", resource.kind()), "apiVersion": resource.api_version(),
+            "metadata": {"resourceVersion": rv.to_string()}, "items": items,
+        }),
+        vec![],
+    ))
+}
+
 /// Sends one JSON line; `false` once the client has gone.
 async fn send(tx: &mpsc::Sender<Chunk>, v: Value) -> bool {
     tx.send(Ok(Bytes::from(format!("{v}\n")))).await.is_ok()
@@ -554,6 +586,7 @@ fn watch(
         .and_then(|t| t.parse::<u64>().ok())
         .unwrap_or(1800);
     let bookmarks = r.flag("allowWatchBookmarks");
+    let table = wants_table(r).then(|| r.q("includeObject").unwrap_or("Metadata").to_owned());
     let initial_events = r.flag("sendInitialEvents");
     let rv_param = r.q("resourceVersion").unwrap_or("");
     let (tx, rx) = mpsc::channel::<Chunk>(256);
@@ -595,12 +628,23 @@ fn watch(
         let mut last_rv = start_rv;
         let deadline = tokio::time::sleep(Duration::from_secs(timeout));
         tokio::pin!(deadline);
+        // `kubectl get -w` asks for Tables: each event's object is then a
+        // one-row Table, as a real server sends.
+        let as_object = |o: &Value, rv: u64| match &table {
+            Some(include) => discovery::table(resource, std::slice::from_ref(o), rv, include),
+            None => o.clone(),
+        };
         let send_change = |c: &Change| {
             (c.resource == resource && filter.matches(&c.object))
-                .then(|| json!({"type": c.kind.as_str(), "object": c.object}))
+                .then(|| json!({"type": c.kind.as_str(), "object": as_object(&c.object, c.rv)}))
         };
         for o in initial {
-            if !send(&tx, json!({"type": "ADDED", "object": o})).await {
+            if !send(
+                &tx,
+                json!({"type": "ADDED", "object": as_object(&o, start_rv)}),
+            )
+            .await
+            {
                 return;
             }
         }
@@ -677,6 +721,12 @@ fn logs(state: &State, r: &Req, ns: &str, name: &str) -> Result<Reply, ApiError>
             )))
         }
     };
+    if r.flag("previous") {
+        // Only the current run of a container is kept.
+        return Err(ApiError::bad_request(format!(
+            "previous terminated container \"{container}\" in pod \"{name}\" not found"
+        )));
+    }
     let log = match state.logs.get(ns, name, &container) {
         Some(l) => l,
         None => {

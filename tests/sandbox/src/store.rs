@@ -128,6 +128,9 @@ impl EventType {
     }
 }
 
+/// Changes to come, for a watch.
+pub type Changes = broadcast::Receiver<Arc<Change>>;
+
 /// One change, as a watch sends it.
 #[derive(Debug)]
 pub struct Change {
@@ -277,10 +280,7 @@ impl Store {
     /// Changes after `rv` still in the history, and a receiver for the
     /// ones to come, taken atomically so nothing falls in between. `None`
     /// when `rv` is older than the history (410 Gone).
-    pub fn watch_from(
-        &self,
-        rv: u64,
-    ) -> Option<(Vec<Arc<Change>>, broadcast::Receiver<Arc<Change>>)> {
+    pub fn watch_from(&self, rv: u64) -> Option<(Vec<Arc<Change>>, Changes)> {
         if rv < self.compacted {
             return None;
         }

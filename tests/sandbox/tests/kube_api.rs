@@ -578,3 +578,37 @@ async fn watches_resume_after_a_drop_and_get_410_after_compaction() {
     .expect("watcher recovers");
     sb.shutdown().await;
 }
+
+#[tokio::test]
+async fn delete_collection_by_label_removes_jobs_and_their_pods_and_services_list() {
+    let (sb, _d) = sandbox_with_fake_runner().await;
+    let c = client(&sb, None).await;
+    let jobs: Api<Job> = Api::namespaced(c.clone(), "podtrace");
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "podtrace");
+    for (name, node) in [("dc-1", "node-1"), ("dc-2", "node-2")] {
+        jobs.create(&PostParams::default(), &runner_job(name, node, &[]))
+            .await
+            .unwrap();
+        wait_job_pod_running(&pods, name).await;
+    }
+    let lp = ListParams::default().labels("app.kubernetes.io/name=podtrace");
+    jobs.delete_collection(&DeleteParams::background(), &lp)
+        .await
+        .unwrap();
+    assert!(jobs.list(&lp).await.unwrap().items.is_empty());
+    tokio::time::timeout(WAIT, async {
+        while !pods.list(&lp).await.unwrap().items.is_empty() || !sb.runner_processes().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("pods of the deleted jobs go");
+    let services: Api<k8s_openapi::api::core::v1::Service> = Api::all(c.clone());
+    assert!(services
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    sb.shutdown().await;
+}
