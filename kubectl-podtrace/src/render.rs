@@ -284,8 +284,9 @@ pub fn summary_table(flows: &[FlowSummary], lost: u64, style: Style) -> String {
         out.push_str(&paint(
             style,
             BOLD_RED,
-            &format!("{lost} events were lost: counts above may be low\n"),
+            &format!("{lost} events were lost: counts above may be low"),
         ));
+        out.push('\n');
     }
     out
 }

@@ -75,12 +75,13 @@ struct Env {
 }
 
 /// A sandbox (the brief's two pods on two nodes by default) whose runner is
-/// the fake one. `None` when not root.
+/// the fake one. Always `Some`: these tests need root (network namespaces)
+/// and fail, rather than skip, without it.
 async fn sandbox_with(mut config: SandboxConfig) -> Option<Env> {
-    if !is_root() {
-        eprintln!("skipped: the sandbox needs root (network namespaces)");
-        return None;
-    }
+    assert!(
+        is_root(),
+        "the sandbox tests need root (network namespaces, eBPF): run them with sudo"
+    );
     let dir = tempfile::tempdir().unwrap();
     if config.runner_bin.is_none() {
         config.runner_bin = Some(fake_runner(dir.path()));
@@ -251,7 +252,14 @@ impl Running {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(l) => self.seen.push(l),
-                Err(_) => panic!("timed out; stdout so far:\n{}", self.seen.join("\n")),
+                Err(_) => {
+                    self.err_seen.extend(self.err_lines.try_iter());
+                    panic!(
+                        "timed out; stdout so far:\n{}\nstderr:\n{}",
+                        self.seen.join("\n"),
+                        self.err_seen.join("\n")
+                    )
+                }
             }
         }
     }
@@ -840,15 +848,14 @@ async fn real_runner_traces_curl_to_nginx() {
     let runner = std::env::var_os("PODTRACE_RUNNER_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(PLUGIN).with_file_name("podtrace-runner"));
-    if !runner.exists() || !is_root() {
-        eprintln!(
-            "skipped: build podtrace-runner into the same target dir (or set PODTRACE_RUNNER_BIN)"
-        );
-        return;
-    }
+    assert!(
+        runner.exists(),
+        "{} is not built: run `cargo build --workspace` (or set PODTRACE_RUNNER_BIN)",
+        runner.display()
+    );
     let config = SandboxConfig {
         runner_bin: Some(runner),
-        ..SandboxConfig::default()
+        ..two_nodes()
     };
     let Some(env) = sandbox_with(config).await else {
         return;

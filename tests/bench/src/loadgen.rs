@@ -29,6 +29,9 @@ pub enum Mode {
     NewConn,
     /// A fixed pool of keep-alive connections sharing the rate.
     KeepAlive,
+    /// Connect and close, no request: the most connections per second a
+    /// single nginx worker can accept, for the connection-event loss step.
+    Connect,
 }
 
 /// What to generate.
@@ -105,7 +108,8 @@ async fn generate(spec: Spec) -> Result<Outcome> {
     let start = Instant::now();
     let mut skipped = 0;
     match spec.mode {
-        Mode::NewConn => {
+        Mode::NewConn | Mode::Connect => {
+            let connect_only = spec.mode == Mode::Connect;
             let slots = Arc::new(Semaphore::new(spec.max_inflight));
             let interval = 1.0 / f64::from(spec.rate.max(1));
             let mut tasks = tokio::task::JoinSet::new();
@@ -119,9 +123,10 @@ async fn generate(spec: Spec) -> Result<Outcome> {
                 let (counters, tx) = (counters.clone(), tx.clone());
                 tasks.spawn(async move {
                     let t0 = Instant::now();
-                    let ok = tokio::time::timeout(REQUEST_TIMEOUT, one_shot(spec.target))
-                        .await
-                        .is_ok_and(|r| r.is_ok());
+                    let ok =
+                        tokio::time::timeout(REQUEST_TIMEOUT, one_shot(spec.target, connect_only))
+                            .await
+                            .is_ok_and(|r| r.is_ok());
                     record(&counters, &tx, ok, t0);
                     drop(permit);
                 });
@@ -186,9 +191,19 @@ fn record(counters: &Counters, tx: &mpsc::UnboundedSender<u32>, ok: bool, t0: In
 const CLOSE_REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n";
 const KEEPALIVE_REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n";
 
-/// One request on a fresh connection; the server closes it.
-async fn one_shot(target: SocketAddr) -> std::io::Result<()> {
+/// One request on a fresh connection; the server closes it. Connect-only:
+/// close right after the handshake and wait for the server's FIN, so the
+/// connection's whole life happens within the step.
+async fn one_shot(target: SocketAddr, connect_only: bool) -> std::io::Result<()> {
     let mut s = TcpStream::connect(target).await?;
+    if connect_only {
+        s.shutdown().await?;
+        let mut buf = [0u8; 64];
+        return match s.read(&mut buf).await? {
+            0 => Ok(()),
+            _ => Err(std::io::Error::other("unexpected data")),
+        };
+    }
     s.write_all(CLOSE_REQUEST).await?;
     let mut buf = Vec::with_capacity(2048);
     s.read_to_end(&mut buf).await?;

@@ -56,7 +56,7 @@ pub fn step(tb: &Testbed, target: &Target, arm: Arm, rates: &[u32], s: &Settings
     let mode = if arm == Arm::RunnerPackets {
         Mode::KeepAlive
     } else {
-        Mode::NewConn
+        Mode::Connect
     };
     let mut steps = Vec::new();
     for &rate in rates {
@@ -99,7 +99,7 @@ fn one(tb: &Testbed, target: &Target, arm: Arm, mode: Mode, rate: u32, seconds: 
     };
     let r = (|| -> Result<()> {
         let truth = || match mode {
-            Mode::NewConn => tb.passive_opens(),
+            Mode::NewConn | Mode::Connect => tb.passive_opens(),
             Mode::KeepAlive => tb.veth_packets(),
         };
         let tracer = Tracer::start(arm, target)?;
@@ -111,7 +111,7 @@ fn one(tb: &Testbed, target: &Target, arm: Arm, mode: Mode, rate: u32, seconds: 
         let load = load?;
         st.truth = after - before;
         let key = match mode {
-            Mode::NewConn => "accept",
+            Mode::NewConn | Mode::Connect => "accept",
             Mode::KeepAlive => "packet",
         };
         st.seen = stopped.counts.by_type.get(key).copied().unwrap_or(0);
@@ -138,6 +138,7 @@ pub fn loadgen(tb: &Testbed, mode: Mode, rate: u32, seconds: f64) -> Result<Outc
     let mode_arg = match mode {
         Mode::NewConn => "new-conn",
         Mode::KeepAlive => "keep-alive",
+        Mode::Connect => "connect",
     };
     let out = podtrace_netns::run(
         tb.client

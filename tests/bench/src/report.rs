@@ -454,7 +454,8 @@ pub fn markdown(r: &Results) -> String {
     let _ = writeln!(p, "\n## Highest event rate with nothing lost\n");
     let _ = writeln!(
         p,
-        "Default event set: new connections at a fixed rate (`podtrace-bench loadgen`, open loop); ground truth is \
+        "Default event set: new connections at a fixed rate (`podtrace-bench loadgen --mode connect`, open loop: connect, \
+         close, wait for the server's FIN — no request, so one nginx worker can accept more per second); ground truth is \
          the kernel's `Tcp: PassiveOpens` in the nginx pod, compared with the runner's `accept` events. \
          `--packets`: keep-alive requests at a fixed rate; ground truth is the veth's rx+tx packet counters, compared \
          with the runner's `packet` events. A step passes when nothing is lost (no `lost` line) and nothing is missing. \
@@ -472,6 +473,7 @@ pub fn markdown(r: &Results) -> String {
             match s.mode {
                 crate::loadgen::Mode::NewConn => "new conn",
                 crate::loadgen::Mode::KeepAlive => "keep-alive req",
+                crate::loadgen::Mode::Connect => "connect+close",
             },
             s.target_rate,
             s.load

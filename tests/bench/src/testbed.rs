@@ -117,12 +117,11 @@ fn page() -> Vec<u8> {
 /// A counter from `/proc/net/snmp`'s header/value line pairs.
 pub fn snmp_field(text: &str, group: &str, name: &str) -> Option<u64> {
     let prefix = format!("{group}:");
+    // The group's first line names the fields, its second holds the values.
     let mut lines = text.lines().filter(|l| l.starts_with(&prefix));
-    while let (Some(head), Some(vals)) = (lines.next(), lines.next()) {
-        let i = head.split_whitespace().position(|h| h == name)?;
-        return vals.split_whitespace().nth(i)?.parse().ok();
-    }
-    None
+    let (head, vals) = (lines.next()?, lines.next()?);
+    let i = head.split_whitespace().position(|h| h == name)?;
+    vals.split_whitespace().nth(i)?.parse().ok()
 }
 
 #[cfg(test)]

@@ -155,6 +155,9 @@ pub struct Counts {
     pub by_type: BTreeMap<String, u64>,
     /// Sum of the runner's `lost` lines (bpftrace: its `Lost N events`).
     pub lost: u64,
+    /// The first line of each runner `type`, as written: what the events
+    /// looked like (e.g. which drop reason fired).
+    pub first_by_type: BTreeMap<String, String>,
     /// The runner's `summary` line, as written.
     #[serde(skip)]
     pub summary: Option<String>,
@@ -193,6 +196,9 @@ impl Counts {
         self.lines += 1;
         if arm.is_runner() {
             if let Some(t) = line_type(line) {
+                if !self.first_by_type.contains_key(t) && !matches!(t, "summary" | "ready") {
+                    self.first_by_type.insert(t.to_owned(), line.to_owned());
+                }
                 *self.by_type.entry(t.to_owned()).or_default() += 1;
                 match t {
                     "lost" => self.lost += lost_count(line),

@@ -234,7 +234,9 @@ struct Slot(u8);
 
 impl Slot {
     fn take() -> Result<Slot> {
-        fs::create_dir_all(SLOT_DIR).map_err(io_err(format!("create {SLOT_DIR}")))?;
+        // Claims are made under the same lock as namespace creation, so two
+        // processes never take over the same stale slot at once.
+        let _lock = CreateLock::take()?;
         for n in 1..=MAX_SLOT {
             let path = Slot::path(n);
             match fs::OpenOptions::new()
@@ -244,15 +246,17 @@ impl Slot {
             {
                 Ok(mut f) => {
                     let _ = write!(f, "{}", std::process::id());
+                    // The slot is ours now: any namespace still carrying its
+                    // prefix was left by an owner that died before cleaning up.
+                    reclaim(n);
                     return Ok(Slot(n));
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     if Slot::owner_alive(&path) {
                         continue;
                     }
-                    // A crashed owner: remove what it left, then retry this slot
-                    // once (a racing process may win it, and that is fine).
-                    reclaim(n);
+                    // A crashed owner: take its slot over (its namespaces are
+                    // reclaimed once the claim is ours).
                     let _ = fs::remove_file(&path);
                     if let Ok(mut f) = fs::OpenOptions::new()
                         .write(true)
@@ -260,6 +264,7 @@ impl Slot {
                         .open(&path)
                     {
                         let _ = write!(f, "{}", std::process::id());
+                        reclaim(n);
                         return Ok(Slot(n));
                     }
                 }

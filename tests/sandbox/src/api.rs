@@ -257,7 +257,9 @@ pub fn delete_pod(
     });
     let running = crate::kubelet::stop_pod(state, ns, name, grace);
     if !running || grace == 0 {
-        let _ = state.lock().remove(&key);
+        if let Ok(pod) = state.lock().remove(&key) {
+            crate::kubelet::note_ended_job_pod(state, &pod);
+        }
     }
     marked.map_err(store_err(Resource::Pod, name))
 }

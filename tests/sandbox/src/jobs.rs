@@ -4,7 +4,7 @@
 //! its status, fails it on its deadline or back-off limit, completes it,
 //! and deletes it when its TTL runs out.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,9 +23,9 @@ const CONTROLLER: &str = "job-controller";
 /// deadlines and TTLs).
 pub async fn run(state: Arc<State>) {
     let mut rx = state.lock().subscribe();
-    let mut retry: HashMap<String, (Instant, Duration)> = HashMap::new();
+    let mut memory = Memory::default();
     loop {
-        reconcile(&state, &mut retry);
+        reconcile(&state, &mut memory);
         tokio::select! {
             r = rx.recv() => {
                 if let Err(tokio::sync::broadcast::error::RecvError::Closed) = r {
@@ -74,18 +74,52 @@ pub fn pods_of(state: &State, job: &Value) -> Vec<Value> {
         .collect()
 }
 
-fn reconcile(state: &Arc<State>, retry: &mut HashMap<String, (Instant, Duration)>) {
+/// What the controller remembers between passes.
+#[derive(Default)]
+struct Memory {
+    /// Job uid → when to retry a refused pod creation, and the back-off.
+    retry: HashMap<String, (Instant, Duration)>,
+    /// Job uid → uids of its pods counted as succeeded / failed, so a pod
+    /// that is deleted after it ended (or while it ran) still counts, as
+    /// the real controller's job-tracking finalizer ensures.
+    counted: HashMap<String, (HashSet<String>, HashSet<String>)>,
+}
+
+fn reconcile(state: &Arc<State>, memory: &mut Memory) {
+    let ended: Vec<EndedPod> = std::mem::take(
+        &mut *state
+            .ended_job_pods
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()),
+    );
+    for p in ended {
+        let (ok, failed) = memory.counted.entry(p.job_uid).or_default();
+        if p.succeeded {
+            ok.insert(p.pod_uid);
+        } else {
+            failed.insert(p.pod_uid);
+        }
+    }
     let jobs = state.lock().list(Resource::Job, None);
+    memory.counted.retain(|uid, _| {
+        jobs.iter()
+            .any(|j| j["metadata"]["uid"].as_str() == Some(uid.as_str()))
+    });
     for job in jobs {
-        reconcile_job(state, &job, retry);
+        reconcile_job(state, &job, memory);
     }
 }
 
-fn reconcile_job(
-    state: &Arc<State>,
-    job: &Value,
-    retry: &mut HashMap<String, (Instant, Duration)>,
-) {
+/// A Job's pod removed from the store, for the controller to count.
+#[derive(Debug)]
+pub struct EndedPod {
+    pub job_uid: String,
+    pub pod_uid: String,
+    pub succeeded: bool,
+}
+
+fn reconcile_job(state: &Arc<State>, job: &Value, memory: &mut Memory) {
+    let retry = &mut memory.retry;
     let ns = job["metadata"]["namespace"]
         .as_str()
         .unwrap_or("")
@@ -126,10 +160,22 @@ fn reconcile_job(
         .iter()
         .filter(|p| deleting(p) && (phase(p) == "Pending" || phase(p) == "Running"))
         .count();
-    let succeeded = pods.iter().filter(|p| phase(p) == "Succeeded").count() as i64;
-    let failed_now = pods.iter().filter(|p| phase(p) == "Failed").count() as i64;
-    // Pods that failed and were deleted since are still counted.
-    let failed = failed_now.max(job["status"]["failed"].as_i64().unwrap_or(0));
+    // Counted by pod uid, with the pods already gone from the store.
+    let (ok, failed_set) = memory.counted.entry(uid.clone()).or_default();
+    for p in &pods {
+        let puid = p["metadata"]["uid"].as_str().unwrap_or("").to_owned();
+        match phase(p).as_str() {
+            "Succeeded" => {
+                ok.insert(puid);
+            }
+            "Failed" => {
+                failed_set.insert(puid);
+            }
+            _ => {}
+        }
+    }
+    let succeeded = ok.len() as i64;
+    let failed = failed_set.len() as i64;
     let ready = active
         .iter()
         .filter(|p| {
@@ -222,6 +268,15 @@ fn reconcile_job(
         return;
     }
     if succeeded >= completions {
+        // Complete: pods still running (replacements) are not needed.
+        for p in &active {
+            let _ = api::delete_pod(
+                state,
+                &ns,
+                p["metadata"]["name"].as_str().unwrap_or(""),
+                None,
+            );
+        }
         let mut st = state.lock();
         let _ = st.update(&key, |j| {
             let mut c = j["status"]["conditions"]

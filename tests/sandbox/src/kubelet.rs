@@ -391,7 +391,32 @@ async fn finish_pod(state: &Arc<State>, ns: &str, name: &str) {
         .await;
     }
     state.logs.remove_pod(ns, name);
-    let _ = state.lock().remove(&Key::new(Resource::Pod, ns, name));
+    let removed = state.lock().remove(&Key::new(Resource::Pod, ns, name));
+    if let Ok(pod) = removed {
+        note_ended_job_pod(state, &pod);
+    }
+}
+
+/// A Job's pod that goes counts for its Job: succeeded if it did, failed
+/// otherwise (also when deleted while pending or running), as the real
+/// controller counts it before its tracking finalizer lets the pod go.
+pub fn note_ended_job_pod(state: &State, pod: &Value) {
+    let owner = pod["metadata"]["ownerReferences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|o| o["kind"] == "Job" && o["controller"] == json!(true));
+    if let Some(o) = owner {
+        state
+            .ended_job_pods
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(crate::jobs::EndedPod {
+                job_uid: o["uid"].as_str().unwrap_or("").to_owned(),
+                pod_uid: pod["metadata"]["uid"].as_str().unwrap_or("").to_owned(),
+                succeeded: pod["status"]["phase"] == "Succeeded",
+            });
+    }
 }
 
 struct PodCtx {

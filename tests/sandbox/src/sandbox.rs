@@ -203,6 +203,8 @@ pub(crate) struct State {
     /// Taken at teardown so the namespaces go then, whoever still holds `State`.
     pub net: Mutex<Option<podtrace_netns::Cluster>>,
     pub runtime: Mutex<HashMap<(String, String), PodRuntime>>,
+    /// Job pods removed from the store since the job controller last looked.
+    pub ended_job_pods: Mutex<Vec<crate::jobs::EndedPod>>,
     /// Process groups of runner containers ever started (for leak checks).
     pub runner_groups: Mutex<std::collections::HashSet<i32>>,
     /// Bumped to cut every open watch / log stream.
@@ -311,6 +313,7 @@ impl Sandbox {
             faults: Mutex::new(Faults::default()),
             net: Mutex::new(Some(net)),
             runtime: Mutex::new(HashMap::new()),
+            ended_job_pods: Mutex::new(Vec::new()),
             runner_groups: Mutex::new(Default::default()),
             drop_watches: watch::channel(0).0,
             drop_logs: watch::channel(0).0,

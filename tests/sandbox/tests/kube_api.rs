@@ -612,3 +612,57 @@ async fn delete_collection_by_label_removes_jobs_and_their_pods_and_services_lis
         .is_empty());
     sb.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_job_pod_deleted_while_running_counts_as_failed() {
+    let (sb, _d) = sandbox_with_fake_runner().await;
+    let c = client(&sb, None).await;
+    let jobs: Api<Job> = Api::namespaced(c.clone(), "podtrace");
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "podtrace");
+    // A container that dies of the SIGTERM (exit 143): the pod fails.
+    let mut job = runner_job("victim", "node-1", &[]);
+    let container = &mut job
+        .spec
+        .as_mut()
+        .unwrap()
+        .template
+        .spec
+        .as_mut()
+        .unwrap()
+        .containers[0];
+    container.image = Some("busybox:1.36".into());
+    container.command = Some(vec!["sleep".into(), "infinity".into()]);
+    container.args = None;
+    jobs.create(&PostParams::default(), &job).await.unwrap();
+    let pod = wait_job_pod_running(&pods, "victim").await;
+    pods.delete(
+        pod.metadata.name.as_deref().unwrap(),
+        &DeleteParams::default(),
+    )
+    .await
+    .unwrap();
+    let failed = |j: Option<&Job>| {
+        j.and_then(|j| j.status.as_ref()?.conditions.as_ref())
+            .is_some_and(|c| {
+                c.iter().any(|c| {
+                    c.type_ == "Failed" && c.reason.as_deref() == Some("BackoffLimitExceeded")
+                })
+            })
+    };
+    tokio::time::timeout(WAIT, await_condition(jobs.clone(), "victim", failed))
+        .await
+        .unwrap()
+        .unwrap();
+    // The first pod, and the replacement made while it terminated (then
+    // deleted with the failed Job), both count as failed.
+    let status = jobs.get("victim").await.unwrap().status.unwrap();
+    assert!(status.failed.unwrap_or(0) >= 1, "{status:?}");
+    tokio::time::timeout(WAIT, async {
+        while !job_pods(&pods, "victim").await.is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("no pod left for a failed job");
+    sb.shutdown().await;
+}
