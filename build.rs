@@ -15,9 +15,12 @@ mod bpf {
     use libbpf_cargo::SkeletonBuilder;
 
     /// Each program: (source under bpf/, skeleton file name in OUT_DIR).
-    const PROGRAMS: &[(&str, &str)] = &[("podtrace.bpf.c", "podtrace.skel.rs")];
+    const PROGRAMS: &[(&str, &str)] = &[
+        ("podtrace.bpf.c", "podtrace.skel.rs"),
+        ("packets.bpf.c", "packets.skel.rs"),
+    ];
     /// Headers the programs include; a change to any rebuilds them all.
-    const HEADERS: &[&str] = &["podtrace.h", "kernel.h"];
+    const HEADERS: &[&str] = &["podtrace.h", "kernel.h", "shared.bpf.h"];
 
     pub fn build() {
         let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));

@@ -1,13 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * podtrace.bpf.c - what the kernel sees of a node's traced pods.
+ * podtrace.bpf.c - what the kernel sees of a node's traced pods' sockets.
  *
  * Hooks: raw tracepoints (no tracefs, no kprobes needed) for TCP state
- * changes, retransmits, resets and skb drops; tc programs on each pod's
- * host-side interface for packets. Everything is filtered here, through
- * should_discard() and the netns scope, so unrelated traffic never reaches
- * the ring buffer. The tc programs only observe: they always hand the
- * packet on unchanged (TC_ACT_UNSPEC, which is TCX_NEXT under tcx).
+ * changes, retransmits, resets and skb drops. The packet programs on each
+ * pod's host-side interface are in packets.bpf.c; the maps both use are
+ * in shared.bpf.h. Everything is filtered here, through should_discard()
+ * and the netns scope, so unrelated traffic never reaches the ring buffer.
  */
 #include "kernel.h"
 #include <bpf/bpf_helpers.h>
@@ -15,17 +14,18 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_endian.h>
 #include "podtrace.h"
+#include "shared.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
-/* Filters, set by the runner before load; zero means "no filter". */
-const volatile __u8 filter_peers = 0; /* only traffic with peer_ips */
-const volatile __u8 filter_ports = 0; /* only traffic with one of `ports` */
-const volatile __u8 trace_packets = 0; /* an event for every packet */
-/* Wake the reader only once this much is queued; below it the runner's
- * periodic poll picks events up (so latency is bounded by its interval).
- * Set by the runner to a fraction of the ring buffer's size. */
-const volatile __u32 wakeup_bytes = PT_RINGBUF_BYTES / 8;
+/*
+ * kfree_skb reasons that are no packet loss on the network path (e.g.
+ * QUEUE_PURGE: a socket's queue freed as the socket is destroyed, on every
+ * normal close). Set by the runner before load, by name through the
+ * running kernel's BTF (the numbers differ between kernels); 0 marks an
+ * unused slot (SKB_NOT_DROPPED_YET never reaches kfree_skb).
+ */
+const volatile __u32 ignored_drop_reasons[PT_MAX_IGNORED_DROP_REASONS] = {};
 
 /* Dummy instances: make libbpf-cargo emit these types into the skeleton's
  * `types` module, so Rust decodes with the same definitions. */
@@ -34,39 +34,6 @@ struct pt_flow_key _pt_flow_key = {};
 struct pt_flow_stats _pt_flow_stats = {};
 enum pt_kind _pt_kind = PT_CONNECT;
 enum pt_direction _pt_direction = PT_DIR_INGRESS;
-
-/*
- * pod_ips: the traced pods' addresses.
- * Inserted by the runner before attaching; never deleted (dies with it).
- */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, PT_MAX_PODS);
-	__type(key, struct pt_ip);
-	__type(value, __u8);
-} pod_ips SEC(".maps");
-
-/*
- * peer_ips: --peer-ip addresses, consulted only when filter_peers is set.
- * Inserted by the runner before attaching; never deleted.
- */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, PT_MAX_PEERS);
-	__type(key, struct pt_ip);
-	__type(value, __u8);
-} peer_ips SEC(".maps");
-
-/*
- * ports: --port values (host byte order), consulted only when filter_ports
- * is set. Inserted by the runner before attaching; never deleted.
- */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, PT_MAX_PORTS);
-	__type(key, __u16);
-	__type(value, __u8);
-} ports SEC(".maps");
 
 /*
  * netns_scope: inodes of the network namespaces whose sockets and drops we
@@ -94,87 +61,6 @@ struct {
 	__type(key, __u64);
 	__type(value, struct pt_sock);
 } socks SEC(".maps");
-
-/*
- * flows: per-flow packet, byte and drop counters.
- * Inserted by the tc programs on a flow's first packet and by pt_kfree_skb
- * on a drop of an unseen flow; never deleted in the kernel (LRU evicts the
- * oldest). The runner reads it for the summary at exit.
- */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, PT_MAX_FLOWS);
-	__type(key, struct pt_flow_key);
-	__type(value, struct pt_flow_stats);
-} flows SEC(".maps");
-
-/*
- * events: every event, to the runner.
- * Reserved and submitted by every program (reserve_event/submit_event);
- * consumed, and so freed, by the runner's ring-buffer reader.
- */
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, PT_RINGBUF_BYTES);
-} events SEC(".maps");
-
-/*
- * lost: events dropped because the ring buffer was full, per CPU.
- * Incremented by reserve_event(); read (never reset) by the runner, which
- * reports the growth as `lost` lines.
- */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} lost SEC(".maps");
-
-static __always_inline void ip_from_v4(struct pt_ip *ip, __be32 v4)
-{
-	__builtin_memset(ip, 0, sizeof(*ip));
-	ip->addr[10] = 0xff;
-	ip->addr[11] = 0xff;
-	__builtin_memcpy(&ip->addr[12], &v4, 4);
-}
-
-/* Set membership; reads the value so the compiler cannot merge two
- * lookups into pointer arithmetic the verifier rejects. */
-static __always_inline bool in_set(void *map, const void *key)
-{
-	__u8 *v = bpf_map_lookup_elem(map, key);
-
-	return v && *v;
-}
-
-static __always_inline bool is_pod_ip(const struct pt_ip *ip)
-{
-	return in_set(&pod_ips, ip);
-}
-
-/*
- * The one filter every program applies: true when traffic between a:aport
- * and b:bport is none of our business. One side must be a traced pod; with
- * --peer-ip the other side must be a peer (or another traced pod); with
- * --port one of the ports must be listed.
- */
-static __always_inline bool should_discard(const struct pt_ip *a, __u16 aport,
-					   const struct pt_ip *b, __u16 bport)
-{
-	bool a_pod = is_pod_ip(a), b_pod = is_pod_ip(b);
-
-	if (!a_pod && !b_pod)
-		return true;
-	if (filter_peers) {
-		bool ok = (a_pod && (b_pod || in_set(&peer_ips, b))) ||
-			  (b_pod && in_set(&peer_ips, a));
-		if (!ok)
-			return true;
-	}
-	if (filter_ports && !in_set(&ports, &aport) && !in_set(&ports, &bport))
-		return true;
-	return false;
-}
 
 static __always_inline __u32 sk_netns(const struct sock *sk)
 {
@@ -219,32 +105,6 @@ static __always_inline bool read_sk_tuple(const struct sock *sk, struct sk_tuple
 		t->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
 	t->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	return true;
-}
-
-static __always_inline struct pt_event *reserve_event(void)
-{
-	struct pt_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-
-	if (!e) {
-		__u32 zero = 0;
-		__u64 *n = bpf_map_lookup_elem(&lost, &zero);
-
-		if (n)
-			*n += 1;
-		return NULL;
-	}
-	__builtin_memset(e, 0, sizeof(*e));
-	e->ts_ns = bpf_ktime_get_ns();
-	return e;
-}
-
-static __always_inline void submit_event(struct pt_event *e)
-{
-	/* Batch wake-ups: the runner polls on a short timer anyway, so only
-	 * a filling buffer is worth an immediate wake-up. */
-	__u64 queued = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-
-	bpf_ringbuf_submit(e, queued >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 }
 
 /*
@@ -529,47 +389,14 @@ int BPF_PROG(pt_send_reset, const struct sock *sk, const struct sk_buff *skb)
 	return 0;
 }
 
-/* Finds the flow a packet a:aport -> b:bport belongs to, creating it when
- * `create` (the opener is guessed from `syn_ack`/ports when not known).
- * Sets *forward when the packet goes client -> server. */
-static __always_inline struct pt_flow_stats *flow_of(const struct pt_ip *a, __u16 aport,
-						     const struct pt_ip *b, __u16 bport, __u8 proto,
-						     int opener_is_a, bool *forward, bool *created)
+static __always_inline bool ignored_drop_reason(__u32 reason)
 {
-	struct pt_flow_key k = {};
-	struct pt_flow_stats *st;
-
-	k.proto = proto;
-	k.client = *a;
-	k.server = *b;
-	k.server_port = bport;
-	st = bpf_map_lookup_elem(&flows, &k);
-	if (st) {
-		*forward = true;
-		return st;
+#pragma unroll
+	for (int i = 0; i < PT_MAX_IGNORED_DROP_REASONS; i++) {
+		if (ignored_drop_reasons[i] && ignored_drop_reasons[i] == reason)
+			return true;
 	}
-	k.client = *b;
-	k.server = *a;
-	k.server_port = aport;
-	st = bpf_map_lookup_elem(&flows, &k);
-	if (st) {
-		*forward = false;
-		return st;
-	}
-	if (opener_is_a < 0)
-		opener_is_a = aport >= bport;
-	*forward = opener_is_a;
-	if (opener_is_a) {
-		k.client = *a;
-		k.server = *b;
-		k.server_port = bport;
-	}
-	struct pt_flow_stats zero = {};
-
-	/* NOEXIST: another CPU may have created it meanwhile; use theirs. */
-	if (!bpf_map_update_elem(&flows, &k, &zero, BPF_NOEXIST))
-		*created = true;
-	return bpf_map_lookup_elem(&flows, &k);
+	return false;
 }
 
 SEC("raw_tp/kfree_skb")
@@ -580,6 +407,8 @@ int BPF_PROG(pt_kfree_skb, struct sk_buff *skb, void *location, int reason)
 	__u32 inum;
 	bool fwd = false, created = false;
 
+	if (ignored_drop_reason(reason))
+		return 0;
 	/* The namespace of the device it was on, else of its socket. */
 	if (dev)
 		inum = BPF_CORE_READ(dev, nd_net.net, ns.inum);
@@ -614,115 +443,3 @@ int BPF_PROG(pt_kfree_skb, struct sk_buff *skb, void *location, int reason)
 	return 0;
 }
 
-#define PT_TCP_FIN 0x01
-#define PT_TCP_SYN 0x02
-#define PT_TCP_RST 0x04
-#define PT_TCP_ACK 0x10
-
-static __always_inline void handle_packet(struct __sk_buff *skb, __u8 direction)
-{
-	struct pt_ip src, dst;
-	__u16 p[2];
-	__u8 flags = 0, proto;
-	bool fwd = false, created = false;
-	int opener_is_src = -1;
-	__u32 l4;
-
-	if (skb->protocol == bpf_htons(ETH_P_IP)) {
-		struct iphdr iph;
-
-		if (bpf_skb_load_bytes(skb, ETH_HLEN, &iph, sizeof(iph)))
-			return;
-		/* Later fragments carry no ports. */
-		if (iph.frag_off & bpf_htons(0x1fff))
-			return;
-		ip_from_v4(&src, iph.saddr);
-		ip_from_v4(&dst, iph.daddr);
-		proto = iph.protocol;
-		l4 = ETH_HLEN + iph.ihl * 4;
-	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr ip6;
-
-		/* Extension headers are not followed: TCP/UDP right after. */
-		if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)))
-			return;
-		__builtin_memcpy(src.addr, &ip6.saddr, 16);
-		__builtin_memcpy(dst.addr, &ip6.daddr, 16);
-		proto = ip6.nexthdr;
-		l4 = ETH_HLEN + sizeof(ip6);
-	} else {
-		return;
-	}
-	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
-		return;
-	if (bpf_skb_load_bytes(skb, l4, p, sizeof(p)))
-		return;
-	if (proto == IPPROTO_TCP) {
-		if (bpf_skb_load_bytes(skb, l4 + 13, &flags, 1))
-			return;
-		if ((flags & (PT_TCP_SYN | PT_TCP_ACK)) == PT_TCP_SYN)
-			opener_is_src = 1;
-		else if ((flags & (PT_TCP_SYN | PT_TCP_ACK)) == (PT_TCP_SYN | PT_TCP_ACK))
-			opener_is_src = 0;
-	} else {
-		/* UDP: the first sender we see opened the flow. */
-		opener_is_src = 1;
-	}
-	__u16 sport = bpf_ntohs(p[0]), dport = bpf_ntohs(p[1]);
-
-	if (should_discard(&src, sport, &dst, dport))
-		return;
-
-	__u32 len = skb->len > ETH_HLEN ? skb->len - ETH_HLEN : 0;
-	struct pt_flow_stats *st =
-		flow_of(&src, sport, &dst, dport, proto, opener_is_src, &fwd, &created);
-
-	/* Count each packet once: where it leaves a pod, or where it enters
-	 * one when it did not come from another traced pod. */
-	if (st && (direction == PT_DIR_EGRESS || !is_pod_ip(&src))) {
-		if (fwd) {
-			__sync_fetch_and_add(&st->packets_sent, 1);
-			__sync_fetch_and_add(&st->bytes_sent, len);
-		} else {
-			__sync_fetch_and_add(&st->packets_received, 1);
-			__sync_fetch_and_add(&st->bytes_received, len);
-		}
-	}
-
-	bool report = trace_packets || (flags & (PT_TCP_SYN | PT_TCP_FIN | PT_TCP_RST)) ||
-		      (created && proto == IPPROTO_UDP);
-	if (!report)
-		return;
-	struct pt_event *e = reserve_event();
-
-	if (!e)
-		return;
-	e->kind = PT_PACKET;
-	e->saddr = src;
-	e->daddr = dst;
-	e->sport = sport;
-	e->dport = dport;
-	e->proto = proto;
-	e->tcp_flags = flags;
-	e->direction = direction;
-	e->first = created;
-	e->len = len;
-	e->ifindex = skb->ifindex;
-	submit_event(e);
-}
-
-/* Host side ingress: the packet is leaving the pod. */
-SEC("tc")
-int pt_tc_ingress(struct __sk_buff *skb)
-{
-	handle_packet(skb, PT_DIR_EGRESS);
-	return TC_ACT_UNSPEC;
-}
-
-/* Host side egress: the packet is entering the pod. */
-SEC("tc")
-int pt_tc_egress(struct __sk_buff *skb)
-{
-	handle_packet(skb, PT_DIR_INGRESS);
-	return TC_ACT_UNSPEC;
-}

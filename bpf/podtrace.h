@@ -26,6 +26,9 @@
 #define PT_MAX_SOCKS 65536
 /* Flows (proto, client IP, server IP:port) counted in the kernel; LRU. */
 #define PT_MAX_FLOWS 16384
+/* kfree_skb reasons that are not reported as drops (QUEUE_PURGE, SKB_CONSUMED:
+ * see ignored_drop_reasons in podtrace.bpf.c); room to spare. */
+#define PT_MAX_IGNORED_DROP_REASONS 4
 /* Default ring buffer size (the runner may resize it before load). Its
  * pages are mapped twice into the runner, so this costs 2x in RSS. */
 #define PT_RINGBUF_BYTES (1024 * 1024)

@@ -32,12 +32,17 @@ fn clock_ns(clock: libc::clockid_t) -> i128 {
 }
 
 impl Decoder {
-    pub fn new(node: String, ifnames: HashMap<u32, String>, own_netns: u64) -> Self {
+    pub fn new(
+        node: String,
+        ifnames: HashMap<u32, String>,
+        own_netns: u64,
+        drop_reasons: DropReasons,
+    ) -> Self {
         let realtime_offset = clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC);
         Decoder {
             node,
             realtime_offset,
-            drop_reasons: DropReasons::new(),
+            drop_reasons,
             ifnames,
             own_netns: own_netns as u32,
         }
@@ -210,7 +215,12 @@ mod tests {
 
     #[test]
     fn events_convert_to_the_wire_schema() {
-        let mut d = Decoder::new("n1".into(), HashMap::from([(7, "veth7".into())]), 1);
+        let mut d = Decoder::new(
+            "n1".into(),
+            HashMap::from([(7, "veth7".into())]),
+            1,
+            DropReasons::default(),
+        );
         let mut raw = types::pt_event {
             kind: types::pt_kind::PT_PACKET.0 as u8,
             proto: libc::IPPROTO_TCP as u8,

@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::IpAddr;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -22,6 +22,7 @@ use libbpf_rs::libbpf_sys;
 use libbpf_rs::skel::{OpenSkel as _, SkelBuilder as _};
 use libbpf_rs::{Link, MapCore as _, MapFlags, OpenObject, PrintLevel, RingBuffer};
 
+use crate::bpf::packets::{PacketsSkel, PacketsSkelBuilder};
 use crate::bpf::{types, PodtraceSkel, PodtraceSkelBuilder};
 use crate::event::Hook;
 
@@ -90,6 +91,9 @@ pub struct Config {
     /// Ring buffer size in bytes (a power of two of at least a page); 0
     /// keeps the default. Costs twice this in resident memory.
     pub ring_bytes: u32,
+    /// `skb_drop_reason` values the kernel does not report as drops (see
+    /// [`crate::drop_reason::IGNORED`]); at most 4.
+    pub ignored_drop_reasons: Vec<u32>,
 }
 
 /// How to attach packet programs.
@@ -190,20 +194,26 @@ enum TcAttachment {
     /// A tcx link: closing it detaches.
     Tcx(#[allow(dead_code)] OwnedFd),
     /// A clsact filter we added.
-    Filter {
-        hook: libbpf_rs::TcHook,
-        ifindex: i32,
-    },
+    Filter { hook: FilterHook, ifindex: i32 },
     /// A clsact qdisc we created (never one that was there before us).
     Qdisc { ifindex: i32 },
 }
+
+/// A libbpf tc hook, movable to another thread.
+#[derive(Debug)]
+struct FilterHook(libbpf_rs::TcHook);
+
+// SAFETY: a TcHook is plain data (ifindex, handle, priority, fds); its
+// only pointer, `bpf_tc_hook.qdisc` (a custom qdisc's name), is never set
+// here (null), so nothing is shared with the thread that made it.
+unsafe impl Send for FilterHook {}
 
 impl Drop for TcAttachment {
     fn drop(&mut self) {
         match self {
             TcAttachment::Tcx(_) => {}
             TcAttachment::Filter { hook, ifindex } => {
-                if let Err(e) = hook.detach() {
+                if let Err(e) = hook.0.detach() {
                     tracing::warn!("detaching tc filter from ifindex {ifindex}: {e}");
                 }
             }
@@ -279,41 +289,28 @@ fn tcx_attach(prog_fd: i32, ifindex: u32, ingress: bool) -> io::Result<OwnedFd> 
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Loaded, attached programs. Dropping detaches everything (tc first).
-pub struct Tracer<'obj> {
-    // Field order is drop order: attachments before the programs.
-    tc: Vec<TcAttachment>,
-    links: Vec<Link>,
-    skel: PodtraceSkel<'obj>,
-    hooks: Vec<Hook>,
-    tc_mode: Option<TcMode>,
+/// The packet (tc) programs, loaded but not attached yet. Their object is
+/// loaded first and creates the maps both objects share (filters, flows,
+/// the ring buffer), so the interfaces can be attached while the kernel
+/// still verifies the tracepoint programs ([`Tracer::start`]).
+pub struct PacketProgs<'obj> {
+    skel: PacketsSkel<'obj>,
 }
 
-impl Drop for Tracer<'_> {
-    fn drop(&mut self) {
-        // Newest first: filters before the qdisc we created for them.
-        while let Some(a) = self.tc.pop() {
-            drop(a);
-        }
-    }
-}
-
-impl std::fmt::Debug for Tracer<'_> {
+impl std::fmt::Debug for PacketProgs<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tracer")
-            .field("hooks", &self.hooks)
-            .finish()
+        f.debug_struct("PacketProgs").finish_non_exhaustive()
     }
 }
 
-impl<'obj> Tracer<'obj> {
-    /// Opens the object, sets the filters and loads it into the kernel.
+impl<'obj> PacketProgs<'obj> {
+    /// Opens the packet object, sets the filters, loads it (creating the
+    /// shared maps) and fills the filter maps.
     pub fn load(
         storage: &'obj mut MaybeUninit<OpenObject>,
         cfg: &Config,
-    ) -> Result<Tracer<'obj>, Error> {
-        let builder = PodtraceSkelBuilder::default();
-        let mut open = builder
+    ) -> Result<PacketProgs<'obj>, Error> {
+        let mut open = PacketsSkelBuilder::default()
             .open(storage)
             .map_err(bpf_err("open the BPF object"))?;
         let rodata = open
@@ -331,9 +328,7 @@ impl<'obj> Tracer<'obj> {
                 .set_max_entries(cfg.ring_bytes)
                 .map_err(bpf_err("size the ring buffer"))?;
         }
-        if let Ok(mut log) = LIBBPF_LOG.lock() {
-            log.clear();
-        }
+        clear_log();
         let skel = open.load().map_err(load_error)?;
         let one = [1u8];
         for ip in &cfg.pod_ips {
@@ -354,54 +349,90 @@ impl<'obj> Tracer<'obj> {
                 .update(&port.to_ne_bytes(), &one, MapFlags::ANY)
                 .map_err(bpf_err(format!("add port {port} to the filter")))?;
         }
-        for ns in &cfg.netns {
-            // Namespace inodes are 32-bit (proc_inum) in the kernel.
-            skel.maps
-                .netns_scope
-                .update(&(*ns as u32).to_ne_bytes(), &one, MapFlags::ANY)
-                .map_err(bpf_err("add a network namespace to the scope"))?;
+        Ok(PacketProgs { skel })
+    }
+}
+
+/// A pod's host-side interface to attach the packet programs to.
+#[derive(Debug, Clone)]
+pub struct Iface {
+    pub name: String,
+    pub index: u32,
+}
+
+/// When to stop attaching early: a stop request, or (test hook) a number
+/// of hooks after which to stop.
+pub struct Stop<'a> {
+    /// Polled between attachments; true means stop attaching.
+    pub requested: &'a (dyn Fn() -> bool + Sync),
+    /// Attach at most this many hooks (tracepoints count first).
+    pub max_hooks: Option<usize>,
+}
+
+impl std::fmt::Debug for Stop<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stop")
+            .field("max_hooks", &self.max_hooks)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Tracepoints we attach: (group, name), in the programs' order below.
+const TRACEPOINTS: usize = 5;
+
+/// The tc attachments made so far; dropping it detaches them newest first.
+#[derive(Debug, Default)]
+struct TcSet {
+    attachments: Vec<TcAttachment>,
+    hooks: Vec<Hook>,
+    mode: Option<TcMode>,
+}
+
+impl Drop for TcSet {
+    fn drop(&mut self) {
+        // Newest first: filters before the qdisc we created for them.
+        while let Some(a) = self.attachments.pop() {
+            drop(a);
         }
-        Ok(Tracer {
-            tc: Vec::new(),
-            links: Vec::new(),
-            skel,
-            hooks: Vec::new(),
-            tc_mode: None,
-        })
+    }
+}
+
+impl TcSet {
+    /// Attaches both programs to every interface, stopping early when asked.
+    fn attach_all(
+        ingress_fd: i32,
+        egress_fd: i32,
+        ifaces: &[Iface],
+        mode: TcMode,
+        stop: &Stop<'_>,
+    ) -> Result<TcSet, Error> {
+        let mut set = TcSet::default();
+        let limit = stop
+            .max_hooks
+            .map_or(usize::MAX, |n| n.saturating_sub(TRACEPOINTS));
+        for iface in ifaces {
+            if (stop.requested)() || set.hooks.len() >= limit {
+                break;
+            }
+            set.attach(ingress_fd, egress_fd, iface, mode)?;
+        }
+        Ok(set)
     }
 
-    /// Attaches every tracepoint program.
-    pub fn attach_tracepoints(&mut self) -> Result<(), Error> {
-        let progs = &self.skel.progs;
-        let tps: [(&libbpf_rs::ProgramMut<'_>, &str, &str); 5] = [
-            (&progs.pt_set_state, "sock", "inet_sock_set_state"),
-            (&progs.pt_retransmit, "tcp", "tcp_retransmit_skb"),
-            (&progs.pt_send_reset, "tcp", "tcp_send_reset"),
-            (&progs.pt_receive_reset, "tcp", "tcp_receive_reset"),
-            (&progs.pt_kfree_skb, "skb", "kfree_skb"),
-        ];
-        for (prog, group, name) in tps {
-            let link = prog
-                .attach_raw_tracepoint(name)
-                .map_err(bpf_err(format!("attach to tracepoint {group}:{name}")))?;
-            self.links.push(link);
-            self.hooks.push(Hook {
-                kind: format!("raw_tracepoint/{group}/{name}"),
-                iface: None,
-            });
-        }
-        Ok(())
-    }
-
-    /// Attaches the packet programs to both directions of `ifname`.
-    pub fn attach_tc(&mut self, ifname: &str, ifindex: u32, mode: TcMode) -> Result<(), Error> {
+    /// Attaches the packet programs to both directions of `iface`.
+    fn attach(
+        &mut self,
+        ingress_fd: i32,
+        egress_fd: i32,
+        iface: &Iface,
+        mode: TcMode,
+    ) -> Result<(), Error> {
+        let (ifname, ifindex) = (iface.name.as_str(), iface.index);
         let err = |source| Error::AttachTc {
             iface: ifname.to_owned(),
             source,
         };
-        let ingress_fd = self.skel.progs.pt_tc_ingress.as_fd().as_raw_fd();
-        let egress_fd = self.skel.progs.pt_tc_egress.as_fd().as_raw_fd();
-        let use_tcx = match (mode, self.tc_mode) {
+        let use_tcx = match (mode, self.mode) {
             (TcMode::Clsact, _) | (TcMode::Auto, Some(TcMode::Clsact)) => false,
             (TcMode::Tcx, _) | (TcMode::Auto, Some(_)) => true,
             (TcMode::Auto, None) => {
@@ -409,14 +440,14 @@ impl<'obj> Tracer<'obj> {
                 // kernel without tcx (before 6.6).
                 match tcx_attach(ingress_fd, ifindex, true) {
                     Ok(fd) => {
-                        self.tc_mode = Some(TcMode::Tcx);
-                        self.tc.push(TcAttachment::Tcx(fd));
+                        self.mode = Some(TcMode::Tcx);
+                        self.attachments.push(TcAttachment::Tcx(fd));
                         self.hooks.push(Hook {
                             kind: "tcx/ingress".into(),
                             iface: Some(ifname.to_owned()),
                         });
                         let fd = tcx_attach(egress_fd, ifindex, false).map_err(err)?;
-                        self.tc.push(TcAttachment::Tcx(fd));
+                        self.attachments.push(TcAttachment::Tcx(fd));
                         self.hooks.push(Hook {
                             kind: "tcx/egress".into(),
                             iface: Some(ifname.to_owned()),
@@ -430,7 +461,7 @@ impl<'obj> Tracer<'obj> {
                         ) =>
                     {
                         tracing::debug!("no tcx ({e}); using clsact");
-                        self.tc_mode = Some(TcMode::Clsact);
+                        self.mode = Some(TcMode::Clsact);
                         false
                     }
                     Err(e) => return Err(err(e)),
@@ -443,7 +474,7 @@ impl<'obj> Tracer<'obj> {
                 (egress_fd, false, "tcx/egress"),
             ] {
                 let link = tcx_attach(fd, ifindex, ingress).map_err(err)?;
-                self.tc.push(TcAttachment::Tcx(link));
+                self.attachments.push(TcAttachment::Tcx(link));
                 self.hooks.push(Hook {
                     kind: kind.into(),
                     iface: Some(ifname.to_owned()),
@@ -452,26 +483,22 @@ impl<'obj> Tracer<'obj> {
             return Ok(());
         }
         if create_clsact(ifindex as i32).map_err(err)? {
-            self.tc.push(TcAttachment::Qdisc {
+            self.attachments.push(TcAttachment::Qdisc {
                 ifindex: ifindex as i32,
             });
         }
-        for (prog, point, kind) in [
-            (
-                &self.skel.progs.pt_tc_ingress,
-                libbpf_rs::TC_INGRESS,
-                "tc/ingress",
-            ),
-            (
-                &self.skel.progs.pt_tc_egress,
-                libbpf_rs::TC_EGRESS,
-                "tc/egress",
-            ),
+        for (fd, point, kind) in [
+            (ingress_fd, libbpf_rs::TC_INGRESS, "tc/ingress"),
+            (egress_fd, libbpf_rs::TC_EGRESS, "tc/egress"),
         ] {
+            // SAFETY: the fd is a loaded program's, owned by the packet
+            // skeleton, which outlives every attach (Tracer::start joins
+            // this thread before returning); the builder only borrows it.
+            let prog = unsafe { BorrowedFd::borrow_raw(fd) };
             // Replace: a filter with our handle and priority can only be
             // one a killed runner left behind; we take it over and remove
             // it on exit.
-            let hook = libbpf_rs::TcHookBuilder::new(prog.as_fd())
+            let hook = libbpf_rs::TcHookBuilder::new(prog)
                 .ifindex(ifindex as i32)
                 .replace(true)
                 .handle(TC_HANDLE)
@@ -479,8 +506,8 @@ impl<'obj> Tracer<'obj> {
                 .hook(point)
                 .attach()
                 .map_err(|e| err(io::Error::other(e.to_string())))?;
-            self.tc.push(TcAttachment::Filter {
-                hook,
+            self.attachments.push(TcAttachment::Filter {
+                hook: FilterHook(hook),
                 ifindex: ifindex as i32,
             });
             self.hooks.push(Hook {
@@ -489,6 +516,178 @@ impl<'obj> Tracer<'obj> {
             });
         }
         Ok(())
+    }
+}
+
+/// Loaded, attached programs. Dropping detaches everything (tc first).
+pub struct Tracer<'obj> {
+    // Field order is drop order: attachments before the programs.
+    _tc: TcSet,
+    _links: Vec<Link>,
+    skel: PodtraceSkel<'obj>,
+    _packets: PacketsSkel<'obj>,
+    hooks: Vec<Hook>,
+}
+
+impl std::fmt::Debug for Tracer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracer")
+            .field("hooks", &self.hooks)
+            .finish()
+    }
+}
+
+/// The tracepoint object loaded and attached: skeleton, links, hooks.
+type Tracepoints<'obj> = (PodtraceSkel<'obj>, Vec<Link>, Vec<Hook>);
+
+impl<'obj> Tracer<'obj> {
+    /// Loads the tracepoint programs (on the maps `packets` created) and
+    /// attaches everything: the packet programs to `ifaces` on a second
+    /// thread meanwhile, since a tcx attach mostly waits for an RCU grace
+    /// period while a load mostly keeps the verifier busy.
+    pub fn start(
+        packets: PacketProgs<'obj>,
+        storage: &'obj mut MaybeUninit<OpenObject>,
+        cfg: &Config,
+        ifaces: &[Iface],
+        mode: TcMode,
+        stop: &Stop<'_>,
+    ) -> Result<Tracer<'obj>, Error> {
+        let ingress_fd = packets.skel.progs.pt_tc_ingress.as_fd().as_raw_fd();
+        let egress_fd = packets.skel.progs.pt_tc_egress.as_fd().as_raw_fd();
+        let (tp, tc) = std::thread::scope(|s| {
+            let tc = std::thread::Builder::new()
+                .name("attach-tc".into())
+                .spawn_scoped(s, || {
+                    let started = std::time::Instant::now();
+                    let r = TcSet::attach_all(ingress_fd, egress_fd, ifaces, mode, stop);
+                    tracing::debug!(
+                        ms = started.elapsed().as_secs_f64() * 1e3,
+                        "attached the packet programs"
+                    );
+                    r
+                });
+            let tp = Self::load_tracepoints(&packets, storage, cfg, stop);
+            let tc = match tc {
+                Ok(handle) => handle.join().expect("the tc attach thread panicked"),
+                Err(e) => Err(Error::Io {
+                    context: "start a thread".into(),
+                    source: e,
+                }),
+            };
+            (tp, tc)
+        });
+        // On an error, whatever did attach is dropped here: detached.
+        let (tc, (skel, links, mut hooks)) = match (tc, tp) {
+            (Ok(tc), Ok(tp)) => (tc, tp),
+            (Err(e), tp) => {
+                drop(tp);
+                return Err(e);
+            }
+            (Ok(tc), Err(e)) => {
+                drop(tc);
+                return Err(e);
+            }
+        };
+        hooks.extend(tc.hooks.iter().cloned());
+        Ok(Tracer {
+            _tc: tc,
+            _links: links,
+            skel,
+            _packets: packets.skel,
+            hooks,
+        })
+    }
+
+    /// Opens the tracepoint object on the shared maps, sets its filters,
+    /// loads it, scopes it to `cfg.netns` and attaches its programs.
+    fn load_tracepoints(
+        packets: &PacketProgs<'obj>,
+        storage: &'obj mut MaybeUninit<OpenObject>,
+        cfg: &Config,
+        stop: &Stop<'_>,
+    ) -> Result<Tracepoints<'obj>, Error> {
+        let started = std::time::Instant::now();
+        let mut open = PodtraceSkelBuilder::default()
+            .open(storage)
+            .map_err(bpf_err("open the BPF object"))?;
+        let rodata = open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .expect("the object has read-only data");
+        rodata.filter_peers = u8::from(!cfg.peer_ips.is_empty());
+        rodata.filter_ports = u8::from(!cfg.ports.is_empty());
+        if cfg.ring_bytes > 0 {
+            rodata.wakeup_bytes = cfg.ring_bytes / 8;
+        }
+        let slots = rodata.ignored_drop_reasons.len();
+        if cfg.ignored_drop_reasons.len() > slots {
+            tracing::warn!("only {slots} drop reasons can be ignored");
+        }
+        for (slot, r) in rodata
+            .ignored_drop_reasons
+            .iter_mut()
+            .zip(&cfg.ignored_drop_reasons)
+        {
+            *slot = *r;
+        }
+        let shared = &packets.skel.maps;
+        let m = &mut open.maps;
+        for (map, fd, name) in [
+            (&mut m.pod_ips, shared.pod_ips.as_fd(), "pod_ips"),
+            (&mut m.peer_ips, shared.peer_ips.as_fd(), "peer_ips"),
+            (&mut m.ports, shared.ports.as_fd(), "ports"),
+            (&mut m.flows, shared.flows.as_fd(), "flows"),
+            (&mut m.events, shared.events.as_fd(), "events"),
+            (&mut m.lost, shared.lost.as_fd(), "lost"),
+        ] {
+            map.reuse_fd(fd)
+                .map_err(bpf_err(format!("share map {name} between the objects")))?;
+        }
+        let skel = open.load().map_err(load_error)?;
+        let one = [1u8];
+        for ns in &cfg.netns {
+            // Namespace inodes are 32-bit (proc_inum) in the kernel.
+            skel.maps
+                .netns_scope
+                .update(&(*ns as u32).to_ne_bytes(), &one, MapFlags::ANY)
+                .map_err(bpf_err("add a network namespace to the scope"))?;
+        }
+        tracing::debug!(
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "loaded the tracepoint programs"
+        );
+        let mut links = Vec::with_capacity(TRACEPOINTS);
+        let mut hooks = Vec::with_capacity(TRACEPOINTS);
+        {
+            let progs = &skel.progs;
+            let tps: [(&libbpf_rs::ProgramMut<'_>, &str, &str); TRACEPOINTS] = [
+                (&progs.pt_set_state, "sock", "inet_sock_set_state"),
+                (&progs.pt_retransmit, "tcp", "tcp_retransmit_skb"),
+                (&progs.pt_send_reset, "tcp", "tcp_send_reset"),
+                (&progs.pt_receive_reset, "tcp", "tcp_receive_reset"),
+                (&progs.pt_kfree_skb, "skb", "kfree_skb"),
+            ];
+            for (prog, group, name) in tps {
+                if stop.max_hooks.is_some_and(|n| hooks.len() >= n) {
+                    break;
+                }
+                let link = prog
+                    .attach_raw_tracepoint(name)
+                    .map_err(bpf_err(format!("attach to tracepoint {group}:{name}")))?;
+                links.push(link);
+                hooks.push(Hook {
+                    kind: format!("raw_tracepoint/{group}/{name}"),
+                    iface: None,
+                });
+            }
+        }
+        tracing::debug!(
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "attached the tracepoints"
+        );
+        Ok((skel, links, hooks))
     }
 
     /// The hooks attached so far.
@@ -548,6 +747,12 @@ impl<'obj> Tracer<'obj> {
             }
         }
         out
+    }
+}
+
+fn clear_log() {
+    if let Ok(mut log) = LIBBPF_LOG.lock() {
+        log.clear();
     }
 }
 

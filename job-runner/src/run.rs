@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use podtrace::decode::Decoder;
 use podtrace::discover::discover;
+use podtrace::drop_reason::DropReasons;
 use podtrace::event::{
     now_rfc3339, Hello, Interface, Lost, Message, Proto, Ready, Summary, SCHEMA,
 };
-use podtrace::tracer::{self, ip_from_key, Config, Tracer};
+use podtrace::tracer::{self, ip_from_key, Config, Iface, PacketProgs, Stop, Tracer};
 
 use crate::cli::Cli;
 use crate::output::Output;
@@ -87,37 +88,68 @@ pub fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
     .context("write to stdout")?;
     out.flush().context("write to stdout")?;
 
-    let found = discover(&cli.pod_ips)?;
-    tracing::debug!(ms = ms(started), "found the pods' interfaces");
-    let mut netns = vec![found.own_netns];
-    netns.extend(found.pods.iter().map(|p| p.netns));
-    let cfg = Config {
+    let mut cfg = Config {
         pod_ips: cli.pod_ips.clone(),
         peer_ips: cli.peer_ips.clone(),
         ports: cli.ports.clone(),
         packets: cli.packets,
-        netns,
+        netns: Vec::new(),
         ring_bytes: cli.ring_buffer_mib << 20,
+        ignored_drop_reasons: Vec::new(),
+    };
+    // Three independent start-up steps at once: finding the pods (netlink,
+    // entering namespaces), reading the drop reasons from the kernel's BTF,
+    // and loading the packet programs (which creates the shared maps).
+    let mut packet_storage = MaybeUninit::uninit();
+    let (found, reasons, packets) = std::thread::scope(|s| {
+        let found = s.spawn(|| {
+            let r = discover(&cli.pod_ips);
+            tracing::debug!(ms = ms(started), "found the pods' interfaces");
+            r
+        });
+        let reasons = s.spawn(|| {
+            let r = DropReasons::from_kernel();
+            tracing::debug!(ms = ms(started), "read the drop reasons from BTF");
+            r
+        });
+        let packets = PacketProgs::load(&mut packet_storage, &cfg);
+        tracing::debug!(ms = ms(started), "loaded the packet programs");
+        (found.join(), reasons.join(), packets)
+    });
+    let found = found.expect("the discovery thread panicked")?;
+    let reasons = reasons.expect("the BTF reader thread panicked");
+    let packets = packets?;
+    cfg.netns = vec![found.own_netns];
+    cfg.netns.extend(found.pods.iter().map(|p| p.netns));
+    cfg.ignored_drop_reasons = reasons.ignored();
+    tracing::debug!(
+        ignored = ?cfg.ignored_drop_reasons,
+        "drop reasons not reported (QUEUE_PURGE, SKB_CONSUMED)"
+    );
+    let ifaces: Vec<Iface> = found
+        .pods
+        .iter()
+        .map(|p| Iface {
+            name: p.ifname.clone(),
+            index: p.ifindex,
+        })
+        .collect();
+    let stop = Stop {
+        requested: &signals::stopped,
+        max_hooks: cli.fail_after_hooks,
     };
     let mut storage = MaybeUninit::uninit();
-    let mut tracer = Tracer::load(&mut storage, &cfg)?;
-    tracing::debug!(ms = ms(started), "loaded the BPF programs");
-    let fail_after = cli.fail_after_hooks;
-    let check = |tracer: &Tracer<'_>| -> anyhow::Result<()> {
-        if fail_after.is_some_and(|n| tracer.hooks().len() >= n) {
-            bail!("failing on purpose after {} hooks", tracer.hooks().len());
-        }
-        Ok(())
-    };
-    tracer.attach_tracepoints()?;
-    tracing::debug!(ms = ms(started), "attached the tracepoints");
-    check(&tracer)?;
-    for pod in &found.pods {
-        if signals::stopped() {
-            break;
-        }
-        tracer.attach_tc(&pod.ifname, pod.ifindex, cli.tc_mode.into())?;
-        check(&tracer)?;
+    let tracer = Tracer::start(
+        packets,
+        &mut storage,
+        &cfg,
+        &ifaces,
+        cli.tc_mode.into(),
+        &stop,
+    )?;
+    tracing::debug!(ms = ms(started), "attached everything");
+    if let Some(n) = cli.fail_after_hooks.filter(|n| tracer.hooks().len() >= *n) {
+        bail!("failing on purpose after {n} hooks");
     }
     let trace_start = Instant::now();
     out.write(&Message::ready(Ready {
@@ -144,7 +176,7 @@ pub fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
 
     let sink = Rc::new(RefCell::new(Sink {
         out,
-        decoder: Decoder::new(node.clone(), found.links.clone(), found.own_netns),
+        decoder: Decoder::new(node.clone(), found.links.clone(), found.own_netns, reasons),
         flows: Flows::default(),
         events: 0,
         error: None,

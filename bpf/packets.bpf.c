@@ -1,0 +1,131 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * packets.bpf.c - packets at each traced pod's host-side interface: per-flow
+ * counters in the kernel, an event for every SYN, FIN and RST (and with
+ * --packets for every packet). Attached as tcx links or clsact filters.
+ * The programs only observe: they always hand the packet on unchanged
+ * (TC_ACT_UNSPEC, which is TCX_NEXT under tcx). The maps are shared with
+ * podtrace.bpf.c (see shared.bpf.h).
+ */
+#include "kernel.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "podtrace.h"
+#include "shared.bpf.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+const volatile __u8 trace_packets = 0; /* an event for every packet */
+
+#define PT_TCP_FIN 0x01
+#define PT_TCP_SYN 0x02
+#define PT_TCP_RST 0x04
+#define PT_TCP_ACK 0x10
+
+static __always_inline void handle_packet(struct __sk_buff *skb, __u8 direction)
+{
+	struct pt_ip src, dst;
+	__u16 p[2];
+	__u8 flags = 0, proto;
+	bool fwd = false, created = false;
+	int opener_is_src = -1;
+	__u32 l4;
+
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		struct iphdr iph;
+
+		if (bpf_skb_load_bytes(skb, ETH_HLEN, &iph, sizeof(iph)))
+			return;
+		/* Later fragments carry no ports. */
+		if (iph.frag_off & bpf_htons(0x1fff))
+			return;
+		ip_from_v4(&src, iph.saddr);
+		ip_from_v4(&dst, iph.daddr);
+		proto = iph.protocol;
+		l4 = ETH_HLEN + iph.ihl * 4;
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr ip6;
+
+		/* Extension headers are not followed: TCP/UDP right after. */
+		if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)))
+			return;
+		__builtin_memcpy(src.addr, &ip6.saddr, 16);
+		__builtin_memcpy(dst.addr, &ip6.daddr, 16);
+		proto = ip6.nexthdr;
+		l4 = ETH_HLEN + sizeof(ip6);
+	} else {
+		return;
+	}
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return;
+	if (bpf_skb_load_bytes(skb, l4, p, sizeof(p)))
+		return;
+	if (proto == IPPROTO_TCP) {
+		if (bpf_skb_load_bytes(skb, l4 + 13, &flags, 1))
+			return;
+		if ((flags & (PT_TCP_SYN | PT_TCP_ACK)) == PT_TCP_SYN)
+			opener_is_src = 1;
+		else if ((flags & (PT_TCP_SYN | PT_TCP_ACK)) == (PT_TCP_SYN | PT_TCP_ACK))
+			opener_is_src = 0;
+	} else {
+		/* UDP: the first sender we see opened the flow. */
+		opener_is_src = 1;
+	}
+	__u16 sport = bpf_ntohs(p[0]), dport = bpf_ntohs(p[1]);
+
+	if (should_discard(&src, sport, &dst, dport))
+		return;
+
+	__u32 len = skb->len > ETH_HLEN ? skb->len - ETH_HLEN : 0;
+	struct pt_flow_stats *st =
+		flow_of(&src, sport, &dst, dport, proto, opener_is_src, &fwd, &created);
+
+	/* Count each packet once: where it leaves a pod, or where it enters
+	 * one when it did not come from another traced pod. */
+	if (st && (direction == PT_DIR_EGRESS || !is_pod_ip(&src))) {
+		if (fwd) {
+			__sync_fetch_and_add(&st->packets_sent, 1);
+			__sync_fetch_and_add(&st->bytes_sent, len);
+		} else {
+			__sync_fetch_and_add(&st->packets_received, 1);
+			__sync_fetch_and_add(&st->bytes_received, len);
+		}
+	}
+
+	bool report = trace_packets || (flags & (PT_TCP_SYN | PT_TCP_FIN | PT_TCP_RST)) ||
+		      (created && proto == IPPROTO_UDP);
+	if (!report)
+		return;
+	struct pt_event *e = reserve_event();
+
+	if (!e)
+		return;
+	e->kind = PT_PACKET;
+	e->saddr = src;
+	e->daddr = dst;
+	e->sport = sport;
+	e->dport = dport;
+	e->proto = proto;
+	e->tcp_flags = flags;
+	e->direction = direction;
+	e->first = created;
+	e->len = len;
+	e->ifindex = skb->ifindex;
+	submit_event(e);
+}
+
+/* Host side ingress: the packet is leaving the pod. */
+SEC("tc")
+int pt_tc_ingress(struct __sk_buff *skb)
+{
+	handle_packet(skb, PT_DIR_EGRESS);
+	return TC_ACT_UNSPEC;
+}
+
+/* Host side egress: the packet is entering the pod. */
+SEC("tc")
+int pt_tc_egress(struct __sk_buff *skb)
+{
+	handle_packet(skb, PT_DIR_INGRESS);
+	return TC_ACT_UNSPEC;
+}

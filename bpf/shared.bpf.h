@@ -1,0 +1,206 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * shared.bpf.h - what both BPF objects use: the filters, the maps they
+ * share and the helpers around them. Included once by podtrace.bpf.c (the
+ * socket tracepoints and drops) and once by packets.bpf.c (the tc
+ * programs). They are two objects so the runner can attach the packet
+ * programs (tcx: one RCU grace period per link) while the kernel still
+ * verifies the tracepoint programs. The packet object is loaded first and
+ * creates the shared maps; the runner hands their fds to the tracepoint
+ * object before its load (libbpf map reuse), so both see the same maps.
+ */
+#ifndef __PODTRACE_SHARED_BPF_H
+#define __PODTRACE_SHARED_BPF_H
+
+/* Filters, set by the runner before load; zero means "no filter". */
+const volatile __u8 filter_peers = 0; /* only traffic with peer_ips */
+const volatile __u8 filter_ports = 0; /* only traffic with one of `ports` */
+/* Wake the reader only once this much is queued; below it the runner's
+ * periodic poll picks events up (so latency is bounded by its interval).
+ * Set by the runner to a fraction of the ring buffer's size. */
+const volatile __u32 wakeup_bytes = PT_RINGBUF_BYTES / 8;
+
+/*
+ * pod_ips: the traced pods' addresses.
+ * Inserted by the runner before attaching; never deleted (dies with it).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PT_MAX_PODS);
+	__type(key, struct pt_ip);
+	__type(value, __u8);
+} pod_ips SEC(".maps");
+
+/*
+ * peer_ips: --peer-ip addresses, consulted only when filter_peers is set.
+ * Inserted by the runner before attaching; never deleted.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PT_MAX_PEERS);
+	__type(key, struct pt_ip);
+	__type(value, __u8);
+} peer_ips SEC(".maps");
+
+/*
+ * ports: --port values (host byte order), consulted only when filter_ports
+ * is set. Inserted by the runner before attaching; never deleted.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PT_MAX_PORTS);
+	__type(key, __u16);
+	__type(value, __u8);
+} ports SEC(".maps");
+
+/*
+ * flows: per-flow packet, byte and drop counters.
+ * Inserted by the tc programs on a flow's first packet and by pt_kfree_skb
+ * on a drop of an unseen flow; never deleted in the kernel (LRU evicts the
+ * oldest). The runner reads it for the summary at exit.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, PT_MAX_FLOWS);
+	__type(key, struct pt_flow_key);
+	__type(value, struct pt_flow_stats);
+} flows SEC(".maps");
+
+/*
+ * events: every event, to the runner.
+ * Reserved and submitted by every program (reserve_event/submit_event);
+ * consumed, and so freed, by the runner's ring-buffer reader.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, PT_RINGBUF_BYTES);
+} events SEC(".maps");
+
+/*
+ * lost: events dropped because the ring buffer was full, per CPU.
+ * Incremented by reserve_event(); read (never reset) by the runner, which
+ * reports the growth as `lost` lines.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} lost SEC(".maps");
+
+static __always_inline void ip_from_v4(struct pt_ip *ip, __be32 v4)
+{
+	__builtin_memset(ip, 0, sizeof(*ip));
+	ip->addr[10] = 0xff;
+	ip->addr[11] = 0xff;
+	__builtin_memcpy(&ip->addr[12], &v4, 4);
+}
+
+/* Set membership; reads the value so the compiler cannot merge two
+ * lookups into pointer arithmetic the verifier rejects. */
+static __always_inline bool in_set(void *map, const void *key)
+{
+	__u8 *v = bpf_map_lookup_elem(map, key);
+
+	return v && *v;
+}
+
+static __always_inline bool is_pod_ip(const struct pt_ip *ip)
+{
+	return in_set(&pod_ips, ip);
+}
+
+/*
+ * The one filter every program applies: true when traffic between a:aport
+ * and b:bport is none of our business. One side must be a traced pod; with
+ * --peer-ip the other side must be a peer (or another traced pod); with
+ * --port one of the ports must be listed.
+ */
+static __always_inline bool should_discard(const struct pt_ip *a, __u16 aport,
+					   const struct pt_ip *b, __u16 bport)
+{
+	bool a_pod = is_pod_ip(a), b_pod = is_pod_ip(b);
+
+	if (!a_pod && !b_pod)
+		return true;
+	if (filter_peers) {
+		bool ok = (a_pod && (b_pod || in_set(&peer_ips, b))) ||
+			  (b_pod && in_set(&peer_ips, a));
+		if (!ok)
+			return true;
+	}
+	if (filter_ports && !in_set(&ports, &aport) && !in_set(&ports, &bport))
+		return true;
+	return false;
+}
+
+static __always_inline struct pt_event *reserve_event(void)
+{
+	struct pt_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+
+	if (!e) {
+		__u32 zero = 0;
+		__u64 *n = bpf_map_lookup_elem(&lost, &zero);
+
+		if (n)
+			*n += 1;
+		return NULL;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->ts_ns = bpf_ktime_get_ns();
+	return e;
+}
+
+static __always_inline void submit_event(struct pt_event *e)
+{
+	/* Batch wake-ups: the runner polls on a short timer anyway, so only
+	 * a filling buffer is worth an immediate wake-up. */
+	__u64 queued = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+
+	bpf_ringbuf_submit(e, queued >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+}
+
+/* Finds the flow a packet a:aport -> b:bport belongs to, creating it when
+ * `create` (the opener is guessed from `syn_ack`/ports when not known).
+ * Sets *forward when the packet goes client -> server. */
+static __always_inline struct pt_flow_stats *flow_of(const struct pt_ip *a, __u16 aport,
+						     const struct pt_ip *b, __u16 bport, __u8 proto,
+						     int opener_is_a, bool *forward, bool *created)
+{
+	struct pt_flow_key k = {};
+	struct pt_flow_stats *st;
+
+	k.proto = proto;
+	k.client = *a;
+	k.server = *b;
+	k.server_port = bport;
+	st = bpf_map_lookup_elem(&flows, &k);
+	if (st) {
+		*forward = true;
+		return st;
+	}
+	k.client = *b;
+	k.server = *a;
+	k.server_port = aport;
+	st = bpf_map_lookup_elem(&flows, &k);
+	if (st) {
+		*forward = false;
+		return st;
+	}
+	if (opener_is_a < 0)
+		opener_is_a = aport >= bport;
+	*forward = opener_is_a;
+	if (opener_is_a) {
+		k.client = *a;
+		k.server = *b;
+		k.server_port = bport;
+	}
+	struct pt_flow_stats zero = {};
+
+	/* NOEXIST: another CPU may have created it meanwhile; use theirs. */
+	if (!bpf_map_update_elem(&flows, &k, &zero, BPF_NOEXIST))
+		*created = true;
+	return bpf_map_lookup_elem(&flows, &k);
+}
+
+#endif /* __PODTRACE_SHARED_BPF_H */
