@@ -20,10 +20,10 @@ use std::sync::Mutex;
 
 use libbpf_rs::libbpf_sys;
 use libbpf_rs::skel::{OpenSkel as _, SkelBuilder as _};
-use libbpf_rs::{Link, MapCore as _, MapFlags, OpenObject, PrintLevel, RingBuffer};
+use libbpf_rs::{Link, MapCore as _, MapFlags, MapHandle, OpenObject, PrintLevel, RingBuffer};
 
 use crate::bpf::packets::{PacketsSkel, PacketsSkelBuilder};
-use crate::bpf::{types, PodtraceSkel, PodtraceSkelBuilder};
+use crate::bpf::{types, OpenPodtraceSkel, PodtraceSkel, PodtraceSkelBuilder};
 use crate::event::Hook;
 
 // SAFETY: these are plain-old-data C structs from the skeleton's types
@@ -289,27 +289,232 @@ fn tcx_attach(prog_fd: i32, ifindex: u32, ingress: bool) -> io::Result<OwnedFd> 
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// The packet (tc) programs, loaded but not attached yet. Their object is
-/// loaded first and creates the maps both objects share (filters, flows,
-/// the ring buffer), so the interfaces can be attached while the kernel
-/// still verifies the tracepoint programs ([`Tracer::start`]).
-pub struct PacketProgs<'obj> {
-    skel: PacketsSkel<'obj>,
+/// The maps both BPF objects use (filters, flows, the ring buffer, the
+/// lost counter), created up front from the tracepoint object's definitions
+/// (`bpf/shared.bpf.h`), so both objects can load at the same time: each is
+/// handed these fds instead of creating its own (libbpf map reuse).
+#[derive(Debug)]
+pub struct SharedMaps {
+    pod_ips: MapHandle,
+    peer_ips: MapHandle,
+    ports: MapHandle,
+    flows: MapHandle,
+    events: MapHandle,
+    lost: MapHandle,
 }
 
-impl std::fmt::Debug for PacketProgs<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PacketProgs").finish_non_exhaustive()
+fn create_like(map: &libbpf_rs::OpenMapMut<'_>) -> Result<MapHandle, Error> {
+    let name = map.name().to_string_lossy().into_owned();
+    // SAFETY: bpf_map_create_opts is plain C data; all-zero is its default.
+    let mut opts: libbpf_sys::bpf_map_create_opts = unsafe { std::mem::zeroed() };
+    opts.sz = std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _;
+    opts.map_flags = map.map_flags();
+    MapHandle::create(
+        map.map_type(),
+        Some(&name),
+        map.key_size(),
+        map.value_size(),
+        map.max_entries(),
+        &opts,
+    )
+    .map_err(bpf_err(format!("create map {name}")))
+}
+
+impl SharedMaps {
+    fn create(maps: &crate::bpf::OpenPodtraceMaps<'_>, cfg: &Config) -> Result<SharedMaps, Error> {
+        let shared = SharedMaps {
+            pod_ips: create_like(&maps.pod_ips)?,
+            peer_ips: create_like(&maps.peer_ips)?,
+            ports: create_like(&maps.ports)?,
+            flows: create_like(&maps.flows)?,
+            events: create_like(&maps.events)?,
+            lost: create_like(&maps.lost)?,
+        };
+        let one = [1u8];
+        for ip in &cfg.pod_ips {
+            shared
+                .pod_ips
+                .update(&ip_key(*ip), &one, MapFlags::ANY)
+                .map_err(bpf_err(format!("add pod IP {ip} to the filter")))?;
+        }
+        for ip in &cfg.peer_ips {
+            shared
+                .peer_ips
+                .update(&ip_key(*ip), &one, MapFlags::ANY)
+                .map_err(bpf_err(format!("add peer IP {ip} to the filter")))?;
+        }
+        for port in &cfg.ports {
+            shared
+                .ports
+                .update(&port.to_ne_bytes(), &one, MapFlags::ANY)
+                .map_err(bpf_err(format!("add port {port} to the filter")))?;
+        }
+        Ok(shared)
+    }
+
+    /// (name, fd) of each shared map, for [`libbpf_rs::OpenMapMut::reuse_fd`].
+    fn fds(&self) -> [(&'static str, BorrowedFd<'_>); 6] {
+        [
+            ("pod_ips", self.pod_ips.as_fd()),
+            ("peer_ips", self.peer_ips.as_fd()),
+            ("ports", self.ports.as_fd()),
+            ("flows", self.flows.as_fd()),
+            ("events", self.events.as_fd()),
+            ("lost", self.lost.as_fd()),
+        ]
     }
 }
 
-impl<'obj> PacketProgs<'obj> {
-    /// Opens the packet object, sets the filters, loads it (creating the
-    /// shared maps) and fills the filter maps.
-    pub fn load(
+fn reuse(map: &mut libbpf_rs::OpenMapMut<'_>, name: &str, fd: BorrowedFd<'_>) -> Result<(), Error> {
+    map.reuse_fd(fd)
+        .map_err(bpf_err(format!("share map {name} between the objects")))
+}
+
+/// The tracepoint object, opened with its filters set and on the shared
+/// maps, not loaded yet.
+pub struct OpenTracepoints<'obj> {
+    open: OpenPodtraceSkel<'obj>,
+}
+
+impl std::fmt::Debug for OpenTracepoints<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenTracepoints").finish_non_exhaustive()
+    }
+}
+
+impl<'obj> OpenTracepoints<'obj> {
+    /// Opens the tracepoint object, sets its filters, and creates (and
+    /// fills) the maps it shares with the packet object.
+    pub fn open(
         storage: &'obj mut MaybeUninit<OpenObject>,
         cfg: &Config,
-    ) -> Result<PacketProgs<'obj>, Error> {
+    ) -> Result<(OpenTracepoints<'obj>, SharedMaps), Error> {
+        let mut open = PodtraceSkelBuilder::default()
+            .open(storage)
+            .map_err(bpf_err("open the BPF object"))?;
+        let rodata = open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .expect("the object has read-only data");
+        rodata.filter_peers = u8::from(!cfg.peer_ips.is_empty());
+        rodata.filter_ports = u8::from(!cfg.ports.is_empty());
+        if cfg.ring_bytes > 0 {
+            rodata.wakeup_bytes = cfg.ring_bytes / 8;
+            open.maps
+                .events
+                .set_max_entries(cfg.ring_bytes)
+                .map_err(bpf_err("size the ring buffer"))?;
+        }
+        let shared = SharedMaps::create(&open.maps, cfg)?;
+        let m = &mut open.maps;
+        let [a, b, c, d, e, f] = shared.fds();
+        reuse(&mut m.pod_ips, a.0, a.1)?;
+        reuse(&mut m.peer_ips, b.0, b.1)?;
+        reuse(&mut m.ports, c.0, c.1)?;
+        reuse(&mut m.flows, d.0, d.1)?;
+        reuse(&mut m.events, e.0, e.1)?;
+        reuse(&mut m.lost, f.0, f.1)?;
+        Ok((OpenTracepoints { open }, shared))
+    }
+
+    /// Loads the programs with `cfg.ignored_drop_reasons`, scopes them to
+    /// `cfg.netns` and attaches them (at most `stop.max_hooks`).
+    pub fn load(mut self, cfg: &Config, stop: &Stop<'_>) -> Result<Tracepoints<'obj>, Error> {
+        let started = std::time::Instant::now();
+        let rodata = self
+            .open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .expect("the object has read-only data");
+        let slots = rodata.ignored_drop_reasons.len();
+        if cfg.ignored_drop_reasons.len() > slots {
+            tracing::warn!("only {slots} drop reasons can be ignored");
+        }
+        for (slot, r) in rodata
+            .ignored_drop_reasons
+            .iter_mut()
+            .zip(&cfg.ignored_drop_reasons)
+        {
+            *slot = *r;
+        }
+        clear_log();
+        let skel = self.open.load().map_err(load_error)?;
+        let one = [1u8];
+        for ns in &cfg.netns {
+            // Namespace inodes are 32-bit (proc_inum) in the kernel.
+            skel.maps
+                .netns_scope
+                .update(&(*ns as u32).to_ne_bytes(), &one, MapFlags::ANY)
+                .map_err(bpf_err("add a network namespace to the scope"))?;
+        }
+        tracing::debug!(
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "loaded the tracepoint programs"
+        );
+        let mut links = Vec::with_capacity(TRACEPOINTS);
+        let mut hooks = Vec::with_capacity(TRACEPOINTS);
+        {
+            let progs = &skel.progs;
+            let tps: [(&libbpf_rs::ProgramMut<'_>, &str, &str); TRACEPOINTS] = [
+                (&progs.pt_set_state, "sock", "inet_sock_set_state"),
+                (&progs.pt_retransmit, "tcp", "tcp_retransmit_skb"),
+                (&progs.pt_send_reset, "tcp", "tcp_send_reset"),
+                (&progs.pt_receive_reset, "tcp", "tcp_receive_reset"),
+                (&progs.pt_kfree_skb, "skb", "kfree_skb"),
+            ];
+            for (prog, group, name) in tps {
+                if stop.max_hooks.is_some_and(|n| hooks.len() >= n) {
+                    break;
+                }
+                let link = prog
+                    .attach_raw_tracepoint(name)
+                    .map_err(bpf_err(format!("attach to tracepoint {group}:{name}")))?;
+                links.push(link);
+                hooks.push(Hook {
+                    kind: format!("raw_tracepoint/{group}/{name}"),
+                    iface: None,
+                });
+            }
+        }
+        tracing::debug!(
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "attached the tracepoints"
+        );
+        Ok(Tracepoints { skel, links, hooks })
+    }
+}
+
+/// The tracepoint programs, loaded and attached.
+pub struct Tracepoints<'obj> {
+    // Field order is drop order: links before the programs.
+    links: Vec<Link>,
+    skel: PodtraceSkel<'obj>,
+    hooks: Vec<Hook>,
+}
+
+/// The packet programs, loaded and attached to the pods' interfaces.
+pub struct Packets<'obj> {
+    // Field order is drop order: attachments before the programs.
+    tc: TcSet,
+    skel: PacketsSkel<'obj>,
+}
+
+impl<'obj> Packets<'obj> {
+    /// Opens the packet object on the shared maps, loads it and attaches
+    /// it to both directions of every interface. Meant for its own thread,
+    /// next to [`OpenTracepoints::load`]: a tcx attach mostly waits for an
+    /// RCU grace period, a load mostly keeps the verifier busy.
+    pub fn start(
+        storage: &'obj mut MaybeUninit<OpenObject>,
+        shared: &SharedMaps,
+        cfg: &Config,
+        ifaces: &[Iface],
+        mode: TcMode,
+        stop: &Stop<'_>,
+    ) -> Result<Packets<'obj>, Error> {
+        let started = std::time::Instant::now();
         let mut open = PacketsSkelBuilder::default()
             .open(storage)
             .map_err(bpf_err("open the BPF object"))?;
@@ -323,33 +528,28 @@ impl<'obj> PacketProgs<'obj> {
         rodata.trace_packets = u8::from(cfg.packets);
         if cfg.ring_bytes > 0 {
             rodata.wakeup_bytes = cfg.ring_bytes / 8;
-            open.maps
-                .events
-                .set_max_entries(cfg.ring_bytes)
-                .map_err(bpf_err("size the ring buffer"))?;
         }
-        clear_log();
+        let m = &mut open.maps;
+        let [a, b, c, d, e, f] = shared.fds();
+        reuse(&mut m.pod_ips, a.0, a.1)?;
+        reuse(&mut m.peer_ips, b.0, b.1)?;
+        reuse(&mut m.ports, c.0, c.1)?;
+        reuse(&mut m.flows, d.0, d.1)?;
+        reuse(&mut m.events, e.0, e.1)?;
+        reuse(&mut m.lost, f.0, f.1)?;
         let skel = open.load().map_err(load_error)?;
-        let one = [1u8];
-        for ip in &cfg.pod_ips {
-            skel.maps
-                .pod_ips
-                .update(&ip_key(*ip), &one, MapFlags::ANY)
-                .map_err(bpf_err(format!("add pod IP {ip} to the filter")))?;
-        }
-        for ip in &cfg.peer_ips {
-            skel.maps
-                .peer_ips
-                .update(&ip_key(*ip), &one, MapFlags::ANY)
-                .map_err(bpf_err(format!("add peer IP {ip} to the filter")))?;
-        }
-        for port in &cfg.ports {
-            skel.maps
-                .ports
-                .update(&port.to_ne_bytes(), &one, MapFlags::ANY)
-                .map_err(bpf_err(format!("add port {port} to the filter")))?;
-        }
-        Ok(PacketProgs { skel })
+        tracing::debug!(
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "loaded the packet programs"
+        );
+        let ingress_fd = skel.progs.pt_tc_ingress.as_fd().as_raw_fd();
+        let egress_fd = skel.progs.pt_tc_egress.as_fd().as_raw_fd();
+        let tc = TcSet::attach_all(ingress_fd, egress_fd, ifaces, mode, stop)?;
+        tracing::debug!(
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "attached the packet programs"
+        );
+        Ok(Packets { tc, skel })
     }
 }
 
@@ -521,7 +721,8 @@ impl TcSet {
 
 /// Loaded, attached programs. Dropping detaches everything (tc first).
 pub struct Tracer<'obj> {
-    // Field order is drop order: attachments before the programs.
+    // Field order is drop order: tc attachments, tracepoint links, then
+    // the programs.
     _tc: TcSet,
     _links: Vec<Link>,
     skel: PodtraceSkel<'obj>,
@@ -537,157 +738,23 @@ impl std::fmt::Debug for Tracer<'_> {
     }
 }
 
-/// The tracepoint object loaded and attached: skeleton, links, hooks.
-type Tracepoints<'obj> = (PodtraceSkel<'obj>, Vec<Link>, Vec<Hook>);
-
 impl<'obj> Tracer<'obj> {
-    /// Loads the tracepoint programs (on the maps `packets` created) and
-    /// attaches everything: the packet programs to `ifaces` on a second
-    /// thread meanwhile, since a tcx attach mostly waits for an RCU grace
-    /// period while a load mostly keeps the verifier busy.
-    pub fn start(
-        packets: PacketProgs<'obj>,
-        storage: &'obj mut MaybeUninit<OpenObject>,
-        cfg: &Config,
-        ifaces: &[Iface],
-        mode: TcMode,
-        stop: &Stop<'_>,
-    ) -> Result<Tracer<'obj>, Error> {
-        let ingress_fd = packets.skel.progs.pt_tc_ingress.as_fd().as_raw_fd();
-        let egress_fd = packets.skel.progs.pt_tc_egress.as_fd().as_raw_fd();
-        let (tp, tc) = std::thread::scope(|s| {
-            let tc = std::thread::Builder::new()
-                .name("attach-tc".into())
-                .spawn_scoped(s, || {
-                    let started = std::time::Instant::now();
-                    let r = TcSet::attach_all(ingress_fd, egress_fd, ifaces, mode, stop);
-                    tracing::debug!(
-                        ms = started.elapsed().as_secs_f64() * 1e3,
-                        "attached the packet programs"
-                    );
-                    r
-                });
-            let tp = Self::load_tracepoints(&packets, storage, cfg, stop);
-            let tc = match tc {
-                Ok(handle) => handle.join().expect("the tc attach thread panicked"),
-                Err(e) => Err(Error::Io {
-                    context: "start a thread".into(),
-                    source: e,
-                }),
-            };
-            (tp, tc)
-        });
-        // On an error, whatever did attach is dropped here: detached.
-        let (tc, (skel, links, mut hooks)) = match (tc, tp) {
-            (Ok(tc), Ok(tp)) => (tc, tp),
-            (Err(e), tp) => {
-                drop(tp);
-                return Err(e);
-            }
-            (Ok(tc), Err(e)) => {
-                drop(tc);
-                return Err(e);
-            }
-        };
+    /// Both halves together; hooks in order: tracepoints, then interfaces.
+    pub fn new(tracepoints: Tracepoints<'obj>, packets: Packets<'obj>) -> Tracer<'obj> {
+        let Tracepoints {
+            links,
+            skel,
+            mut hooks,
+        } = tracepoints;
+        let Packets { tc, skel: packets } = packets;
         hooks.extend(tc.hooks.iter().cloned());
-        Ok(Tracer {
+        Tracer {
             _tc: tc,
             _links: links,
             skel,
-            _packets: packets.skel,
+            _packets: packets,
             hooks,
-        })
-    }
-
-    /// Opens the tracepoint object on the shared maps, sets its filters,
-    /// loads it, scopes it to `cfg.netns` and attaches its programs.
-    fn load_tracepoints(
-        packets: &PacketProgs<'obj>,
-        storage: &'obj mut MaybeUninit<OpenObject>,
-        cfg: &Config,
-        stop: &Stop<'_>,
-    ) -> Result<Tracepoints<'obj>, Error> {
-        let started = std::time::Instant::now();
-        let mut open = PodtraceSkelBuilder::default()
-            .open(storage)
-            .map_err(bpf_err("open the BPF object"))?;
-        let rodata = open
-            .maps
-            .rodata_data
-            .as_deref_mut()
-            .expect("the object has read-only data");
-        rodata.filter_peers = u8::from(!cfg.peer_ips.is_empty());
-        rodata.filter_ports = u8::from(!cfg.ports.is_empty());
-        if cfg.ring_bytes > 0 {
-            rodata.wakeup_bytes = cfg.ring_bytes / 8;
         }
-        let slots = rodata.ignored_drop_reasons.len();
-        if cfg.ignored_drop_reasons.len() > slots {
-            tracing::warn!("only {slots} drop reasons can be ignored");
-        }
-        for (slot, r) in rodata
-            .ignored_drop_reasons
-            .iter_mut()
-            .zip(&cfg.ignored_drop_reasons)
-        {
-            *slot = *r;
-        }
-        let shared = &packets.skel.maps;
-        let m = &mut open.maps;
-        for (map, fd, name) in [
-            (&mut m.pod_ips, shared.pod_ips.as_fd(), "pod_ips"),
-            (&mut m.peer_ips, shared.peer_ips.as_fd(), "peer_ips"),
-            (&mut m.ports, shared.ports.as_fd(), "ports"),
-            (&mut m.flows, shared.flows.as_fd(), "flows"),
-            (&mut m.events, shared.events.as_fd(), "events"),
-            (&mut m.lost, shared.lost.as_fd(), "lost"),
-        ] {
-            map.reuse_fd(fd)
-                .map_err(bpf_err(format!("share map {name} between the objects")))?;
-        }
-        let skel = open.load().map_err(load_error)?;
-        let one = [1u8];
-        for ns in &cfg.netns {
-            // Namespace inodes are 32-bit (proc_inum) in the kernel.
-            skel.maps
-                .netns_scope
-                .update(&(*ns as u32).to_ne_bytes(), &one, MapFlags::ANY)
-                .map_err(bpf_err("add a network namespace to the scope"))?;
-        }
-        tracing::debug!(
-            ms = started.elapsed().as_secs_f64() * 1e3,
-            "loaded the tracepoint programs"
-        );
-        let mut links = Vec::with_capacity(TRACEPOINTS);
-        let mut hooks = Vec::with_capacity(TRACEPOINTS);
-        {
-            let progs = &skel.progs;
-            let tps: [(&libbpf_rs::ProgramMut<'_>, &str, &str); TRACEPOINTS] = [
-                (&progs.pt_set_state, "sock", "inet_sock_set_state"),
-                (&progs.pt_retransmit, "tcp", "tcp_retransmit_skb"),
-                (&progs.pt_send_reset, "tcp", "tcp_send_reset"),
-                (&progs.pt_receive_reset, "tcp", "tcp_receive_reset"),
-                (&progs.pt_kfree_skb, "skb", "kfree_skb"),
-            ];
-            for (prog, group, name) in tps {
-                if stop.max_hooks.is_some_and(|n| hooks.len() >= n) {
-                    break;
-                }
-                let link = prog
-                    .attach_raw_tracepoint(name)
-                    .map_err(bpf_err(format!("attach to tracepoint {group}:{name}")))?;
-                links.push(link);
-                hooks.push(Hook {
-                    kind: format!("raw_tracepoint/{group}/{name}"),
-                    iface: None,
-                });
-            }
-        }
-        tracing::debug!(
-            ms = started.elapsed().as_secs_f64() * 1e3,
-            "attached the tracepoints"
-        );
-        Ok((skel, links, hooks))
     }
 
     /// The hooks attached so far.

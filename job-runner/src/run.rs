@@ -15,7 +15,7 @@ use podtrace::drop_reason::DropReasons;
 use podtrace::event::{
     now_rfc3339, Hello, Interface, Lost, Message, Proto, Ready, Summary, SCHEMA,
 };
-use podtrace::tracer::{self, ip_from_key, Config, Iface, PacketProgs, Stop, Tracer};
+use podtrace::tracer::{self, ip_from_key, Config, Iface, OpenTracepoints, Packets, Stop, Tracer};
 
 use crate::cli::Cli;
 use crate::output::Output;
@@ -88,7 +88,7 @@ pub fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
     .context("write to stdout")?;
     out.flush().context("write to stdout")?;
 
-    let mut cfg = Config {
+    let cfg = Config {
         pod_ips: cli.pod_ips.clone(),
         peer_ips: cli.peer_ips.clone(),
         ports: cli.ports.clone(),
@@ -97,11 +97,19 @@ pub fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
         ring_bytes: cli.ring_buffer_mib << 20,
         ignored_drop_reasons: Vec::new(),
     };
-    // Three independent start-up steps at once: finding the pods (netlink,
-    // entering namespaces), reading the drop reasons from the kernel's BTF,
-    // and loading the packet programs (which creates the shared maps).
-    let mut packet_storage = MaybeUninit::uninit();
-    let (found, reasons, packets) = std::thread::scope(|s| {
+    // Start-up in parallel, as far as the steps allow: finding the pods
+    // (netlink, entering namespaces) and reading the drop reasons from the
+    // kernel's BTF on their own threads; the tracepoint object (the long
+    // pole: CO-RE against the kernel's BTF, verifier) on this one; and as
+    // soon as the pods are found, the packet object and its tc attachments
+    // (tcx: each waits for an RCU grace period) on another.
+    let stop = Stop {
+        requested: &signals::stopped,
+        max_hooks: cli.fail_after_hooks,
+    };
+    let mode = cli.tc_mode.into();
+    let (mut tp_storage, mut pk_storage) = (MaybeUninit::uninit(), MaybeUninit::uninit());
+    let (found, reasons, tracer) = std::thread::scope(|s| -> anyhow::Result<_> {
         let found = s.spawn(|| {
             let r = discover(&cli.pod_ips);
             tracing::debug!(ms = ms(started), "found the pods' interfaces");
@@ -112,41 +120,42 @@ pub fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
             tracing::debug!(ms = ms(started), "read the drop reasons from BTF");
             r
         });
-        let packets = PacketProgs::load(&mut packet_storage, &cfg);
-        tracing::debug!(ms = ms(started), "loaded the packet programs");
-        (found.join(), reasons.join(), packets)
-    });
-    let found = found.expect("the discovery thread panicked")?;
-    let reasons = reasons.expect("the BTF reader thread panicked");
-    let packets = packets?;
-    cfg.netns = vec![found.own_netns];
-    cfg.netns.extend(found.pods.iter().map(|p| p.netns));
-    cfg.ignored_drop_reasons = reasons.ignored();
-    tracing::debug!(
-        ignored = ?cfg.ignored_drop_reasons,
-        "drop reasons not reported (QUEUE_PURGE, SKB_CONSUMED)"
-    );
-    let ifaces: Vec<Iface> = found
-        .pods
-        .iter()
-        .map(|p| Iface {
-            name: p.ifname.clone(),
-            index: p.ifindex,
-        })
-        .collect();
-    let stop = Stop {
-        requested: &signals::stopped,
-        max_hooks: cli.fail_after_hooks,
-    };
-    let mut storage = MaybeUninit::uninit();
-    let tracer = Tracer::start(
-        packets,
-        &mut storage,
-        &cfg,
-        &ifaces,
-        cli.tc_mode.into(),
-        &stop,
-    )?;
+        let opened = OpenTracepoints::open(&mut tp_storage, &cfg);
+        tracing::debug!(ms = ms(started), "opened the BPF objects, created the maps");
+        let found = found.join().expect("the discovery thread panicked")?;
+        let (tp, shared) = opened?;
+        let ifaces: Vec<Iface> = found
+            .pods
+            .iter()
+            .map(|p| Iface {
+                name: p.ifname.clone(),
+                index: p.ifindex,
+            })
+            .collect();
+        // The tracepoint object holds its own fds of the shared maps.
+        let (cfg_ref, stop_ref) = (&cfg, &stop);
+        let pk_storage = &mut pk_storage;
+        let packets = std::thread::Builder::new()
+            .name("packets".into())
+            .spawn_scoped(s, move || {
+                Packets::start(pk_storage, &shared, cfg_ref, &ifaces, mode, stop_ref)
+            })
+            .context("start a thread")?;
+        let reasons = reasons.join().expect("the BTF reader thread panicked");
+        let mut tp_cfg = cfg.clone();
+        tp_cfg.netns = vec![found.own_netns];
+        tp_cfg.netns.extend(found.pods.iter().map(|p| p.netns));
+        tp_cfg.ignored_drop_reasons = reasons.ignored();
+        tracing::debug!(
+            ignored = ?tp_cfg.ignored_drop_reasons,
+            "drop reasons not reported (QUEUE_PURGE, SKB_CONSUMED)"
+        );
+        let tp = tp.load(&tp_cfg, &stop);
+        let packets = packets.join().expect("the packet thread panicked");
+        // On an error, whatever did attach is dropped here: detached.
+        let tracer = Tracer::new(tp?, packets?);
+        Ok((found, reasons, tracer))
+    })?;
     tracing::debug!(ms = ms(started), "attached everything");
     if let Some(n) = cli.fail_after_hooks.filter(|n| tracer.hooks().len() >= *n) {
         bail!("failing on purpose after {n} hooks");

@@ -66,8 +66,17 @@ fn lifecycle(shape: Shape) {
         is_event(v, "packet") && v["direction"] == "egress" && v["flags"] == "SYN|ACK"
     });
 
+    // Past the reader's poll interval, so a drop at curl's close (its
+    // socket's queue purged, QUEUE_PURGE) would have been written.
+    std::thread::sleep(Duration::from_millis(300));
     let (code, lines, stderr) = runner.stop();
     assert_eq!(code, 0, "{stderr}");
+    // A healthy exchange loses no packet, so it reports no drop.
+    let drops: Vec<&Value> = lines.iter().filter(|v| is_event(v, "drop")).collect();
+    assert!(
+        drops.is_empty(),
+        "a healthy exchange reported drops: {drops:?}"
+    );
     let summary = lines
         .iter()
         .find(|v| v["type"] == "summary")
@@ -84,6 +93,7 @@ fn lifecycle(shape: Shape) {
     assert!(flow["packets_received"].as_u64().unwrap() >= 3, "{flow}");
     assert!(flow["bytes_received"].as_u64().unwrap() >= size, "{flow}");
     assert!(flow["rtt"]["count"].as_u64().unwrap() >= 1, "{flow}");
+    assert_eq!(flow["drops"], 0, "{flow}");
     // Nothing of ours is left on the pods' interfaces.
     for iface in [&server.host_if, &client.host_if] {
         let left = attached_to(&node.netns, iface);

@@ -61,6 +61,8 @@ pub struct Traced {
     lines: mpsc::Receiver<String>,
     /// Every stdout line seen so far.
     pub seen: Vec<String>,
+    /// When each line of `seen` was read, from `started`.
+    pub seen_at: Vec<Duration>,
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
     pub started: Instant,
 }
@@ -102,9 +104,25 @@ impl Traced {
             child,
             lines,
             seen: Vec::new(),
+            seen_at: Vec::new(),
             stderr,
             started,
         }
+    }
+
+    fn push(&mut self, line: String) {
+        self.seen.push(line);
+        self.seen_at.push(self.started.elapsed());
+    }
+
+    /// When the first line matching `pred` was read, from `started`.
+    pub fn first_at(&self, pred: impl Fn(&Value) -> bool) -> Option<Duration> {
+        self.seen.iter().zip(&self.seen_at).find_map(|(line, at)| {
+            serde_json::from_str::<Value>(line)
+                .ok()
+                .filter(|v| pred(v))
+                .map(|_| *at)
+        })
     }
 
     /// What the process wrote on stderr so far.
@@ -132,7 +150,7 @@ impl Traced {
                 .lines
                 .recv_timeout(left.min(Duration::from_millis(200)))
             {
-                Ok(line) => self.seen.push(line),
+                Ok(line) => self.push(line),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     if !pred(&self.json()) {
@@ -169,12 +187,12 @@ impl Traced {
         let deadline = Instant::now() + timeout;
         loop {
             while let Ok(line) = self.lines.try_recv() {
-                self.seen.push(line);
+                self.push(line);
             }
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 // Drain what the reader thread still holds.
                 while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
-                    self.seen.push(line);
+                    self.push(line);
                 }
                 return status.code().unwrap_or(-1);
             }

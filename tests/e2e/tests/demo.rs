@@ -140,6 +140,7 @@ fn run_scenario(one_node: bool) {
         of_type(l, "ready").len() >= nodes
     });
     let to_ready = trace.started.elapsed();
+    let curl_at = trace.started.elapsed();
 
     for _ in 0..3 {
         assert_eq!(curl(&sandbox, &format!("http://{nginx_ip}/")), "200");
@@ -179,6 +180,11 @@ fn run_scenario(one_node: bool) {
             })
     });
     let to_events = trace.started.elapsed();
+    // The first event of the conversation, from plugin start (the first curl
+    // begins right after the last ready line).
+    let to_first_event = trace
+        .first_at(|v| v["type"] == "connect")
+        .expect("a connect event");
     let plugin_rss = peak_rss_kib(trace.child.id());
     let runners = sandbox.runner_processes();
     assert_eq!(runners.len(), nodes, "one runner per node");
@@ -234,9 +240,9 @@ fn run_scenario(one_node: bool) {
     }
     assert_nothing_left(&sandbox, &runner_progs);
     eprintln!(
-        "figures ({} node(s)): ready after {to_ready:?}, all events after {to_events:?}, \
-         plugin peak RSS {plugin_rss:?} KiB, runner peak RSS {runner_rss:?} KiB",
-        nodes
+        "figures ({nodes} node(s)): every runner ready {to_ready:?} after invoking the plugin; \
+         first event {to_first_event:?} (curl started at {curl_at:?}); whole conversation seen \
+         {to_events:?}; plugin peak RSS {plugin_rss:?} KiB; runner peak RSS {runner_rss:?} KiB"
     );
     rt.block_on(sandbox.shutdown());
 }
