@@ -9,6 +9,7 @@
 //!   interfaces and namespaces on the node ([`discover`], [`netlink`]).
 
 pub mod event;
+pub mod render;
 
 #[cfg(feature = "bpf")]
 pub mod bpf;

@@ -14,12 +14,15 @@ pub mod jobspec;
 pub mod names;
 pub mod preflight;
 pub mod progress;
-pub mod render;
 pub mod resolve;
 pub mod session;
 pub mod stream;
 pub mod summary;
 pub mod wait;
+
+/// Text rendering lives in the shared core, so the runner's `--format text`
+/// prints exactly what the plugin does.
+pub use podtrace::render;
 
 use std::hash::{BuildHasher, Hasher};
 

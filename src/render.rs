@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
-//! Turning runner lines into what the user reads: aligned text with pod
+//! Turning runner lines into what people read: aligned text with pod
 //! names (colour on a terminal), or JSON lines.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
-use podtrace::event::{Event, EventKind, FlowSummary, Lost, ResetDirection, Rtt};
+use crate::event::{Event, EventKind, FlowSummary, Lost, ResetDirection, Rtt};
 
 /// How text is drawn.
 #[derive(Debug, Clone, Copy, Default)]
@@ -145,8 +145,8 @@ pub fn event_line(e: &Event, style: Style) -> String {
             first,
         } => {
             let dir = match direction {
-                podtrace::event::Direction::Ingress => "ingress",
-                podtrace::event::Direction::Egress => "egress",
+                crate::event::Direction::Ingress => "ingress",
+                crate::event::Direction::Egress => "egress",
             };
             let mut d = format!("{dir} {iface}");
             if !flags.is_empty() {
@@ -294,7 +294,7 @@ pub fn summary_table(flows: &[FlowSummary], lost: u64, style: Style) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use podtrace::event::Proto;
+    use crate::event::Proto;
 
     fn ev(kind: EventKind) -> Event {
         Event {
