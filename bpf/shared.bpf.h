@@ -3,11 +3,12 @@
  * shared.bpf.h - what both BPF objects use: the filters, the maps they
  * share and the helpers around them. Included once by podtrace.bpf.c (the
  * socket tracepoints and drops) and once by packets.bpf.c (the tc
- * programs). They are two objects so the runner can attach the packet
- * programs (tcx: one RCU grace period per link) while the kernel still
- * verifies the tracepoint programs. The packet object is loaded first and
- * creates the shared maps; the runner hands their fds to the tracepoint
- * object before its load (libbpf map reuse), so both see the same maps.
+ * programs). They are two objects so the runner can load them at the
+ * same time and attach the packet programs (tcx: one RCU grace period per
+ * link) while the kernel still verifies the tracepoint programs. The runner
+ * creates the maps below once, from the tracepoint object's definitions,
+ * and hands their fds to both objects before load (libbpf map reuse), so
+ * both see the same maps.
  */
 #ifndef __PODTRACE_SHARED_BPF_H
 #define __PODTRACE_SHARED_BPF_H

@@ -10,4 +10,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 bash scripts/install-deps.sh
 cargo build --workspace --all-targets --locked
+# Release shape: the runner must build as a fully static binary for its
+# container image (manifests/runner.Containerfile uses this script).
+bash scripts/build-runner-static.sh >/dev/null
+echo "test.sh: the static podtrace-runner builds (no shared libraries)" >&2
 cargo test --workspace --locked -- --test-threads=2

@@ -2,6 +2,13 @@
 //! Loads the BPF programs with the runner's filters, attaches them, and
 //! detaches everything again when dropped.
 //!
+//! Two objects, loaded at the same time on two threads: the tracepoint
+//! programs ([`OpenTracepoints`], from `bpf/podtrace.bpf.c`) and the packet
+//! programs ([`Packets`], `bpf/packets.bpf.c`), on maps created once for
+//! both ([`SharedMaps`]). The packet thread attaches to the interfaces as
+//! soon as its object is loaded, so tcx's RCU grace periods overlap the
+//! verifier's work on the tracepoint programs; [`Tracer::new`] joins them.
+//!
 //! Tracepoints are attached as raw tracepoints: they need neither tracefs
 //! (not mounted on many nodes) nor kprobes. Packet programs go on each
 //! pod's host-side interface as tcx links where the kernel has them
