@@ -38,4 +38,13 @@ fi
 if command -v systemctl >/dev/null && systemctl is-active --quiet nginx 2>/dev/null; then
   systemctl stop nginx || true
 fi
+# The tests and the demo drive the real kubectl (plugin discovery, get, logs).
+if ! command -v kubectl >/dev/null; then
+  echo "install-deps: kubectl is not on the PATH: install it (https://kubernetes.io/docs/tasks/tools/), any version >= 1.28" >&2
+  exit 1
+fi
+if ! command -v cargo >/dev/null; then
+  echo "install-deps: cargo is not on the PATH: install Rust >= 1.89 with rustup (https://rustup.rs)" >&2
+  exit 1
+fi
 echo "install-deps: ok" >&2
