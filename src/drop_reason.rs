@@ -148,10 +148,10 @@ enum Source {
 }
 
 impl Source {
-    fn open(path: &Path) -> io::Result<Source> {
+    fn open(path: &Path, map: bool) -> io::Result<Source> {
         let file = File::open(path)?;
         let len = file.metadata()?.len() as usize;
-        if len > 0 {
+        if map && len > 0 {
             // SAFETY: a fresh read-only private mapping of a file we opened;
             // the kernel checks length and permissions.
             let addr = unsafe {
@@ -234,7 +234,10 @@ fn string_at(src: &Source, strs: u64, str_len: u32, off: u32) -> io::Result<Stri
 /// file at `path`: one sequential pass over the type section through a
 /// 64 KiB window, then single reads of the strings needed.
 pub fn read_enum(path: &Path, name: &str) -> io::Result<Option<Vec<(String, u32)>>> {
-    let src = Source::open(path)?;
+    read_enum_from(&Source::open(path, true)?, name)
+}
+
+fn read_enum_from(src: &Source, name: &str) -> io::Result<Option<Vec<(String, u32)>>> {
     let mut hdr = [0u8; 24];
     src.read_exact_at(&mut hdr, 0)?;
     if u16::from_ne_bytes([hdr[0], hdr[1]]) != BTF_MAGIC {
@@ -278,7 +281,7 @@ pub fn read_enum(path: &Path, name: &str) -> io::Result<Option<Vec<(String, u32)
     drop(window);
 
     for (name_off, at, vlen, is64) in candidates {
-        if name_off == 0 || string_at(&src, strs, str_len, name_off)? != name {
+        if name_off == 0 || string_at(src, strs, str_len, name_off)? != name {
             continue;
         }
         let size = if is64 { 12 } else { 8 };
@@ -287,7 +290,7 @@ pub fn read_enum(path: &Path, name: &str) -> io::Result<Option<Vec<(String, u32)
         let mut members = Vec::with_capacity(vlen as usize);
         for m in raw.chunks_exact(size) {
             // ENUM: name_off, val; ENUM64: name_off, val_lo32, val_hi32.
-            let member = string_at(&src, strs, str_len, u32_at(m, 0))?;
+            let member = string_at(src, strs, str_len, u32_at(m, 0))?;
             members.push((member, u32_at(m, 4)));
         }
         return Ok(Some(members));
@@ -334,6 +337,22 @@ mod tests {
             count += 1;
         }
         assert_eq!(ours.names.len(), count);
+    }
+
+    /// Kernels before 6.16 cannot map the file: the read path (a page per
+    /// read from sysfs) must find the same.
+    #[test]
+    fn reading_finds_what_mapping_finds() {
+        let path = Path::new(VMLINUX_BTF);
+        if !path.exists() {
+            return;
+        }
+        let read = Source::open(path, false).unwrap();
+        assert!(matches!(read, Source::File(_)));
+        let by_read = read_enum_from(&read, "skb_drop_reason").unwrap().unwrap();
+        let by_map = read_enum(path, "skb_drop_reason").unwrap().unwrap();
+        assert_eq!(by_read, by_map);
+        assert!(by_read.len() > 50, "{by_read:?}");
     }
 
     #[test]

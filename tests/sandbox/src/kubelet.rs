@@ -208,11 +208,21 @@ async fn run_pod(state: &Arc<State>, ns: &str, name: &str, mut kill: watch::Rece
         let decision = match &preset {
             Some(n) => Ok(n.clone()),
             None => {
-                let (nodes, pods) = {
-                    let st = state.lock();
-                    (st.list(Resource::Node, None), st.list(Resource::Pod, None))
-                };
-                schedule(&nodes, &pod, &pods)
+                // Decide and bind under one lock: pods created together must
+                // see each other's placement, or they all pick the same
+                // least-loaded node.
+                let mut st = state.lock();
+                let decision = schedule(
+                    &st.list(Resource::Node, None),
+                    &pod,
+                    &st.list(Resource::Pod, None),
+                );
+                if let Ok(node) = &decision {
+                    let _ = st.update(&Key::new(Resource::Pod, ns, name), |p| {
+                        p["spec"]["nodeName"] = json!(node);
+                    });
+                }
+                decision
             }
         };
         match decision {
