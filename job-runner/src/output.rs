@@ -3,9 +3,10 @@
 //! Buffered, flushed once per batch of events.
 
 use std::fmt::Write as _;
-use std::io::{self, BufWriter, Stdout, Write as _};
+use std::io::{self, BufWriter, IsTerminal as _, Stdout, Write as _};
 
-use podtrace::event::{EventKind, Message};
+use podtrace::event::Message;
+use podtrace::render::{self, Style};
 
 use crate::cli::Format;
 
@@ -13,14 +14,21 @@ pub struct Output {
     w: BufWriter<Stdout>,
     format: Format,
     text: String,
+    style: Style,
 }
 
 impl Output {
-    pub fn new(format: Format) -> Self {
+    /// `node` sizes the node column of text output.
+    pub fn new(format: Format, node: &str) -> Self {
+        let style = Style {
+            color: io::stdout().is_terminal(),
+            node_width: node.chars().count(),
+        };
         Output {
             w: BufWriter::with_capacity(64 * 1024, io::stdout()),
             format,
             text: String::new(),
+            style,
         }
     }
 
@@ -31,7 +39,7 @@ impl Output {
             }
             Format::Text => {
                 self.text.clear();
-                text_line(msg, &mut self.text);
+                text_line(msg, &mut self.text, self.style);
                 self.w.write_all(self.text.as_bytes())?;
             }
         }
@@ -43,8 +51,9 @@ impl Output {
     }
 }
 
-/// One human-readable line (no newline).
-pub fn text_line(msg: &Message, out: &mut String) {
+/// One human-readable line (no newline). Events, `lost` lines and the
+/// summary are drawn by the shared core exactly as the plugin draws them.
+pub fn text_line(msg: &Message, out: &mut String, style: Style) {
     match msg {
         Message::Hello(h) => {
             let h = &h.body;
@@ -63,15 +72,14 @@ pub fn text_line(msg: &Message, out: &mut String) {
                 .collect();
             let _ = write!(
                 out,
-                "ready after {:.1} ms: {} hooks on {}",
+                "ready after {:.1} ms: {} hooks on {}\n{}",
                 r.startup_ms,
                 r.hooks.len(),
-                ifaces.join(", ")
+                ifaces.join(", "),
+                render::header(style)
             );
         }
-        Message::Lost(l) => {
-            let _ = write!(out, "{} LOST {} events", l.body.time, l.body.count);
-        }
+        Message::Lost(l) => out.push_str(&render::lost_line(&l.body, style)),
         Message::Warning(w) => {
             let _ = write!(out, "{} WARNING {}", w.body.time, w.body.message);
         }
@@ -79,98 +87,43 @@ pub fn text_line(msg: &Message, out: &mut String) {
             let s = &s.body;
             let _ = write!(
                 out,
-                "summary: {} events, {} lost, {:.1} s",
-                s.events, s.lost, s.duration_s
+                "\nSUMMARY ({} events, {} lost, {:.1} s)\n{}",
+                s.events,
+                s.lost,
+                s.duration_s,
+                render::summary_table(&s.flows, s.lost, style).trim_end()
             );
-            for f in &s.flows {
-                let (src, dst) = (
-                    f.src.map(|a| a.to_string()).unwrap_or_default(),
-                    f.dst.map(|a| a.to_string()).unwrap_or_default(),
-                );
-                let proto = f.proto.map(|p| p.to_string()).unwrap_or_default();
-                let _ = write!(
-                    out,
-                    "\n  {proto} {src} -> {dst}: {} conns, {} failed, {}/{} pkts, {}/{} bytes, \
-                     {} retrans, {} resets, {} drops",
-                    f.connections,
-                    f.failed,
-                    f.packets_sent,
-                    f.packets_received,
-                    f.bytes_sent,
-                    f.bytes_received,
-                    f.retransmits,
-                    f.resets,
-                    f.drops
-                );
-                if let Some(rtt) = f.rtt {
-                    let _ = write!(out, ", rtt avg {} us", rtt.avg_us);
-                }
-            }
         }
-        Message::Event(e) => {
-            let time = e.time.get(11..26).unwrap_or(&e.time);
-            let _ = write!(
-                out,
-                "{time} {:<11} {} {} -> {}",
-                e.kind.name(),
-                e.proto,
-                e.src,
-                e.dst
-            );
-            match &e.kind {
-                EventKind::Established { rtt_us } => {
-                    let _ = write!(out, " rtt={rtt_us}us");
-                }
-                EventKind::Close {
-                    duration_ms,
-                    bytes_sent,
-                    bytes_received,
-                } => {
-                    let _ = write!(
-                        out,
-                        " {duration_ms:.1}ms sent={bytes_sent} received={bytes_received}"
-                    );
-                }
-                EventKind::Failed { error } => {
-                    let _ = write!(out, " {error}");
-                }
-                EventKind::Reset { direction } => {
-                    let d = match direction {
-                        podtrace::event::ResetDirection::Sent => "sent",
-                        podtrace::event::ResetDirection::Received => "received",
-                    };
-                    let _ = write!(out, " {d}");
-                }
-                EventKind::Retransmit { state } => {
-                    let _ = write!(out, " {}", state.as_deref().unwrap_or(""));
-                }
-                EventKind::Drop { reason, iface } => {
-                    let _ = write!(out, " {reason}");
-                    if let Some(i) = iface {
-                        let _ = write!(out, " on {i}");
-                    }
-                }
-                EventKind::Packet {
-                    iface,
-                    direction,
-                    flags,
-                    len,
-                    first,
-                } => {
-                    let d = match direction {
-                        podtrace::event::Direction::Ingress => "ingress",
-                        podtrace::event::Direction::Egress => "egress",
-                    };
-                    let _ = write!(out, " {iface} {d} [{flags}] len={len}");
-                    if *first {
-                        out.push_str(" first");
-                    }
-                }
-                EventKind::Connect | EventKind::Accept => {}
-            }
-            if let (Some(pid), Some(comm)) = (e.pid, &e.comm) {
-                let _ = write!(out, " ({comm} {pid})");
-            }
-        }
+        Message::Event(e) => out.push_str(&render::event_line(e, style)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use podtrace::event::{Event, EventKind, Proto};
+
+    #[test]
+    fn text_events_are_the_plugins_lines() {
+        let e = Event {
+            time: "2026-11-25T15:30:44.077653123Z".into(),
+            node: "node-2".into(),
+            proto: Proto::Tcp,
+            src: "10.2.2.2:52954".parse().unwrap(),
+            dst: "10.2.1.2:80".parse().unwrap(),
+            pid: Some(11079),
+            comm: Some("curl".into()),
+            src_name: None,
+            dst_name: None,
+            kind: EventKind::Established { rtt_us: 68 },
+        };
+        let style = Style {
+            color: false,
+            node_width: 6,
+        };
+        let mut out = String::new();
+        text_line(&Message::Event(e.clone()), &mut out, style);
+        assert_eq!(out, render::event_line(&e, style));
+        assert!(out.contains("rtt=68µs curl[11079]"), "{out}");
     }
 }

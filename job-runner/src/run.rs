@@ -77,7 +77,7 @@ pub fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
     tracer::preflight()?;
     let (hostname, kernel) = node_and_kernel();
     let node = cli.node_name.clone().unwrap_or(hostname);
-    let mut out = Output::new(cli.format);
+    let mut out = Output::new(cli.format, &node);
     out.write(&Message::hello(Hello {
         version: env!("CARGO_PKG_VERSION").into(),
         schema: SCHEMA,
