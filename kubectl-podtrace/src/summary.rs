@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
-use podtrace::event::{Event, EventKind, FlowSummary, Proto, Rtt};
+use podtrace::event::{Event, EventKind, FlowSummary, Proto, ResetDirection, Rtt};
 
 type FlowKey = (Option<Proto>, Option<IpAddr>, Option<SocketAddr>);
 
@@ -71,7 +71,8 @@ pub fn merge(
 /// line never came.
 #[derive(Debug, Default, Clone)]
 pub struct Tally {
-    flows: BTreeMap<FlowKey, (FlowSummary, u64, u64)>,
+    /// Per flow: totals, and connects, accepts, resets sent, resets received.
+    flows: BTreeMap<FlowKey, (FlowSummary, [u64; 4])>,
 }
 
 impl Tally {
@@ -94,18 +95,18 @@ impl Tally {
             _ => (Some(e.proto), Some(e.src.ip()), Some(e.dst)),
         };
         let forward = k.1 == Some(e.src.ip());
-        let (f, connects, accepts) = self.flows.entry(k).or_insert_with(|| {
-            (
-                FlowSummary {
-                    proto: k.0,
-                    src: k.1,
-                    dst: k.2,
-                    ..Default::default()
-                },
-                0,
-                0,
-            )
-        });
+        let (f, [connects, accepts, resets_sent, resets_received]) =
+            self.flows.entry(k).or_insert_with(|| {
+                (
+                    FlowSummary {
+                        proto: k.0,
+                        src: k.1,
+                        dst: k.2,
+                        ..Default::default()
+                    },
+                    [0; 4],
+                )
+            });
         match &e.kind {
             EventKind::Connect => *connects += 1,
             EventKind::Accept => *accepts += 1,
@@ -113,7 +114,12 @@ impl Tally {
                 f.rtt.get_or_insert_with(Rtt::default).add(*rtt_us);
             }
             EventKind::Failed { .. } => f.failed += 1,
-            EventKind::Reset { .. } => f.resets += 1,
+            // Between two traced pods on one node both ends report the
+            // same reset (sent and received): count it once, as the runner does.
+            EventKind::Reset { direction } => match direction {
+                ResetDirection::Sent => *resets_sent += 1,
+                ResetDirection::Received => *resets_received += 1,
+            },
             EventKind::Retransmit { .. } => f.retransmits += 1,
             EventKind::Drop { .. } => f.drops += 1,
             EventKind::Close {
@@ -137,11 +143,12 @@ impl Tally {
         // Both ends of one connection on this node report connect and
         // accept for it: count it once.
         f.connections = (*connects).max(*accepts);
+        f.resets = (*resets_sent).max(*resets_received);
     }
 
     /// The flows counted so far.
     pub fn flows(&self) -> Vec<FlowSummary> {
-        self.flows.values().map(|(f, _, _)| f.clone()).collect()
+        self.flows.values().map(|(f, _)| f.clone()).collect()
     }
 }
 
