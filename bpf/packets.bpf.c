@@ -22,19 +22,34 @@ const volatile __u8 trace_packets = 0; /* an event for every packet */
 #define PT_TCP_RST 0x04
 #define PT_TCP_ACK 0x10
 
+/* Copies len bytes at off of the packet into buf: straight from the
+ * linear data when they are there (the common case, and much cheaper than
+ * the helper), else through bpf_skb_load_bytes. */
+static __always_inline int load(struct __sk_buff *skb, __u32 off, void *buf, __u32 len)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+
+	if (off <= 128 && data + off + len <= end) {
+		__builtin_memcpy(buf, data + off, len);
+		return 0;
+	}
+	return bpf_skb_load_bytes(skb, off, buf, len);
+}
+
 static __always_inline void handle_packet(struct __sk_buff *skb, __u8 direction)
 {
 	struct pt_ip src, dst;
 	__u16 p[2];
 	__u8 flags = 0, proto;
-	bool fwd = false, created = false;
+	bool fwd = false, created = false, src_pod;
 	int opener_is_src = -1;
 	__u32 l4;
 
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
 		struct iphdr iph;
 
-		if (bpf_skb_load_bytes(skb, ETH_HLEN, &iph, sizeof(iph)))
+		if (load(skb, ETH_HLEN, &iph, sizeof(iph)))
 			return;
 		/* Later fragments carry no ports. */
 		if (iph.frag_off & bpf_htons(0x1fff))
@@ -47,7 +62,7 @@ static __always_inline void handle_packet(struct __sk_buff *skb, __u8 direction)
 		struct ipv6hdr ip6;
 
 		/* Extension headers are not followed: TCP/UDP right after. */
-		if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)))
+		if (load(skb, ETH_HLEN, &ip6, sizeof(ip6)))
 			return;
 		__builtin_memcpy(src.addr, &ip6.saddr, 16);
 		__builtin_memcpy(dst.addr, &ip6.daddr, 16);
@@ -56,24 +71,29 @@ static __always_inline void handle_packet(struct __sk_buff *skb, __u8 direction)
 	} else {
 		return;
 	}
-	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
-		return;
-	if (bpf_skb_load_bytes(skb, l4, p, sizeof(p)))
-		return;
 	if (proto == IPPROTO_TCP) {
-		if (bpf_skb_load_bytes(skb, l4 + 13, &flags, 1))
+		/* Ports, and the flags byte at offset 13. */
+		__u8 th[14];
+
+		if (load(skb, l4, th, sizeof(th)))
 			return;
+		__builtin_memcpy(p, th, sizeof(p));
+		flags = th[13];
 		if ((flags & (PT_TCP_SYN | PT_TCP_ACK)) == PT_TCP_SYN)
 			opener_is_src = 1;
 		else if ((flags & (PT_TCP_SYN | PT_TCP_ACK)) == (PT_TCP_SYN | PT_TCP_ACK))
 			opener_is_src = 0;
-	} else {
+	} else if (proto == IPPROTO_UDP) {
+		if (load(skb, l4, p, sizeof(p)))
+			return;
 		/* UDP: the first sender we see opened the flow. */
 		opener_is_src = 1;
+	} else {
+		return;
 	}
 	__u16 sport = bpf_ntohs(p[0]), dport = bpf_ntohs(p[1]);
 
-	if (should_discard(&src, sport, &dst, dport))
+	if (should_discard_pod(&src, sport, &dst, dport, &src_pod))
 		return;
 
 	__u32 len = skb->len > ETH_HLEN ? skb->len - ETH_HLEN : 0;
@@ -82,7 +102,7 @@ static __always_inline void handle_packet(struct __sk_buff *skb, __u8 direction)
 
 	/* Count each packet once: where it leaves a pod, or where it enters
 	 * one when it did not come from another traced pod. */
-	if (st && (direction == PT_DIR_EGRESS || !is_pod_ip(&src))) {
+	if (st && (direction == PT_DIR_EGRESS || !src_pod)) {
 		if (fwd) {
 			__sync_fetch_and_add(&st->packets_sent, 1);
 			__sync_fetch_and_add(&st->bytes_sent, len);

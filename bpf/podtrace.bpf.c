@@ -80,10 +80,9 @@ struct sk_tuple {
 	__u16 rport;
 };
 
-static __always_inline bool read_sk_tuple(const struct sock *sk, struct sk_tuple *t)
+static __always_inline bool read_sk_tuple_family(const struct sock *sk, __u16 family,
+						 struct sk_tuple *t)
 {
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
-
 	if (family == PT_AF_INET) {
 		ip_from_v4(&t->local, BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr));
 		ip_from_v4(&t->remote, BPF_CORE_READ(sk, __sk_common.skc_daddr));
@@ -105,6 +104,11 @@ static __always_inline bool read_sk_tuple(const struct sock *sk, struct sk_tuple
 		t->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
 	t->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	return true;
+}
+
+static __always_inline bool read_sk_tuple(const struct sock *sk, struct sk_tuple *t)
+{
+	return read_sk_tuple_family(sk, BPF_CORE_READ(sk, __sk_common.skc_family), t);
 }
 
 /*
@@ -175,10 +179,22 @@ int BPF_PROG(pt_set_state, const struct sock *sk, int oldstate, int newstate)
 	__u64 key = (__u64)sk;
 	__u32 inum;
 
+	__u16 family;
+
+	/* This fires for every socket state change on the node: discard on
+	 * the cheapest checks first. Only these four states report anything
+	 * (the connect event a socket still owes is flushed at ESTABLISHED or
+	 * CLOSE, which every socket reaches after SYN_SENT). */
+	if (newstate != PT_TCP_SYN_SENT && newstate != PT_TCP_SYN_RECV &&
+	    newstate != PT_TCP_ESTABLISHED && newstate != PT_TCP_CLOSE)
+		return 0;
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != PT_AF_INET && family != PT_AF_INET6)
+		return 0;
 	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 		return 0;
 	inum = sk_netns(sk);
-	if (!netns_in_scope(inum) || !read_sk_tuple(sk, &t))
+	if (!netns_in_scope(inum) || !read_sk_tuple_family(sk, family, &t))
 		return 0;
 	/* In SYN_SENT the local port is still 0: filter on the remote one. */
 	if (should_discard(&t.local, t.lport ? t.lport : t.rport, &t.remote, t.rport))

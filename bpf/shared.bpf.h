@@ -115,24 +115,36 @@ static __always_inline bool is_pod_ip(const struct pt_ip *ip)
  * The one filter every program applies: true when traffic between a:aport
  * and b:bport is none of our business. One side must be a traced pod; with
  * --peer-ip the other side must be a peer (or another traced pod); with
- * --port one of the ports must be listed.
+ * --port one of the ports must be listed. Sets *a_pod to whether `a` is a
+ * traced pod (callers that need it pass the likelier pod side as `a`): it
+ * is looked up first, and `b` only when that is still needed.
  */
-static __always_inline bool should_discard(const struct pt_ip *a, __u16 aport,
-					   const struct pt_ip *b, __u16 bport)
+static __always_inline bool should_discard_pod(const struct pt_ip *a, __u16 aport,
+					       const struct pt_ip *b, __u16 bport, bool *a_pod)
 {
-	bool a_pod = is_pod_ip(a), b_pod = is_pod_ip(b);
+	bool ap = is_pod_ip(a), bp = false;
 
-	if (!a_pod && !b_pod)
+	*a_pod = ap;
+	if (!ap || filter_peers)
+		bp = is_pod_ip(b);
+	if (!ap && !bp)
 		return true;
 	if (filter_peers) {
-		bool ok = (a_pod && (b_pod || in_set(&peer_ips, b))) ||
-			  (b_pod && in_set(&peer_ips, a));
+		bool ok = (ap && (bp || in_set(&peer_ips, b))) || (bp && in_set(&peer_ips, a));
 		if (!ok)
 			return true;
 	}
 	if (filter_ports && !in_set(&ports, &aport) && !in_set(&ports, &bport))
 		return true;
 	return false;
+}
+
+static __always_inline bool should_discard(const struct pt_ip *a, __u16 aport,
+					   const struct pt_ip *b, __u16 bport)
+{
+	bool a_pod;
+
+	return should_discard_pod(a, aport, b, bport, &a_pod);
 }
 
 static __always_inline struct pt_event *reserve_event(void)
@@ -162,36 +174,40 @@ static __always_inline void submit_event(struct pt_event *e)
 }
 
 /* Finds the flow a packet a:aport -> b:bport belongs to, creating it when
- * `create` (the opener is guessed from `syn_ack`/ports when not known).
- * Sets *forward when the packet goes client -> server. */
+ * missing (the opener is guessed from `syn_ack`/ports when not known).
+ * Sets *forward when the packet goes client -> server. The likelier
+ * orientation is looked up first, so most packets cost one lookup. */
 static __always_inline struct pt_flow_stats *flow_of(const struct pt_ip *a, __u16 aport,
 						     const struct pt_ip *b, __u16 bport, __u8 proto,
 						     int opener_is_a, bool *forward, bool *created)
 {
 	struct pt_flow_key k = {};
 	struct pt_flow_stats *st;
+	bool guess = opener_is_a < 0 ? aport >= bport : opener_is_a;
 
 	k.proto = proto;
-	k.client = *a;
-	k.server = *b;
-	k.server_port = bport;
-	st = bpf_map_lookup_elem(&flows, &k);
-	if (st) {
-		*forward = true;
-		return st;
+#pragma unroll
+	for (int i = 0; i < 2; i++) {
+		bool a_opens = i == 0 ? guess : !guess;
+
+		if (a_opens) {
+			k.client = *a;
+			k.server = *b;
+			k.server_port = bport;
+		} else {
+			k.client = *b;
+			k.server = *a;
+			k.server_port = aport;
+		}
+		st = bpf_map_lookup_elem(&flows, &k);
+		if (st) {
+			*forward = a_opens;
+			return st;
+		}
 	}
-	k.client = *b;
-	k.server = *a;
-	k.server_port = aport;
-	st = bpf_map_lookup_elem(&flows, &k);
-	if (st) {
-		*forward = false;
-		return st;
-	}
-	if (opener_is_a < 0)
-		opener_is_a = aport >= bport;
-	*forward = opener_is_a;
-	if (opener_is_a) {
+	/* Not found: create it the way we guessed (k holds !guess now). */
+	*forward = guess;
+	if (guess) {
 		k.client = *a;
 		k.server = *b;
 		k.server_port = bport;
