@@ -59,7 +59,8 @@ trace_pid=$!
 # Curl once the trace is attached on every node (the plugin says "tracing on"
 # on stderr for each).
 for _ in $(seq 1 600); do
-  [ "$(grep -c "tracing on" "$work/trace.err" 2>/dev/null)" -ge "$nodes" ] && break
+  attached=$(grep -c "tracing on" "$work/trace.err" 2>/dev/null || true)
+  [ "${attached:-0}" -ge "$nodes" ] && break
   kill -0 "$trace_pid" 2>/dev/null || break
   sleep 0.1
 done
