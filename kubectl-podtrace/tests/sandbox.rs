@@ -656,6 +656,22 @@ async fn an_image_that_cannot_be_pulled_is_named() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_node_without_room_for_the_runner_is_unschedulable_with_the_schedulers_message() {
+    let Some(env) = sandbox().await else { return };
+    // Tolerating every taint does not help when the node's CPU is spoken
+    // for: the runner's small request no longer fits on curl-demo's node.
+    env.sandbox.set_allocatable_cpu("node-1", "10m").unwrap();
+    let mut cmd = env.plugin();
+    cmd.args(["curl-demo", "nginx-demo"]);
+    let out = run(cmd, Duration::from_secs(60)).await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("node-1"), "{stderr}");
+    assert!(stderr.contains("Insufficient cpu"), "{stderr}");
+    env.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_runner_that_crashes_shows_its_exit_code_and_last_lines() {
     let Some(env) = sandbox().await else { return };
     env.sandbox

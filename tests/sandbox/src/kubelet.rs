@@ -1178,8 +1178,45 @@ fn node_matches(pod: &Value, node: &Value) -> bool {
     sel_ok && aff_ok
 }
 
-/// The default scheduler, reduced: filter by unschedulable, taints and
-/// node selection, then spread (fewest pods). `Err` is its message.
+/// A CPU quantity (`2`, `1.5`, `250m`) in millicores; unparsable counts as 0.
+fn millicores(q: &Value) -> u64 {
+    let Some(q) = q
+        .as_str()
+        .map(str::to_owned)
+        .or_else(|| q.as_f64().map(|f| f.to_string()))
+    else {
+        return 0;
+    };
+    match q.strip_suffix('m') {
+        Some(m) => m.parse().unwrap_or(0),
+        None => q.parse::<f64>().map(|c| (c * 1000.0) as u64).unwrap_or(0),
+    }
+}
+
+fn cpu_requests(pod: &Value) -> u64 {
+    pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| millicores(&c["resources"]["requests"]["cpu"]))
+        .sum()
+}
+
+/// NodeResourcesFit for CPU: the node's allocatable must cover the requests
+/// of the pods already bound to it (and not finished) plus this one's.
+fn fits_cpu(node: &Value, name: &str, pod: &Value, pods: &[Value]) -> bool {
+    let allocatable = millicores(&node["status"]["allocatable"]["cpu"]);
+    let used: u64 = pods
+        .iter()
+        .filter(|p| p["spec"]["nodeName"].as_str() == Some(name))
+        .filter(|p| !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")))
+        .map(cpu_requests)
+        .sum();
+    used + cpu_requests(pod) <= allocatable
+}
+
+/// The default scheduler, reduced: filter by unschedulable, taints, node
+/// selection and CPU requests, then spread (fewest pods). `Err` is its message.
 fn schedule(nodes: &[Value], pod: &Value, pods: &[Value]) -> Result<String, String> {
     let mut reasons: std::collections::BTreeMap<String, usize> = Default::default();
     let mut feasible = Vec::new();
@@ -1205,6 +1242,8 @@ fn schedule(nodes: &[Value], pod: &Value, pods: &[Value]) -> Result<String, Stri
             ))
         } else if !node_matches(pod, n) {
             Some("node(s) didn't match Pod's node affinity/selector".to_owned())
+        } else if !fits_cpu(n, &name, pod, pods) {
+            Some("Insufficient cpu".to_owned())
         } else {
             None
         };

@@ -42,7 +42,8 @@
 //!
 //! # Faults
 //! [`Sandbox::add_user`] (RBAC-limited callers), [`Sandbox::set_pod_security`],
-//! [`Sandbox::taint_node`], [`Sandbox::cordon`], [`Sandbox::set_image_pull_delay`],
+//! [`Sandbox::taint_node`], [`Sandbox::cordon`], [`Sandbox::set_allocatable_cpu`],
+//! [`Sandbox::set_image_pull_delay`],
 //! [`Sandbox::fail_image_pulls`], [`Sandbox::crash_runner_on_start`],
 //! [`Sandbox::drop_watches`], [`Sandbox::drop_log_streams`], [`Sandbox::compact`].
 //!

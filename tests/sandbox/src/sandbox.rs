@@ -580,6 +580,13 @@ impl Sandbox {
         })
     }
 
+    /// Sets the node's allocatable CPU (e.g. `"10m"`): pods whose CPU
+    /// requests do not fit stay Pending with `Insufficient cpu`, the one
+    /// scheduling failure that tolerating every taint does not avoid.
+    pub fn set_allocatable_cpu(&self, node: &str, cpu: &str) -> Result<()> {
+        self.update_node(node, |n| n["status"]["allocatable"]["cpu"] = json!(cpu))
+    }
+
     fn update_node(&self, node: &str, f: impl FnOnce(&mut Value)) -> Result<()> {
         self.state
             .lock()
