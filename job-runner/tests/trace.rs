@@ -77,16 +77,10 @@ fn lifecycle(shape: Shape) {
         drops.is_empty(),
         "a healthy exchange reported drops: {drops:?}"
     );
-    let summary = lines
-        .iter()
-        .find(|v| v["type"] == "summary")
-        .unwrap_or_else(|| panic!("no summary: {stderr}"));
-    let flow = summary["flows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["src"] == cip.as_str() && f["dst"] == format!("{sip}:80").as_str())
-        .unwrap_or_else(|| panic!("no flow in {summary}"));
+    let summary = summary_of(&lines);
+    let flow = flow_where(summary, |f| {
+        f["src"] == cip.as_str() && f["dst"] == format!("{sip}:80").as_str()
+    });
     assert_eq!(flow["proto"], "tcp");
     assert_eq!(flow["connections"], 1, "{flow}");
     assert!(flow["packets_sent"].as_u64().unwrap() >= 3, "{flow}");
@@ -142,13 +136,8 @@ fn refused(shape: Shape) {
     });
     let (code, lines, stderr) = runner.stop();
     assert_eq!(code, 0, "{stderr}");
-    let summary = lines.iter().find(|v| v["type"] == "summary").unwrap();
-    let flow = summary["flows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["dst"] == dst.as_str())
-        .unwrap_or_else(|| panic!("{summary}"));
+    let summary = summary_of(&lines);
+    let flow = flow_where(summary, |f| f["dst"] == dst.as_str());
     assert_eq!(flow["failed"], 1, "{flow}");
     assert_eq!(flow["resets"], 1, "{flow}");
     assert_eq!(flow["src"], cip.as_str());
@@ -212,14 +201,8 @@ fn retransmits(shape: Shape) {
     assert!(rt["state"].is_string(), "{rt}");
     let (code, lines, stderr) = runner.stop();
     assert_eq!(code, 0, "{stderr}");
-    let summary = lines.iter().find(|v| v["type"] == "summary").unwrap();
-    let total: u64 = summary["flows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["retransmits"].as_u64().unwrap_or(0))
-        .sum();
-    assert!(total >= 1, "{summary}");
+    let summary = summary_of(&lines);
+    assert!(total(summary, "retransmits") >= 1, "{summary}");
 }
 
 #[test]
@@ -260,14 +243,8 @@ fn nft_drop(shape: Shape) {
     assert_eq!(ip_of(&drop, "src"), Some(client.ip.into()));
     let (code, lines, stderr) = runner.stop();
     assert_eq!(code, 0, "{stderr}");
-    let summary = lines.iter().find(|v| v["type"] == "summary").unwrap();
-    let drops: u64 = summary["flows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["drops"].as_u64().unwrap_or(0))
-        .sum();
-    assert!(drops >= 1, "{summary}");
+    let summary = summary_of(&lines);
+    assert!(total(summary, "drops") >= 1, "{summary}");
 }
 
 #[test]
@@ -301,13 +278,10 @@ fn udp(shape: Shape) {
     udp_send(&client.netns, to, b"again");
     let (code, lines, stderr) = runner.stop();
     assert_eq!(code, 0, "{stderr}");
-    let summary = lines.iter().find(|v| v["type"] == "summary").unwrap();
-    let flow = summary["flows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["proto"] == "udp" && f["dst"] == to.to_string().as_str())
-        .unwrap_or_else(|| panic!("{summary}"));
+    let summary = summary_of(&lines);
+    let flow = flow_where(summary, |f| {
+        f["proto"] == "udp" && f["dst"] == to.to_string().as_str()
+    });
     assert_eq!(flow["src"], client.ip.to_string().as_str());
     assert!(flow["packets_sent"].as_u64().unwrap() >= 1, "{flow}");
 }
@@ -589,15 +563,10 @@ fn overflow_is_reported_as_lost() {
     assert!(lost["count"].as_u64().unwrap() > 0, "{lost}");
     let (code, lines, stderr) = runner.stop();
     assert_eq!(code, 0, "{stderr}");
-    let summary = lines.iter().find(|v| v["type"] == "summary").unwrap();
+    let summary = summary_of(&lines);
     assert!(summary["lost"].as_u64().unwrap() > 0, "{summary}");
     // The kernel's counters still saw every datagram.
-    let flow = summary["flows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["proto"] == "udp")
-        .unwrap_or_else(|| panic!("{summary}"));
+    let flow = flow_where(summary, |f| f["proto"] == "udp");
     assert!(flow["packets_sent"].as_u64().unwrap() >= 19_000, "{flow}");
 }
 

@@ -298,3 +298,31 @@ pub fn attached_to(ns: &Netns, iface: &str) -> String {
     }
     all
 }
+
+/// The `summary` line among a stopped runner's lines.
+pub fn summary_of(lines: &[Value]) -> &Value {
+    lines
+        .iter()
+        .find(|v| v["type"] == "summary")
+        .unwrap_or_else(|| panic!("no summary line in {lines:?}"))
+}
+
+/// The first flow of `summary` that `pred` accepts.
+pub fn flow_where(summary: &Value, pred: impl Fn(&Value) -> bool) -> &Value {
+    summary["flows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|f| pred(f))
+        .unwrap_or_else(|| panic!("no such flow in {summary}"))
+}
+
+/// `field` summed over every flow of `summary`.
+pub fn total(summary: &Value, field: &str) -> u64 {
+    summary["flows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| f[field].as_u64().unwrap_or(0))
+        .sum()
+}
