@@ -106,6 +106,17 @@ async fn sandbox() -> Option<Env> {
 }
 
 impl Env {
+    /// Runs the plugin with `args`, which must fail with exit code 1 (one
+    /// sentence on stderr, never a panic); returns its stderr.
+    async fn fails(&self, args: &[&str], timeout: Duration) -> String {
+        let mut cmd = self.plugin();
+        cmd.args(args);
+        let out = run(cmd, timeout).await;
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        stderr
+    }
+
     fn plugin(&self) -> Command {
         let mut cmd = Command::new(PLUGIN);
         cmd.arg("--kubeconfig").arg(self.sandbox.kubeconfig_path());
@@ -515,12 +526,9 @@ async fn killed_plugin_leftovers_are_removed_by_cleanup_for_their_owner_only() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_pod_names_the_namespace_and_close_matches() {
     let Some(env) = sandbox().await else { return };
-    let mut cmd = env.plugin();
-    cmd.args(["ngnix-demo"]);
-    let out = run(cmd, Duration::from_secs(30)).await;
-    assert_eq!(out.status.code(), Some(1));
+    let stderr = env.fails(&["ngnix-demo"], Duration::from_secs(30)).await;
     assert_eq!(
-        text(&out.stderr).trim(),
+        stderr.trim(),
         "error: pod \"ngnix-demo\" not found in namespace \"default\"; did you mean nginx-demo?"
     );
     let mut cmd = env.plugin();
@@ -546,11 +554,7 @@ async fn a_pod_that_is_not_running_says_what_it_is_doing() {
         ))
         .await
         .unwrap();
-    let mut cmd = env.plugin();
-    cmd.args(["broken"]);
-    let out = run(cmd, Duration::from_secs(30)).await;
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1));
+    let stderr = env.fails(&["broken"], Duration::from_secs(30)).await;
     assert!(
         stderr.starts_with("error: pod default/broken is Pending:"),
         "{stderr}"
@@ -569,12 +573,14 @@ async fn missing_permissions_are_listed_exactly_and_nothing_is_created() {
             ],
         ))
         .unwrap();
-    let mut cmd = env.plugin();
-    cmd.args(["--context", "viewer", "curl-demo", "nginx-demo"]);
-    let out = run(cmd, Duration::from_secs(30)).await;
-    assert_eq!(out.status.code(), Some(1));
+    let stderr = env
+        .fails(
+            &["--context", "viewer", "curl-demo", "nginx-demo"],
+            Duration::from_secs(30),
+        )
+        .await;
     assert_eq!(
-        text(&out.stderr).trim(),
+        stderr.trim(),
         "error: you are missing permissions the trace needs: create jobs.batch, delete jobs.batch, \
          watch pods, get pods/log, list events in namespace \"podtrace\" (see manifests/rbac.yaml)"
     );
@@ -585,16 +591,13 @@ async fn missing_permissions_are_listed_exactly_and_nothing_is_created() {
 async fn a_baseline_job_namespace_is_explained_with_the_label_to_set() {
     let Some(env) = sandbox().await else { return };
     env.sandbox.set_pod_security("podtrace", "baseline");
-    let mut cmd = env.plugin();
-    cmd.args(["curl-demo"]);
-    let out = run(cmd, Duration::from_secs(30)).await;
-    assert_eq!(out.status.code(), Some(1));
+    let stderr = env.fails(&["curl-demo"], Duration::from_secs(30)).await;
     assert!(
-        text(&out.stderr).contains(
+        stderr.contains(
             "kubectl label namespace podtrace pod-security.kubernetes.io/enforce=privileged --overwrite"
         ),
         "{}",
-        text(&out.stderr)
+        stderr
     );
     assert!(env.trace_jobs().await.is_empty());
 }
@@ -637,15 +640,16 @@ async fn a_pod_security_rejection_at_admission_fails_fast() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_image_that_cannot_be_pulled_is_named() {
     let Some(env) = sandbox().await else { return };
-    let mut cmd = env.plugin();
-    cmd.args([
-        "curl-demo",
-        "--image",
-        "registry.example.com/podtrace/nope:v9",
-    ]);
-    let out = run(cmd, Duration::from_secs(60)).await;
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = env
+        .fails(
+            &[
+                "curl-demo",
+                "--image",
+                "registry.example.com/podtrace/nope:v9",
+            ],
+            Duration::from_secs(60),
+        )
+        .await;
     assert!(
         stderr.contains(
             "cannot pull the runner image \"registry.example.com/podtrace/nope:v9\" on node"
@@ -661,11 +665,9 @@ async fn a_node_without_room_for_the_runner_is_unschedulable_with_the_schedulers
     // Tolerating every taint does not help when the node's CPU is spoken
     // for: the runner's small request no longer fits on curl-demo's node.
     env.sandbox.set_allocatable_cpu("node-1", "10m").unwrap();
-    let mut cmd = env.plugin();
-    cmd.args(["curl-demo", "nginx-demo"]);
-    let out = run(cmd, Duration::from_secs(60)).await;
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = env
+        .fails(&["curl-demo", "nginx-demo"], Duration::from_secs(60))
+        .await;
     assert!(stderr.contains("node-1"), "{stderr}");
     assert!(stderr.contains("Insufficient cpu"), "{stderr}");
     env.assert_nothing_left().await;
@@ -676,11 +678,7 @@ async fn a_runner_that_crashes_shows_its_exit_code_and_last_lines() {
     let Some(env) = sandbox().await else { return };
     env.sandbox
         .crash_runner_on_start(Some(RunnerCrash::default()));
-    let mut cmd = env.plugin();
-    cmd.args(["curl-demo"]);
-    let out = run(cmd, Duration::from_secs(60)).await;
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = env.fails(&["curl-demo"], Duration::from_secs(60)).await;
     assert!(
         stderr.contains("exited with code 1 before tracing started"),
         "{stderr}"
@@ -693,11 +691,12 @@ async fn a_runner_that_crashes_shows_its_exit_code_and_last_lines() {
 async fn a_slow_start_gives_up_after_the_start_timeout() {
     let Some(env) = sandbox().await else { return };
     env.sandbox.set_image_pull_delay(Duration::from_secs(30));
-    let mut cmd = env.plugin();
-    cmd.args(["curl-demo", "--start-timeout", "2s"]);
-    let out = run(cmd, Duration::from_secs(60)).await;
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = env
+        .fails(
+            &["curl-demo", "--start-timeout", "2s"],
+            Duration::from_secs(60),
+        )
+        .await;
     assert!(
         stderr.contains("the runners were not tracing after 2s (--start-timeout): node"),
         "{stderr}"
@@ -709,14 +708,16 @@ async fn a_slow_start_gives_up_after_the_start_timeout() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_job_namespace_says_how_to_create_it() {
     let Some(env) = sandbox().await else { return };
-    let mut cmd = env.plugin();
-    cmd.args(["curl-demo", "--job-namespace", "tracing"]);
-    let out = run(cmd, Duration::from_secs(30)).await;
-    assert_eq!(out.status.code(), Some(1));
+    let stderr = env
+        .fails(
+            &["curl-demo", "--job-namespace", "tracing"],
+            Duration::from_secs(30),
+        )
+        .await;
     assert!(
-        text(&out.stderr).contains("the job namespace \"tracing\" does not exist: create it with `kubectl apply -f manifests/namespace.yaml`"),
+        stderr.contains("the job namespace \"tracing\" does not exist: create it with `kubectl apply -f manifests/namespace.yaml`"),
         "{}",
-        text(&out.stderr)
+        stderr
     );
 }
 

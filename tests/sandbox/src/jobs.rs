@@ -239,14 +239,7 @@ fn reconcile_job(state: &Arc<State>, job: &Value, memory: &mut Memory) {
         None
     };
     if let Some((reason, message)) = failure {
-        for p in &active {
-            let _ = api::delete_pod(
-                state,
-                &ns,
-                p["metadata"]["name"].as_str().unwrap_or(""),
-                None,
-            );
-        }
+        delete_pods(state, &ns, &active);
         let mut st = state.lock();
         let _ = st.update(&key, |j| {
             let mut c = j["status"]["conditions"]
@@ -269,14 +262,7 @@ fn reconcile_job(state: &Arc<State>, job: &Value, memory: &mut Memory) {
     }
     if succeeded >= completions {
         // Complete: pods still running (replacements) are not needed.
-        for p in &active {
-            let _ = api::delete_pod(
-                state,
-                &ns,
-                p["metadata"]["name"].as_str().unwrap_or(""),
-                None,
-            );
-        }
+        delete_pods(state, &ns, &active);
         let mut st = state.lock();
         let _ = st.update(&key, |j| {
             let mut c = j["status"]["conditions"]
@@ -397,4 +383,16 @@ fn create_pod(state: &Arc<State>, job: &Value) -> Result<String, String> {
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": template["spec"]});
     api::create_pod(state, pod).map_err(|e| e.message)?;
     Ok(pod_name)
+}
+
+/// Deletes a finished Job's pods that are still running.
+fn delete_pods(state: &Arc<State>, ns: &str, pods: &[&Value]) {
+    for p in pods {
+        let _ = api::delete_pod(
+            state,
+            ns,
+            p["metadata"]["name"].as_str().unwrap_or(""),
+            None,
+        );
+    }
 }
