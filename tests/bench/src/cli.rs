@@ -3,9 +3,10 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::loadgen;
+use crate::wrk::Workload;
 
 /// Measures what tracing a pod costs: podtrace-runner side by side with
 /// bpftrace and tcpdump, on network-namespace pods with nginx and wrk.
@@ -16,6 +17,8 @@ use crate::loadgen;
     after_help = "EXAMPLES:\n  sudo scripts/bench.sh                      # build, then the full run (≈10 min)\n  \
                   sudo scripts/bench.sh --quick              # seconds-long smoke run\n  \
                   podtrace-bench --rounds 5 --seconds 10     # more, longer rounds\n  \
+                  podtrace-bench --only overhead --workload new-conn --no-baselines\n  \
+                  \x20                                          # one question, answered quickly\n  \
                   podtrace-bench --runner ./podtrace-runner  # a runner built elsewhere"
 )]
 pub struct Cli {
@@ -63,6 +66,35 @@ pub struct RunArgs {
     /// Leave out bpftrace and tcpdump (only untraced and the runner).
     #[arg(long)]
     pub no_baselines: bool,
+    /// Only these workloads in the overhead and profile parts (repeatable;
+    /// default: both).
+    #[arg(long, value_enum)]
+    pub workload: Vec<Workload>,
+    /// Only these parts of the suite (repeatable; default: all). A partial
+    /// run prints its page instead of replacing docs/benchmarks.md.
+    #[arg(long, value_enum)]
+    pub only: Vec<Part>,
+}
+
+/// The parts of the suite, in the order they run.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// What each tracer costs the traced pod (req/s, latency, memory).
+    Overhead,
+    /// Spawn to ready line, many starts.
+    Ready,
+    /// Highest event rate with nothing lost.
+    Loss,
+    /// Kernel time per BPF program next to the runner's CPU.
+    Profile,
+    /// The plugin's start-up time and the binary sizes.
+    Cli,
+}
+
+impl Settings {
+    pub fn runs(&self, part: Part) -> bool {
+        self.parts.contains(&part)
+    }
 }
 
 /// Settings after defaults.
@@ -77,6 +109,8 @@ pub struct Settings {
     pub output: Option<PathBuf>,
     pub json: Option<PathBuf>,
     pub baselines: bool,
+    pub workloads: Vec<Workload>,
+    pub parts: Vec<Part>,
     /// New-connection rates to step through, per second.
     pub conn_rates: Vec<u32>,
     /// Keep-alive request rates for the `--packets` step, per second.
@@ -94,6 +128,7 @@ impl RunArgs {
                 .unwrap_or_else(|| PathBuf::from(name))
         };
         let q = self.quick;
+        let partial = !self.only.is_empty() || !self.workload.is_empty();
         Settings {
             quick: q,
             rounds: self.rounds.unwrap_or(if q { 1 } else { 5 }).max(1),
@@ -108,12 +143,25 @@ impl RunArgs {
                 .clone()
                 .unwrap_or_else(|| sibling("kubectl-podtrace")),
             output: self.output.clone().or_else(|| {
-                (!q).then(|| {
+                (!q && !partial).then(|| {
                     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/benchmarks.md")
                 })
             }),
             json: self.json.clone(),
             baselines: !self.no_baselines,
+            workloads: if self.workload.is_empty() {
+                Workload::ALL.to_vec()
+            } else {
+                Workload::ALL
+                    .into_iter()
+                    .filter(|w| self.workload.contains(w))
+                    .collect()
+            },
+            parts: if self.only.is_empty() {
+                Part::value_variants().to_vec()
+            } else {
+                self.only.clone()
+            },
             conn_rates: if q {
                 vec![1000]
             } else {

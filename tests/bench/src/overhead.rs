@@ -46,7 +46,7 @@ pub fn measure(tb: &Testbed, target: &Target, arms: &[Arm], s: &Settings) -> Vec
     let url = tb.url();
     let mut runs = Vec::new();
     for round in 0..s.rounds {
-        for (wi, workload) in Workload::ALL.into_iter().enumerate() {
+        for (wi, &workload) in s.workloads.iter().enumerate() {
             for arm in order(arms, round, wi) {
                 let run = one(tb, target, arm, workload, &url, s.seconds, round);
                 match (&run.wrk, &run.error) {

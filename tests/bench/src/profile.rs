@@ -40,11 +40,17 @@ impl Profile {
     }
 }
 
-pub fn measure(tb: &Testbed, target: &Target, arms: &[Arm], seconds: u32) -> Result<Vec<Profile>> {
+pub fn measure(
+    tb: &Testbed,
+    target: &Target,
+    arms: &[Arm],
+    workloads: &[Workload],
+    seconds: u32,
+) -> Result<Vec<Profile>> {
     let _stats = BpfStats::enable()?;
     let mut out = Vec::new();
     for &arm in arms {
-        for workload in Workload::ALL {
+        for &workload in workloads {
             let t = Tracer::start(arm, target)?;
             std::thread::sleep(Duration::from_millis(300));
             let before = bpfmem::held_by(t.pid()).progs;

@@ -573,6 +573,10 @@ pub fn markdown(r: &Results) -> String {
          reached through their veths. Built with `tests/netns`, removed on exit.\n\
          - Arms run in rotating order within each round (each arm takes each position across rounds), each traced \
          run starting a fresh tracer in the node's namespace and stopping it with SIGINT afterwards.\n\
+         - A tracer's stdout (runner, bpftrace) is read line by line only up to its ready line; after that it is \
+         copied unparsed, in large chunks, to a file on tmpfs (as a container runtime copies a pod's stdout to its \
+         log) and counted after the tracer exits, so this benchmark's own parsing never competes with the traced \
+         pod for CPU.\n\
          - bpftrace runs the script in `tests/bench/src/tracer.rs` on the same tracepoints as the runner's socket \
          events (`sock:inet_sock_set_state`, `tcp:tcp_retransmit_skb`, `tcp:tcp_send_reset`, `tcp:tcp_receive_reset`, \
          `skb:kfree_skb`), filtered in the kernel to the pod IP, a line per event. It cannot attach at tc/tcx, so it \

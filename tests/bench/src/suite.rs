@@ -8,7 +8,7 @@ use std::process::Command;
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
-use crate::cli::Settings;
+use crate::cli::{Part, Settings};
 use crate::clicost::{self, CliCost};
 use crate::loss::{self, Step};
 use crate::overhead::{self, Run};
@@ -106,33 +106,38 @@ pub fn run(s: &Settings) -> Result<Results> {
         }
     }
 
-    eprintln!(
-        "bench: overhead, {} round(s) × {} arm(s) × 2 workloads × {} s",
-        s.rounds,
-        arms.len(),
-        s.seconds
-    );
-    r.overhead = overhead::measure(&tb, &target, &arms, s);
+    if s.runs(Part::Overhead) {
+        eprintln!(
+            "bench: overhead, {} round(s) × {} arm(s) × {} workload(s) × {} s",
+            s.rounds,
+            arms.len(),
+            s.workloads.len(),
+            s.seconds
+        );
+        r.overhead = overhead::measure(&tb, &target, &arms, s);
+    }
 
-    eprintln!("bench: ready time, {} start(s) per tracer", s.starts);
-    let ready_arms: Vec<Arm> = tracers
-        .iter()
-        .copied()
-        .filter(|a| *a != Arm::RunnerPackets)
-        .collect();
-    // The runner's legacy tc attach, for comparison with tcx (whose attach
-    // waits for RCU grace periods), when this runner has the switch.
-    let clsact: &[startup::Variant] =
-        &[("podtrace-runner --tc-mode clsact", &["--tc-mode", "clsact"])];
-    let variants = if runner_ok && runner_has_flag(&s.runner, "--tc-mode") {
-        clsact
-    } else {
-        &[]
-    };
-    r.ready = startup::measure(&target, &ready_arms, variants, s.starts);
-    r.errors.extend(r.ready.errors.iter().cloned());
+    if s.runs(Part::Ready) {
+        eprintln!("bench: ready time, {} start(s) per tracer", s.starts);
+        let ready_arms: Vec<Arm> = tracers
+            .iter()
+            .copied()
+            .filter(|a| *a != Arm::RunnerPackets)
+            .collect();
+        // The runner's legacy tc attach, for comparison with tcx (whose attach
+        // waits for RCU grace periods), when this runner has the switch.
+        let clsact: &[startup::Variant] =
+            &[("podtrace-runner --tc-mode clsact", &["--tc-mode", "clsact"])];
+        let variants = if runner_ok && runner_has_flag(&s.runner, "--tc-mode") {
+            clsact
+        } else {
+            &[]
+        };
+        r.ready = startup::measure(&target, &ready_arms, variants, s.starts);
+        r.errors.extend(r.ready.errors.iter().cloned());
+    }
 
-    if runner_ok {
+    if runner_ok && s.runs(Part::Loss) {
         eprintln!("bench: highest rate with nothing lost");
         r.loss = loss::step(&tb, &target, Arm::Runner, &s.conn_rates, s);
         r.loss.extend(loss::step(
@@ -142,18 +147,21 @@ pub fn run(s: &Settings) -> Result<Results> {
             &s.request_rates,
             s,
         ));
-        if !s.quick {
-            eprintln!("bench: profile (kernel.bpf_stats_enabled) of the runner");
-            match profile::measure(&tb, &target, &[Arm::Runner, Arm::RunnerPackets], 4) {
-                Ok(p) => r.profiles = p,
-                Err(e) => r.errors.push(format!("profile: {e:#}")),
-            }
+    }
+    if runner_ok && !s.quick && s.runs(Part::Profile) {
+        eprintln!("bench: profile (kernel.bpf_stats_enabled) of the runner");
+        let arms = [Arm::Runner, Arm::RunnerPackets];
+        match profile::measure(&tb, &target, &arms, &s.workloads, 4) {
+            Ok(p) => r.profiles = p,
+            Err(e) => r.errors.push(format!("profile: {e:#}")),
         }
     }
     drop(tb);
 
-    eprintln!("bench: plugin start-up (hyperfine) and sizes");
-    r.cli = clicost::measure(&s.plugin, &s.runner, if s.quick { 5 } else { 40 });
+    if s.runs(Part::Cli) {
+        eprintln!("bench: plugin start-up (hyperfine) and sizes");
+        r.cli = clicost::measure(&s.plugin, &s.runner, if s.quick { 5 } else { 40 });
+    }
     r.errors.extend(r.overhead.iter().filter_map(|run| {
         run.error.as_ref().map(|e| {
             format!(

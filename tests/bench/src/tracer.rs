@@ -215,6 +215,21 @@ impl Counts {
         }
     }
 
+    /// Adds counts of a later part of the same stream.
+    fn add(&mut self, later: Counts) {
+        self.lines += later.lines;
+        for (t, n) in later.by_type {
+            *self.by_type.entry(t).or_default() += n;
+        }
+        self.lost += later.lost;
+        for (t, l) in later.first_by_type {
+            self.first_by_type.entry(t).or_insert(l);
+        }
+        if later.summary.is_some() {
+            self.summary = later.summary;
+        }
+    }
+
     fn stderr_line(&mut self, line: &str) {
         let first = |s: &str| s.split_whitespace().next().and_then(|n| n.parse().ok());
         if line.ends_with("packets captured") {
@@ -388,12 +403,14 @@ impl Tracer {
                 shared.clone(),
                 arm,
                 true,
+                target.scratch.join(format!("stdout-{}.jsonl", child.id())),
             ),
             reader(
                 child.stderr.take().expect("piped"),
                 shared.clone(),
                 arm,
                 false,
+                PathBuf::new(),
             ),
         ];
         let sampling = Arc::new(AtomicBool::new(true));
@@ -519,11 +536,19 @@ impl Drop for Tracer {
     }
 }
 
+/// Reads one of a tracer's streams. Line by line until the ready line (its
+/// time is a figure); after that, stdout is copied in large chunks to a
+/// file on tmpfs, as a container runtime copies a pod's stdout to its log,
+/// and counted only once the tracer has exited. Parsing every line while
+/// the load runs would put this benchmark's own CPU on the 2 cores the
+/// traced pod uses, and charge it to the tracer (tcpdump, which writes to
+/// a file, would pay nothing of the kind).
 fn reader(
     stream: impl Read + Send + 'static,
     shared: Arc<Mutex<Shared>>,
     arm: Arm,
     stdout: bool,
+    spool: PathBuf,
 ) -> JoinHandle<()> {
     std::thread::spawn(move || {
         let mut r = BufReader::with_capacity(1 << 16, stream);
@@ -531,7 +556,7 @@ fn reader(
         loop {
             line.clear();
             match r.read_line(&mut line) {
-                Ok(0) | Err(_) => break,
+                Ok(0) | Err(_) => return,
                 Ok(_) => {}
             }
             let l = line.trim_end();
@@ -548,7 +573,29 @@ fn reader(
             } else {
                 s.counts.stderr_line(l);
             }
+            if stdout && s.ready_at.is_some() {
+                break;
+            }
         }
+        // Ready: spool the rest unparsed, count it after the tracer exits.
+        let copied = fs::File::create(&spool).and_then(|mut f| std::io::copy(&mut r, &mut f));
+        if let Err(e) = copied {
+            let tail = &mut shared.lock().unwrap().counts.stderr_tail;
+            tail.push(format!(
+                "bench: spooling stdout to {}: {e}",
+                spool.display()
+            ));
+            // Drain, so the tracer never blocks on a full pipe.
+            let _ = std::io::copy(&mut r, &mut std::io::sink());
+        }
+        if let Ok(f) = fs::File::open(&spool) {
+            let mut counts = Counts::default();
+            for l in BufReader::new(f).lines().map_while(std::io::Result::ok) {
+                counts.stdout_line(arm, l.trim_end());
+            }
+            shared.lock().unwrap().counts.add(counts);
+        }
+        let _ = fs::remove_file(&spool);
     })
 }
 

@@ -9,12 +9,13 @@ use podtrace_netns::Netns;
 use serde::Serialize;
 
 /// The two workloads the issue names.
-#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Workload {
     /// Many requests per connection: per-packet cost dominates.
     KeepAlive,
     /// `Connection: close`: per-connection cost dominates.
+    #[value(name = "new-conn")]
     NewConn,
 }
 
