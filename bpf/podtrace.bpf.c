@@ -2,8 +2,12 @@
 /*
  * podtrace.bpf.c - what the kernel sees of a node's traced pods' sockets.
  *
- * Hooks: raw tracepoints (no tracefs, no kprobes needed) for TCP state
- * changes, retransmits, resets and skb drops. The packet programs on each
+ * Hooks: BTF tracepoints for TCP state changes, retransmits and resets
+ * (typed arguments: socket fields are plain loads, CO-RE relocated and
+ * checked by the verifier, instead of a bpf_probe_read_kernel() call
+ * each; inet_sock_set_state fires ~10 times per connection on the whole
+ * node, so this is the hot path) and a raw tracepoint for skb drops
+ * (its argument list grew across kernels). Neither needs tracefs. The packet programs on each
  * pod's host-side interface are in packets.bpf.c; the maps both use are
  * in shared.bpf.h. Everything is filtered here, through should_discard()
  * and the netns scope, so unrelated traffic never reaches the ring buffer.
@@ -62,9 +66,10 @@ struct {
 	__type(value, struct pt_sock);
 } socks SEC(".maps");
 
+/* `sk` is a BTF tracepoint argument: direct loads below. */
 static __always_inline __u32 sk_netns(const struct sock *sk)
 {
-	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	return sk->__sk_common.skc_net.net->ns.inum;
 }
 
 static __always_inline bool netns_in_scope(__u32 inum)
@@ -84,31 +89,32 @@ static __always_inline bool read_sk_tuple_family(const struct sock *sk, __u16 fa
 						 struct sk_tuple *t)
 {
 	if (family == PT_AF_INET) {
-		ip_from_v4(&t->local, BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr));
-		ip_from_v4(&t->remote, BPF_CORE_READ(sk, __sk_common.skc_daddr));
+		ip_from_v4(&t->local, sk->__sk_common.skc_rcv_saddr);
+		ip_from_v4(&t->remote, sk->__sk_common.skc_daddr);
 	} else if (family == PT_AF_INET6) {
-		BPF_CORE_READ_INTO(&t->local.addr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(&t->remote.addr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+		__builtin_memcpy(t->local.addr, &sk->__sk_common.skc_v6_rcv_saddr, 16);
+		__builtin_memcpy(t->remote.addr, &sk->__sk_common.skc_v6_daddr, 16);
 	} else {
 		return false;
 	}
 	/* By CLOSE the kernel has released the port (skc_num is 0), but
 	 * inet_sport keeps it; before connect() binds, both are 0. Timewait
 	 * and request sockets are no inet_sock: only sock_common is theirs. */
-	__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	__u8 state = sk->__sk_common.skc_state;
 
 	t->lport = 0;
+	/* A cast the verifier cannot follow: read through the helper. */
 	if (state != PT_TCP_TIME_WAIT && state != PT_TCP_NEW_SYN_RECV)
 		t->lport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
 	if (!t->lport)
-		t->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
-	t->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+		t->lport = sk->__sk_common.skc_num;
+	t->rport = bpf_ntohs(sk->__sk_common.skc_dport);
 	return true;
 }
 
 static __always_inline bool read_sk_tuple(const struct sock *sk, struct sk_tuple *t)
 {
-	return read_sk_tuple_family(sk, BPF_CORE_READ(sk, __sk_common.skc_family), t);
+	return read_sk_tuple_family(sk, sk->__sk_common.skc_family, t);
 }
 
 /*
@@ -171,8 +177,33 @@ static __always_inline void flush_connect(struct pt_sock *s, const struct sk_tup
 	}
 }
 
-SEC("raw_tp/inet_sock_set_state")
-int BPF_PROG(pt_set_state, const struct sock *sk, int oldstate, int newstate)
+/*
+ * set_state_cpu: per CPU, whether pt_set_state is running there, and how
+ * many of its runs pt_set_state_nested made up for.
+ * Written by pt_set_state (busy) and pt_set_state_nested (covered), on
+ * their own CPU only; `covered` is read by the runner. Never deleted.
+ */
+struct set_state_cpu {
+	__u64 covered;
+	__u32 busy;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct set_state_cpu);
+} set_state_cpu SEC(".maps");
+
+static __always_inline struct set_state_cpu *this_cpu_state(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&set_state_cpu, &zero);
+}
+
+static __always_inline void handle_set_state(const struct sock *sk, int oldstate, int newstate)
 {
 	struct sk_tuple t = {};
 	struct pt_sock *s;
@@ -187,18 +218,18 @@ int BPF_PROG(pt_set_state, const struct sock *sk, int oldstate, int newstate)
 	 * CLOSE, which every socket reaches after SYN_SENT). */
 	if (newstate != PT_TCP_SYN_SENT && newstate != PT_TCP_SYN_RECV &&
 	    newstate != PT_TCP_ESTABLISHED && newstate != PT_TCP_CLOSE)
-		return 0;
-	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+		return;
+	family = sk->__sk_common.skc_family;
 	if (family != PT_AF_INET && family != PT_AF_INET6)
-		return 0;
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
-		return 0;
+		return;
+	if (sk->sk_protocol != IPPROTO_TCP)
+		return;
 	inum = sk_netns(sk);
 	if (!netns_in_scope(inum) || !read_sk_tuple_family(sk, family, &t))
-		return 0;
+		return;
 	/* In SYN_SENT the local port is still 0: filter on the remote one. */
 	if (should_discard(&t.local, t.lport ? t.lport : t.rport, &t.remote, t.rport))
-		return 0;
+		return;
 
 	if (newstate == PT_TCP_SYN_SENT) {
 		struct pt_sock ns = {};
@@ -211,7 +242,7 @@ int BPF_PROG(pt_set_state, const struct sock *sk, int oldstate, int newstate)
 		ns.has_pid = 1;
 		bpf_get_current_comm(ns.comm, sizeof(ns.comm));
 		bpf_map_update_elem(&socks, &key, &ns, BPF_ANY);
-		return 0;
+		return;
 	}
 	if (newstate == PT_TCP_SYN_RECV) {
 		struct pt_sock ns = {};
@@ -219,7 +250,7 @@ int BPF_PROG(pt_set_state, const struct sock *sk, int oldstate, int newstate)
 		ns.start_ns = bpf_ktime_get_ns();
 		bpf_map_update_elem(&socks, &key, &ns, BPF_ANY);
 		emit_conn(PT_ACCEPT, &t, &ns, inum, 0, 0);
-		return 0;
+		return;
 	}
 
 	s = bpf_map_lookup_elem(&socks, &key);
@@ -229,18 +260,18 @@ int BPF_PROG(pt_set_state, const struct sock *sk, int oldstate, int newstate)
 		flush_connect(s, &t, inum);
 		e = reserve_event();
 		if (!e)
-			return 0;
+			return;
 		e->kind = PT_ESTABLISHED;
 		fill_conn(e, &t, s ? s->active : -1, inum);
 		fill_task(e, s);
 		e->rtt_us = BPF_CORE_READ((struct tcp_sock *)sk, srtt_us) >> 3;
 		submit_event(e);
-		return 0;
+		return;
 	}
 	if (newstate == PT_TCP_CLOSE) {
 		flush_connect(s, &t, inum);
 		if (oldstate == PT_TCP_SYN_SENT) {
-			int err = BPF_CORE_READ(sk, sk_err);
+			int err = sk->sk_err;
 
 			emit_conn(PT_FAILED, &t, s, inum, 0, err);
 		} else if (oldstate != PT_TCP_LISTEN) {
@@ -260,10 +291,45 @@ int BPF_PROG(pt_set_state, const struct sock *sk, int oldstate, int newstate)
 		if (s)
 			bpf_map_delete_elem(&socks, &key);
 	}
+}
+
+/*
+ * The kernel runs a program at most once per CPU at a time: a TCP state
+ * change in a softirq that interrupts pt_set_state (running for a
+ * process-context change on the same CPU) is skipped, and only counted in
+ * the program's recursion_misses. Under load that loses accepts. So a
+ * second program on the same tracepoint does the work exactly then: it
+ * runs on every change but returns at once unless pt_set_state is busy on
+ * this CPU, i.e. unless the kernel is skipping pt_set_state for this very
+ * change. `covered` lets the runner subtract those from the misses.
+ */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(pt_set_state, const struct sock *sk, int oldstate, int newstate)
+{
+	struct set_state_cpu *c = this_cpu_state();
+
+	if (c)
+		c->busy = 1;
+	handle_set_state(sk, oldstate, newstate);
+	if (c)
+		c->busy = 0;
 	return 0;
 }
 
-SEC("raw_tp/tcp_retransmit_skb")
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(pt_set_state_nested, const struct sock *sk, int oldstate, int newstate)
+{
+	struct set_state_cpu *c = this_cpu_state();
+
+	if (!c || !c->busy)
+		return 0;
+	c->covered++;
+	handle_set_state(sk, oldstate, newstate);
+	return 0;
+}
+
+
+SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(pt_retransmit, const struct sock *sk, const struct sk_buff *skb)
 {
 	struct sk_tuple t = {};
@@ -278,11 +344,11 @@ int BPF_PROG(pt_retransmit, const struct sock *sk, const struct sk_buff *skb)
 		return 0;
 	s = bpf_map_lookup_elem(&socks, &key);
 	flush_connect(s, &t, inum);
-	emit_conn(PT_RETRANSMIT, &t, s, inum, 0, BPF_CORE_READ(sk, __sk_common.skc_state));
+	emit_conn(PT_RETRANSMIT, &t, s, inum, 0, sk->__sk_common.skc_state);
 	return 0;
 }
 
-SEC("raw_tp/tcp_receive_reset")
+SEC("tp_btf/tcp_receive_reset")
 int BPF_PROG(pt_receive_reset, const struct sock *sk)
 {
 	struct sk_tuple t = {};
@@ -357,7 +423,7 @@ static __always_inline bool read_skb_pkt(const struct sk_buff *skb, struct pkt *
 	return true;
 }
 
-SEC("raw_tp/tcp_send_reset")
+SEC("tp_btf/tcp_send_reset")
 int BPF_PROG(pt_send_reset, const struct sock *sk, const struct sk_buff *skb)
 {
 	struct sk_tuple t = {};

@@ -197,9 +197,19 @@ pub fn lost_line(l: &Lost, style: Style) -> String {
         style,
         BOLD_RED,
         &format!(
-            "!!! LOST {} events on node {} ({} since start): the kernel could not hand them over; \
+            "!!! LOST {} events on node {} ({} since start): the kernel could not hand them over{}; \
              narrow the trace with --port or drop --packets",
-            l.count, l.node, l.total
+            l.count,
+            l.node,
+            l.total,
+            if l.skipped > 0 {
+                format!(
+                    " ({} of them at most: hook runs the kernel skipped while the hook was busy on that CPU)",
+                    l.skipped
+                )
+            } else {
+                String::new()
+            }
         ),
     )
 }
@@ -365,12 +375,28 @@ mod tests {
                 time: "t".into(),
                 count: 12,
                 total: 40,
+                skipped: 0,
             },
             PLAIN,
         );
         assert!(
             l.starts_with("!!! LOST 12 events on node n1 (40 since start)"),
             "{l}"
+        );
+        assert!(!l.contains("skipped"), "{l}");
+        let skipped = lost_line(
+            &Lost {
+                node: "n1".into(),
+                time: "t".into(),
+                count: 2,
+                total: 2,
+                skipped: 2,
+            },
+            PLAIN,
+        );
+        assert!(
+            skipped.contains("over (2 of them at most: hook runs the kernel skipped"),
+            "{skipped}"
         );
     }
 

@@ -121,6 +121,20 @@ pub fn ip_key(ip: IpAddr) -> [u8; 16] {
     }
 }
 
+/// Sets what both BPF objects' read-only data hold alike: the filters and
+/// the wake-up threshold. A macro because each skeleton has its own
+/// generated types.
+macro_rules! set_shared_rodata {
+    ($rodata:expr, $cfg:expr) => {{
+        let (rodata, cfg) = (&mut *$rodata, $cfg);
+        rodata.filter_peers = u8::from(!cfg.peer_ips.is_empty());
+        rodata.filter_ports = u8::from(!cfg.ports.is_empty());
+        if cfg.ring_bytes > 0 {
+            rodata.wakeup_bytes = cfg.ring_bytes / 8;
+        }
+    }};
+}
+
 /// The inverse of [`ip_key`].
 pub fn ip_from_key(key: &[u8; 16]) -> IpAddr {
     let v6 = std::net::Ipv6Addr::from(*key);
@@ -404,10 +418,8 @@ impl<'obj> OpenTracepoints<'obj> {
             .rodata_data
             .as_deref_mut()
             .expect("the object has read-only data");
-        rodata.filter_peers = u8::from(!cfg.peer_ips.is_empty());
-        rodata.filter_ports = u8::from(!cfg.ports.is_empty());
+        set_shared_rodata!(rodata, cfg);
         if cfg.ring_bytes > 0 {
-            rodata.wakeup_bytes = cfg.ring_bytes / 8;
             open.maps
                 .events
                 .set_max_entries(cfg.ring_bytes)
@@ -466,6 +478,7 @@ impl<'obj> OpenTracepoints<'obj> {
             let progs = &skel.progs;
             let tps: [(&libbpf_rs::ProgramMut<'_>, &str, &str); TRACEPOINTS] = [
                 (&progs.pt_set_state, "sock", "inet_sock_set_state"),
+                (&progs.pt_set_state_nested, "sock", "inet_sock_set_state"),
                 (&progs.pt_retransmit, "tcp", "tcp_retransmit_skb"),
                 (&progs.pt_send_reset, "tcp", "tcp_send_reset"),
                 (&progs.pt_receive_reset, "tcp", "tcp_receive_reset"),
@@ -475,12 +488,23 @@ impl<'obj> OpenTracepoints<'obj> {
                 if stop.max_hooks.is_some_and(|n| hooks.len() >= n) {
                     break;
                 }
-                let link = prog
-                    .attach_raw_tracepoint(name)
-                    .map_err(bpf_err(format!("attach to tracepoint {group}:{name}")))?;
+                // BTF tracepoints (tp_btf) carry their target in the
+                // program; the raw one is attached by name.
+                let btf = prog.prog_type() == libbpf_rs::ProgramType::Tracing;
+                let link = if btf {
+                    prog.attach()
+                } else {
+                    prog.attach_raw_tracepoint(name)
+                }
+                .map_err(bpf_err(format!("attach to tracepoint {group}:{name}")))?;
                 links.push(link);
+                let kind = if btf {
+                    "btf_tracepoint"
+                } else {
+                    "raw_tracepoint"
+                };
                 hooks.push(Hook {
-                    kind: format!("raw_tracepoint/{group}/{name}"),
+                    kind: format!("{kind}/{group}/{name}"),
                     iface: None,
                 });
             }
@@ -530,12 +554,8 @@ impl<'obj> Packets<'obj> {
             .rodata_data
             .as_deref_mut()
             .expect("the object has read-only data");
-        rodata.filter_peers = u8::from(!cfg.peer_ips.is_empty());
-        rodata.filter_ports = u8::from(!cfg.ports.is_empty());
+        set_shared_rodata!(rodata, cfg);
         rodata.trace_packets = u8::from(cfg.packets);
-        if cfg.ring_bytes > 0 {
-            rodata.wakeup_bytes = cfg.ring_bytes / 8;
-        }
         let m = &mut open.maps;
         let [a, b, c, d, e, f] = shared.fds();
         reuse(&mut m.pod_ips, a.0, a.1)?;
@@ -585,7 +605,7 @@ impl std::fmt::Debug for Stop<'_> {
 }
 
 /// Tracepoints we attach: (group, name), in the programs' order below.
-const TRACEPOINTS: usize = 5;
+const TRACEPOINTS: usize = 6;
 
 /// The tc attachments made so far; dropping it detaches them newest first.
 #[derive(Debug, Default)]
@@ -787,21 +807,35 @@ impl<'obj> Tracer<'obj> {
         builder.build().map_err(bpf_err("set up the ring buffer"))
     }
 
+    /// Runs of the tracepoint programs the kernel skipped since load and
+    /// nothing made up for. The kernel runs a program at most once per CPU
+    /// at a time, so when a tracepoint fires in an interrupt while the same
+    /// program is running on that CPU (a softirq's TCP state change landing
+    /// inside a process-context one), that run is dropped and only counted
+    /// in the program's `recursion_misses`. For state changes
+    /// `pt_set_state_nested` does those runs instead and counts them
+    /// (`covered`); what is left may each have carried an event. tc
+    /// programs are never skipped this way. Always 0 before Linux 5.12,
+    /// which does not count misses.
+    pub fn skipped_total(&self) -> u64 {
+        let p = &self.skel.progs;
+        let misses: u64 = [
+            &p.pt_set_state,
+            &p.pt_set_state_nested,
+            &p.pt_retransmit,
+            &p.pt_send_reset,
+            &p.pt_receive_reset,
+            &p.pt_kfree_skb,
+        ]
+        .iter()
+        .map(|prog| recursion_misses(prog.as_fd()))
+        .sum();
+        misses.saturating_sub(sum_over_cpus(&self.skel.maps.set_state_cpu))
+    }
+
     /// Events the kernel could not queue since load (all CPUs).
     pub fn lost_total(&self) -> u64 {
-        match self
-            .skel
-            .maps
-            .lost
-            .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
-        {
-            Ok(Some(per_cpu)) => per_cpu
-                .iter()
-                .filter_map(|v| v.get(..8))
-                .map(|v| u64::from_ne_bytes(v.try_into().unwrap()))
-                .sum(),
-            _ => 0,
-        }
+        sum_over_cpus(&self.skel.maps.lost)
     }
 
     /// The kernel's per-flow counters.
@@ -850,5 +884,32 @@ fn load_error(e: libbpf_rs::Error) -> Error {
     Error::Bpf {
         context: "load the BPF programs".into(),
         source: e,
+    }
+}
+
+/// The kernel's count of a program's skipped runs (see
+/// [`Tracer::skipped_total`]); 0 when it cannot be read.
+fn recursion_misses(prog: BorrowedFd<'_>) -> u64 {
+    let mut info = libbpf_sys::bpf_prog_info::default();
+    let mut len = std::mem::size_of_val(&info) as u32;
+    // SAFETY: info is a valid bpf_prog_info of `len` bytes; with its array
+    // pointers zeroed the kernel writes nothing else.
+    let rc = unsafe { libbpf_sys::bpf_prog_get_info_by_fd(prog.as_raw_fd(), &mut info, &mut len) };
+    if rc == 0 {
+        info.recursion_misses
+    } else {
+        0
+    }
+}
+
+/// The sum over CPUs of the first u64 of a one-entry per-CPU array's value.
+fn sum_over_cpus(map: &impl libbpf_rs::MapCore) -> u64 {
+    match map.lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY) {
+        Ok(Some(per_cpu)) => per_cpu
+            .iter()
+            .filter_map(|v| v.get(..8))
+            .map(|v| u64::from_ne_bytes(v.try_into().unwrap()))
+            .sum(),
+        _ => 0,
     }
 }

@@ -14,6 +14,7 @@ pub struct Output {
     w: BufWriter<Stdout>,
     format: Format,
     text: String,
+    json: Vec<u8>,
     style: Style,
 }
 
@@ -28,6 +29,7 @@ impl Output {
             w: BufWriter::with_capacity(64 * 1024, io::stdout()),
             format,
             text: String::new(),
+            json: Vec::with_capacity(512),
             style,
         }
     }
@@ -35,7 +37,9 @@ impl Output {
     pub fn write(&mut self, msg: &Message) -> io::Result<()> {
         match self.format {
             Format::Json => {
-                serde_json::to_writer(&mut self.w, msg).map_err(io::Error::other)?;
+                self.json.clear();
+                msg.write_json(&mut self.json);
+                self.w.write_all(&self.json)?;
             }
             Format::Text => {
                 self.text.clear();

@@ -195,12 +195,14 @@ pub fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
     let deadline = cli
         .duration
         .map(|s| trace_start + Duration::from_secs_f64(s.max(0.0)));
-    let mut lost_reported = 0u64;
+    let (mut lost_reported, mut skipped_reported) = (0u64, 0u64);
     loop {
         // EINTR from a signal lands here as an error: the stop check follows.
         let _ = rb.poll(POLL);
         let _ = rb.consume();
-        let lost = tracer.lost_total();
+        // Skipped hook runs may each have been an event: counted as lost.
+        let skipped = tracer.skipped_total();
+        let lost = tracer.lost_total() + skipped;
         let mut s = sink.borrow_mut();
         if lost > lost_reported {
             let msg = Message::lost(Lost {
@@ -208,8 +210,10 @@ pub fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
                 time: now_rfc3339(),
                 count: lost - lost_reported,
                 total: lost,
+                skipped: skipped - skipped_reported,
             });
             lost_reported = lost;
+            skipped_reported = skipped;
             if let Err(e) = s.out.write(&msg) {
                 s.error.get_or_insert(e);
             }
