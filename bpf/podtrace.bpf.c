@@ -53,11 +53,14 @@ struct {
 } netns_scope SEC(".maps");
 
 /*
- * socks: sockets opened while tracing, keyed by struct sock address, for
- * the opener's pid/comm, the open time and which side opened.
- * Inserted by pt_set_state on SYN_SENT (connect) and SYN_RECV (passive
- * open); deleted by pt_set_state on CLOSE. LRU evicts sockets whose CLOSE
- * we never saw.
+ * socks: sockets connect()ed while tracing, keyed by struct sock address,
+ * for the caller's pid/comm, the open time and the orientation.
+ * Inserted by pt_set_state on SYN_SENT; deleted by pt_set_state on CLOSE.
+ * LRU evicts sockets whose CLOSE we never saw. Accepted sockets are not
+ * kept here: their state changes run in the softirq that also feeds the
+ * listener, where an LRU insert and delete per connection cost the most;
+ * the runner matches their later events to the `accept` event instead
+ * (orientation, duration).
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -119,12 +122,15 @@ static __always_inline bool read_sk_tuple(const struct sock *sk, struct sk_tuple
 
 /*
  * Orients a socket's tuple as opener -> acceptor. `active` is 1 for the
- * connect() side, 0 for the accepted side, -1 when unknown (a socket older
- * than the trace): then the lower port is taken as the server's.
+ * connect() side, 0 for the accepted side, -1 when unknown (an accepted
+ * socket after its accept event, or a socket older than the trace): then
+ * the lower port is taken as the server's and `oriented` is 0, and the
+ * runner corrects accepted sockets from their accept event.
  */
 static __always_inline void fill_conn(struct pt_event *e, const struct sk_tuple *t, int active,
 				      __u32 inum)
 {
+	e->oriented = active >= 0;
 	if (active < 0)
 		active = t->lport >= t->rport;
 	if (active) {
@@ -245,11 +251,9 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 		return;
 	}
 	if (newstate == PT_TCP_SYN_RECV) {
-		struct pt_sock ns = {};
+		struct pt_sock passive = {}; /* active = 0: this side accepted */
 
-		ns.start_ns = bpf_ktime_get_ns();
-		bpf_map_update_elem(&socks, &key, &ns, BPF_ANY);
-		emit_conn(PT_ACCEPT, &t, &ns, inum, 0, 0);
+		emit_conn(PT_ACCEPT, &t, &passive, inum, 0, 0);
 		return;
 	}
 

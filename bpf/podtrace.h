@@ -83,7 +83,8 @@ struct pt_event {
 	__u8 direction;       /* packet: enum pt_direction */
 	__u8 first;           /* packet: first packet of a flow the kernel had not seen */
 	__u8 has_pid;         /* pid/comm are valid */
-	__u8 pad[2];
+	__u8 oriented;        /* connection events: saddr/daddr known to be opener/acceptor (else guessed from the ports) */
+	__u8 pad;
 	char comm[PT_COMM_LEN];
 };
 

@@ -19,7 +19,17 @@ pub struct Decoder {
     /// Interface names in the node's namespace, by index.
     ifnames: HashMap<u32, String>,
     own_netns: u32,
+    /// Connections accepted while tracing, (opener, acceptor) → accept
+    /// time: the kernel keeps no state for accepted sockets (see `socks`
+    /// in podtrace.bpf.c), so their later events are oriented and timed
+    /// from here. Removed at close.
+    accepted: HashMap<(SocketAddr, SocketAddr), u64>,
 }
+
+/// Bound on [`Decoder::accepted`]: more connections than this accepted and
+/// still open (or whose close was lost) and it starts over; their close
+/// then shows no duration, as for connections older than the trace.
+const MAX_ACCEPTED: usize = 1 << 16;
 
 fn clock_ns(clock: libc::clockid_t) -> i128 {
     let mut ts = libc::timespec {
@@ -45,6 +55,7 @@ impl Decoder {
             drop_reasons,
             ifnames,
             own_netns: own_netns as u32,
+            accepted: HashMap::new(),
         }
     }
 
@@ -105,18 +116,58 @@ impl Decoder {
         } else {
             Proto::Tcp
         };
+        let mut src = SocketAddr::new(ip_from_key(&raw.saddr.addr), raw.sport);
+        let mut dst = SocketAddr::new(ip_from_key(&raw.daddr.addr), raw.dport);
+        let mut kind = kind;
+        if kind.is_connection_event() {
+            self.match_accepted(raw, &mut kind, &mut src, &mut dst);
+        }
         Some(Event {
             time: rfc3339_nanos(self.unix_ns(raw.ts_ns)),
             node: self.node.clone(),
             proto,
-            src: SocketAddr::new(ip_from_key(&raw.saddr.addr), raw.sport),
-            dst: SocketAddr::new(ip_from_key(&raw.daddr.addr), raw.dport),
+            src,
+            dst,
             pid: (raw.has_pid != 0).then_some(raw.pid),
             comm: (raw.has_pid != 0).then(|| comm(&raw.comm)),
             src_name: None,
             dst_name: None,
             kind,
         })
+    }
+
+    /// Remembers accepts; orients (and, at close, times) the later events
+    /// of accepted connections, whose orientation the kernel only guessed.
+    fn match_accepted(
+        &mut self,
+        raw: &types::pt_event,
+        kind: &mut EventKind,
+        src: &mut SocketAddr,
+        dst: &mut SocketAddr,
+    ) {
+        if matches!(kind, EventKind::Accept) {
+            if self.accepted.len() >= MAX_ACCEPTED {
+                self.accepted.clear();
+            }
+            self.accepted.insert((*src, *dst), raw.ts_ns);
+            return;
+        }
+        if raw.oriented != 0 {
+            return;
+        }
+        let key = if self.accepted.contains_key(&(*src, *dst)) {
+            (*src, *dst)
+        } else if self.accepted.contains_key(&(*dst, *src)) {
+            std::mem::swap(src, dst);
+            (*src, *dst)
+        } else {
+            return;
+        };
+        if let EventKind::Close { duration_ms, .. } = kind {
+            if let Some(start) = self.accepted.remove(&key) {
+                *duration_ms = raw.ts_ns.saturating_sub(start) as f64 / 1e6;
+            }
+        }
     }
 
     fn ifname(&self, ifindex: u32) -> String {
@@ -211,6 +262,57 @@ mod tests {
         assert_eq!(tcp_flags(0x11), "FIN|ACK");
         assert_eq!(tcp_flags(0x04), "RST");
         assert_eq!(tcp_flags(0), "");
+    }
+
+    #[test]
+    fn accepted_connections_are_oriented_and_timed_from_their_accept() {
+        let mut d = Decoder::new("n1".into(), HashMap::new(), 1, DropReasons::default());
+        let conn = |kind: types::pt_kind, ts_ns: u64, oriented: u8, forward: bool| {
+            // The client 10.1.2.3:45000 opened it to the server 10.1.1.2:8080.
+            let (a, ap, b, bp) = ("10.1.2.3", 45000, "10.1.1.2", 8080);
+            let (s, sp, t, tp) = if forward {
+                (a, ap, b, bp)
+            } else {
+                (b, bp, a, ap)
+            };
+            let mut raw = types::pt_event {
+                kind: kind.0 as u8,
+                proto: libc::IPPROTO_TCP as u8,
+                ts_ns,
+                oriented,
+                sport: sp,
+                dport: tp,
+                ..Default::default()
+            };
+            raw.saddr.addr = crate::tracer::ip_key(s.parse().unwrap());
+            raw.daddr.addr = crate::tracer::ip_key(t.parse().unwrap());
+            raw
+        };
+        let client: SocketAddr = "10.1.2.3:45000".parse().unwrap();
+        let server: SocketAddr = "10.1.1.2:8080".parse().unwrap();
+        let accept = d
+            .event(&conn(types::pt_kind::PT_ACCEPT, 1_000_000, 1, true))
+            .unwrap();
+        assert_eq!((accept.src, accept.dst), (client, server));
+        // 45000 > 8080: the kernel's port guess has it backwards.
+        let est = d
+            .event(&conn(types::pt_kind::PT_ESTABLISHED, 1_100_000, 0, false))
+            .unwrap();
+        assert_eq!((est.src, est.dst), (client, server));
+        let close = d
+            .event(&conn(types::pt_kind::PT_CLOSE, 4_500_000, 0, false))
+            .unwrap();
+        assert_eq!((close.src, close.dst), (client, server));
+        assert!(
+            matches!(close.kind, EventKind::Close { duration_ms, .. } if duration_ms == 3.5),
+            "{close:?}"
+        );
+        // Closed: forgotten, so a guess stays a guess, without a duration.
+        let again = d
+            .event(&conn(types::pt_kind::PT_CLOSE, 9_000_000, 0, false))
+            .unwrap();
+        assert_eq!((again.src, again.dst), (server, client));
+        assert!(matches!(again.kind, EventKind::Close { duration_ms, .. } if duration_ms == 0.0));
     }
 
     #[test]

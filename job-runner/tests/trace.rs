@@ -57,6 +57,15 @@ fn lifecycle(shape: Shape) {
             && v["comm"] == "curl"
             && v["bytes_received"].as_u64().unwrap_or(0) >= size
     });
+    // The kernel keeps no state for accepted sockets: the runner orients
+    // and times their close from the accept event.
+    runner.expect("server close, oriented and timed", |v| {
+        is_event(v, "close")
+            && to_server(v)
+            && v.get("comm").is_none()
+            && v["bytes_sent"].as_u64().unwrap_or(0) >= size
+            && v["duration_ms"].as_f64().unwrap_or(0.0) > 0.0
+    });
     for iface in [&server.host_if, &client.host_if] {
         runner.expect(&format!("SYN packet on {iface}"), |v| {
             is_event(v, "packet") && v["iface"] == iface.as_str() && v["flags"] == "SYN"

@@ -261,6 +261,9 @@ pub fn markdown(r: &Results) -> String {
          Latency is wrk's (closed loop, {} connections, so it includes queueing at saturation). \
          Tracer CPU is the tracer process's own user+system time while loaded, in % of one core \
          (BPF programs run in the traced pods' context and show up as lower req/s instead). \
+         CPU/request is the whole machine's busy CPU time (steal excluded) over the run divided by the \
+         requests served: what each request costs the node with the tracer, everything included (BPF, \
+         the tracer, the reader of its output), less noisy than req/s. \
          Events are what the tracer wrote per run (tcpdump: packets captured).\n",
         crate::wrk::CONNECTIONS
     );
@@ -268,7 +271,7 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(p, "### {}\n", w.label());
         let _ = writeln!(
             p,
-            "| arm | req/s | req/s vs untraced | p50 vs untraced | p99 vs untraced | tracer CPU | events/run | lost |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+            "| arm | req/s | req/s vs untraced | p50 vs untraced | p99 vs untraced | CPU/request vs untraced | tracer CPU | events/run | lost |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
         for &arm in &r.arms {
             let abs = absolute(&r.overhead, w, arm, |x| x.req_per_s);
@@ -297,7 +300,7 @@ pub fn markdown(r: &Results) -> String {
             let dash = arm == Arm::Untraced;
             let _ = writeln!(
                 p,
-                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 arm.label(),
                 abs.map_or("–".into(), |s| format!("{:.0}", s.median)),
                 if dash {
@@ -314,6 +317,12 @@ pub fn markdown(r: &Results) -> String {
                     "100%".into()
                 } else {
                     spread_pct(ratio(&r.overhead, w, arm, |x| x.p99_us))
+                },
+                if dash {
+                    absolute(&r.overhead, w, arm, |x| x.cpu_us_per_request)
+                        .map_or("–".into(), |s| format!("{:.1} µs", s.median))
+                } else {
+                    spread_pct(ratio(&r.overhead, w, arm, |x| x.cpu_us_per_request))
                 },
                 cpu.map_or("–".into(), |s| format!("{:.0}%", s.median)),
                 events.map_or("–".into(), |s| format!("{:.0}", s.median)),

@@ -39,6 +39,28 @@ pub struct WrkResult {
     pub p99_us: f64,
     /// Connect/read/write/timeout errors plus non-2xx responses.
     pub errors: u64,
+    /// CPU time the whole machine was busy (all CPUs, steal excluded) while
+    /// wrk ran, per request, in µs: what a request costs the node, which
+    /// unlike req/s does not depend on which CPU the bottleneck is on.
+    /// Measured by the bench around wrk, not by wrk.
+    pub cpu_us_per_request: f64,
+}
+
+/// Seconds all CPUs have spent busy since boot (`/proc/stat`: user, nice,
+/// system, irq, softirq; idle, iowait and steal left out).
+fn busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let f: Vec<f64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    // user nice system idle iowait irq softirq steal ...
+    Some((f.first()? + f.get(1)? + f.get(2)? + f.get(5)? + f.get(6)?) / hz)
 }
 
 /// wrk's connections: enough to keep one nginx worker busy, few enough that
@@ -66,6 +88,7 @@ pub fn args(workload: Workload, url: &str, seconds: u32) -> Vec<String> {
 /// Runs wrk inside `client` against `url`, bounded by its own duration plus
 /// a margin.
 pub fn run(client: &Netns, workload: Workload, url: &str, seconds: u32) -> Result<WrkResult> {
+    let busy_before = busy_seconds();
     let mut child = client
         .command("wrk")
         .args(args(workload, url, seconds))
@@ -95,7 +118,13 @@ pub fn run(client: &Netns, workload: Workload, url: &str, seconds: u32) -> Resul
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    parse(&text).with_context(|| format!("unexpected wrk output:\n{text}"))
+    let mut r = parse(&text).with_context(|| format!("unexpected wrk output:\n{text}"))?;
+    if let (Some(b), Some(a)) = (busy_before, busy_seconds()) {
+        if r.requests > 0 {
+            r.cpu_us_per_request = (a - b) * 1e6 / r.requests as f64;
+        }
+    }
+    Ok(r)
 }
 
 /// Parses wrk's text report (with `--latency`).
@@ -106,6 +135,7 @@ pub fn parse(text: &str) -> Result<WrkResult> {
         p50_us: f64::NAN,
         p99_us: f64::NAN,
         errors: 0,
+        cpu_us_per_request: f64::NAN,
     };
     for line in text.lines().map(str::trim) {
         let words: Vec<&str> = line.split_whitespace().collect();
