@@ -42,7 +42,7 @@ static __always_inline void handle_packet(struct __sk_buff *skb, __u8 direction)
 	struct pt_ip src, dst;
 	__u16 p[2];
 	__u8 flags = 0, proto;
-	bool fwd = false, created = false, src_pod;
+	bool fwd = false, created = false, src_pod = false;
 	int opener_is_src = -1;
 	__u32 l4;
 
@@ -92,9 +92,26 @@ static __always_inline void handle_packet(struct __sk_buff *skb, __u8 direction)
 		return;
 	}
 	__u16 sport = bpf_ntohs(p[0]), dport = bpf_ntohs(p[1]);
+	/* The pod behind this interface is the destination of what enters
+	 * it and the source of what leaves: look that side up first. */
+	bool entering = direction == PT_DIR_INGRESS, pod_side;
 
-	if (should_discard_pod(&src, sport, &dst, dport, &src_pod))
-		return;
+	if (entering) {
+		if (should_discard_pod(&dst, dport, &src, sport, &pod_side))
+			return;
+		/* Is the source another traced pod of this node (whose leaving
+		 * packets are counted already)? With one traced pod, only a
+		 * hairpin from itself can be: no lookup needed. */
+		if (!pod_side)
+			src_pod = true;
+		else if (single_pod)
+			src_pod = !__builtin_memcmp(src.addr, dst.addr, sizeof(src.addr));
+		else
+			src_pod = is_pod_ip(&src);
+	} else {
+		if (should_discard_pod(&src, sport, &dst, dport, &src_pod))
+			return;
+	}
 
 	__u32 len = skb->len > ETH_HLEN ? skb->len - ETH_HLEN : 0;
 	struct pt_flow_stats *st =

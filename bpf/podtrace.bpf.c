@@ -257,7 +257,10 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 		return;
 	}
 
-	s = bpf_map_lookup_elem(&socks, &key);
+	/* Out of SYN_RECV: an accepted socket, which socks never holds. */
+	bool accepted = newstate == PT_TCP_ESTABLISHED && oldstate == PT_TCP_SYN_RECV;
+
+	s = accepted ? NULL : bpf_map_lookup_elem(&socks, &key);
 	if (newstate == PT_TCP_ESTABLISHED) {
 		struct pt_event *e;
 
@@ -266,7 +269,7 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 		if (!e)
 			return;
 		e->kind = PT_ESTABLISHED;
-		fill_conn(e, &t, s ? s->active : -1, inum);
+		fill_conn(e, &t, accepted ? 0 : s ? s->active : -1, inum);
 		fill_task(e, s);
 		e->rtt_us = BPF_CORE_READ((struct tcp_sock *)sk, srtt_us) >> 3;
 		submit_event(e);

@@ -16,6 +16,7 @@
 /* Filters, set by the runner before load; zero means "no filter". */
 const volatile __u8 filter_peers = 0; /* only traffic with peer_ips */
 const volatile __u8 filter_ports = 0; /* only traffic with one of `ports` */
+const volatile __u8 single_pod = 0;   /* pod_ips holds exactly one address */
 /* Wake the reader only once this much is queued; below it the runner's
  * periodic poll picks events up (so latency is bounded by its interval).
  * Set by the runner to a fraction of the ring buffer's size. */

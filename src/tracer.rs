@@ -129,6 +129,10 @@ macro_rules! set_shared_rodata {
         let (rodata, cfg) = (&mut *$rodata, $cfg);
         rodata.filter_peers = u8::from(!cfg.peer_ips.is_empty());
         rodata.filter_ports = u8::from(!cfg.ports.is_empty());
+        let mut pods = cfg.pod_ips.clone();
+        pods.sort_unstable();
+        pods.dedup();
+        rodata.single_pod = u8::from(pods.len() == 1);
         if cfg.ring_bytes > 0 {
             rodata.wakeup_bytes = cfg.ring_bytes / 8;
         }
