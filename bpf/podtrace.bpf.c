@@ -315,11 +315,13 @@ int BPF_PROG(pt_set_state, const struct sock *sk, int oldstate, int newstate)
 {
 	struct set_state_cpu *c = this_cpu_state();
 
+	/* volatile: on the early-exit paths nothing between the two stores
+	 * reads memory, and the compiler would drop the first one. */
 	if (c)
-		c->busy = 1;
+		*(volatile __u32 *)&c->busy = 1;
 	handle_set_state(sk, oldstate, newstate);
 	if (c)
-		c->busy = 0;
+		*(volatile __u32 *)&c->busy = 0;
 	return 0;
 }
 
@@ -328,7 +330,7 @@ int BPF_PROG(pt_set_state_nested, const struct sock *sk, int oldstate, int newst
 {
 	struct set_state_cpu *c = this_cpu_state();
 
-	if (!c || !c->busy)
+	if (!c || !*(volatile __u32 *)&c->busy)
 		return 0;
 	c->covered++;
 	handle_set_state(sk, oldstate, newstate);
