@@ -50,12 +50,32 @@ pub enum Direction {
     Egress,
 }
 
+impl Direction {
+    /// The wire name (serde's too).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+        }
+    }
+}
+
 /// Whether a reset was sent or received by the traced pod's socket.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum ResetDirection {
     Sent,
     Received,
+}
+
+impl ResetDirection {
+    /// The wire name (serde's too).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResetDirection::Sent => "sent",
+            ResetDirection::Received => "received",
+        }
+    }
 }
 
 /// First line of a runner's output.
@@ -494,13 +514,7 @@ impl Event {
                 j.int("bytes_received", *bytes_received);
             }
             EventKind::Failed { error } => j.str("error", error),
-            EventKind::Reset { direction } => j.raw_str(
-                "direction",
-                match direction {
-                    ResetDirection::Sent => "sent",
-                    ResetDirection::Received => "received",
-                },
-            ),
+            EventKind::Reset { direction } => j.raw_str("direction", direction.as_str()),
             EventKind::Retransmit { state } => {
                 if let Some(st) = state {
                     j.str("state", st);
@@ -520,13 +534,7 @@ impl Event {
                 first,
             } => {
                 j.str("iface", iface);
-                j.raw_str(
-                    "direction",
-                    match direction {
-                        Direction::Ingress => "ingress",
-                        Direction::Egress => "egress",
-                    },
-                );
+                j.raw_str("direction", direction.as_str());
                 j.str("flags", flags);
                 j.int("len", *len);
                 if *first {

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
-use crate::event::{Event, EventKind, FlowSummary, Lost, ResetDirection, Rtt};
+use crate::event::{Event, EventKind, FlowSummary, Lost, Rtt};
 
 /// How text is drawn.
 #[derive(Debug, Clone, Copy, Default)]
@@ -116,13 +116,7 @@ pub fn event_line(e: &Event, style: Style) -> String {
             ),
         ),
         EventKind::Failed { error } => (RED, error.clone()),
-        EventKind::Reset { direction } => (
-            RED,
-            match direction {
-                ResetDirection::Sent => "sent".into(),
-                ResetDirection::Received => "received".into(),
-            },
-        ),
+        EventKind::Reset { direction } => (RED, direction.as_str().into()),
         EventKind::Retransmit { state } => (
             YELLOW,
             state
@@ -144,10 +138,7 @@ pub fn event_line(e: &Event, style: Style) -> String {
             len,
             first,
         } => {
-            let dir = match direction {
-                crate::event::Direction::Ingress => "ingress",
-                crate::event::Direction::Egress => "egress",
-            };
+            let dir = direction.as_str();
             let mut d = format!("{dir} {iface}");
             if !flags.is_empty() {
                 let _ = write!(d, " {flags}");
