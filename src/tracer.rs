@@ -121,12 +121,17 @@ pub fn ip_key(ip: IpAddr) -> [u8; 16] {
     }
 }
 
-/// Sets what both BPF objects' read-only data hold alike: the filters and
-/// the wake-up threshold. A macro because each skeleton has its own
-/// generated types.
+/// Sets what both open BPF objects' read-only data hold alike (the
+/// filters, the wake-up threshold) and evaluates to that data. Macros here
+/// because each skeleton has its own generated types.
 macro_rules! set_shared_rodata {
-    ($rodata:expr, $cfg:expr) => {{
-        let (rodata, cfg) = (&mut *$rodata, $cfg);
+    ($open:expr, $cfg:expr) => {{
+        let cfg = $cfg;
+        let rodata = $open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .expect("the object has read-only data");
         rodata.filter_peers = u8::from(!cfg.peer_ips.is_empty());
         rodata.filter_ports = u8::from(!cfg.ports.is_empty());
         let mut pods = cfg.pod_ips.clone();
@@ -136,6 +141,21 @@ macro_rules! set_shared_rodata {
         if cfg.ring_bytes > 0 {
             rodata.wakeup_bytes = cfg.ring_bytes / 8;
         }
+        rodata
+    }};
+}
+
+/// Hands an open object the maps both objects share (see [`SharedMaps`]).
+macro_rules! reuse_shared_maps {
+    ($open:expr, $shared:expr) => {{
+        let m = &mut $open.maps;
+        let [a, b, c, d, e, f] = $shared.fds();
+        reuse(&mut m.pod_ips, a.0, a.1)?;
+        reuse(&mut m.peer_ips, b.0, b.1)?;
+        reuse(&mut m.ports, c.0, c.1)?;
+        reuse(&mut m.flows, d.0, d.1)?;
+        reuse(&mut m.events, e.0, e.1)?;
+        reuse(&mut m.lost, f.0, f.1)?;
     }};
 }
 
@@ -417,12 +437,7 @@ impl<'obj> OpenTracepoints<'obj> {
         let mut open = PodtraceSkelBuilder::default()
             .open(storage)
             .map_err(bpf_err("open the BPF object"))?;
-        let rodata = open
-            .maps
-            .rodata_data
-            .as_deref_mut()
-            .expect("the object has read-only data");
-        set_shared_rodata!(rodata, cfg);
+        set_shared_rodata!(open, cfg);
         if cfg.ring_bytes > 0 {
             open.maps
                 .events
@@ -430,14 +445,7 @@ impl<'obj> OpenTracepoints<'obj> {
                 .map_err(bpf_err("size the ring buffer"))?;
         }
         let shared = SharedMaps::create(&open.maps, cfg)?;
-        let m = &mut open.maps;
-        let [a, b, c, d, e, f] = shared.fds();
-        reuse(&mut m.pod_ips, a.0, a.1)?;
-        reuse(&mut m.peer_ips, b.0, b.1)?;
-        reuse(&mut m.ports, c.0, c.1)?;
-        reuse(&mut m.flows, d.0, d.1)?;
-        reuse(&mut m.events, e.0, e.1)?;
-        reuse(&mut m.lost, f.0, f.1)?;
+        reuse_shared_maps!(open, shared);
         Ok((OpenTracepoints { open }, shared))
     }
 
@@ -553,21 +561,9 @@ impl<'obj> Packets<'obj> {
         let mut open = PacketsSkelBuilder::default()
             .open(storage)
             .map_err(bpf_err("open the BPF object"))?;
-        let rodata = open
-            .maps
-            .rodata_data
-            .as_deref_mut()
-            .expect("the object has read-only data");
-        set_shared_rodata!(rodata, cfg);
+        let rodata = set_shared_rodata!(open, cfg);
         rodata.trace_packets = u8::from(cfg.packets);
-        let m = &mut open.maps;
-        let [a, b, c, d, e, f] = shared.fds();
-        reuse(&mut m.pod_ips, a.0, a.1)?;
-        reuse(&mut m.peer_ips, b.0, b.1)?;
-        reuse(&mut m.ports, c.0, c.1)?;
-        reuse(&mut m.flows, d.0, d.1)?;
-        reuse(&mut m.events, e.0, e.1)?;
-        reuse(&mut m.lost, f.0, f.1)?;
+        reuse_shared_maps!(open, shared);
         let skel = open.load().map_err(load_error)?;
         tracing::debug!(
             ms = started.elapsed().as_secs_f64() * 1e3,
