@@ -14,10 +14,7 @@ use serde_json::Value;
 /// packets on both host-side interfaces, and the summary's counters.
 fn lifecycle(shape: Shape) {
     require_root();
-    let cluster = Cluster::new().unwrap();
-    let node = cluster.add_node("node", shape).unwrap();
-    let server = cluster.add_pod("node", "nginx").unwrap();
-    let client = cluster.add_pod("node", "curl").unwrap();
+    let (_cluster, node, server, client) = one_node_two_pods(shape, "nginx", "curl");
     let _nginx = server.start_nginx(80, None).unwrap();
     let (sip, cip) = (server.ip.to_string(), client.ip.to_string());
     let mut runner = Runner::start(&node, &["--pod-ip", &sip, "--pod-ip", &cip]);
@@ -78,8 +75,7 @@ fn lifecycle(shape: Shape) {
     // Past the reader's poll interval, so a drop at curl's close (its
     // socket's queue purged, QUEUE_PURGE) would have been written.
     std::thread::sleep(Duration::from_millis(300));
-    let (code, lines, stderr) = runner.stop();
-    assert_eq!(code, 0, "{stderr}");
+    let lines = runner.stop_clean();
     // A healthy exchange loses no packet, so it reports no drop.
     let drops: Vec<&Value> = lines.iter().filter(|v| is_event(v, "drop")).collect();
     assert!(
@@ -118,10 +114,7 @@ fn lifecycle_bridge() {
 /// sent by the server's kernel and received by the client.
 fn refused(shape: Shape) {
     require_root();
-    let cluster = Cluster::new().unwrap();
-    let node = cluster.add_node("node", shape).unwrap();
-    let server = cluster.add_pod("node", "srv").unwrap();
-    let client = cluster.add_pod("node", "cli").unwrap();
+    let (_cluster, node, server, client) = one_node_two_pods(shape, "srv", "cli");
     let (sip, cip) = (server.ip.to_string(), client.ip.to_string());
     let mut runner = Runner::start(&node, &["--pod-ip", &sip, "--pod-ip", &cip]);
     runner.ready();
@@ -143,8 +136,7 @@ fn refused(shape: Shape) {
     runner.expect("RST packet", |v| {
         is_event(v, "packet") && v["flags"].as_str().unwrap_or("").contains("RST")
     });
-    let (code, lines, stderr) = runner.stop();
-    assert_eq!(code, 0, "{stderr}");
+    let lines = runner.stop_clean();
     let summary = summary_of(&lines);
     let flow = flow_where(summary, |f| f["dst"] == dst.as_str());
     assert_eq!(flow["failed"], 1, "{flow}");
@@ -187,10 +179,7 @@ fn inject_loss(ns: &podtrace_netns::Netns, prefix: &str) {
 /// Loss injected on the client pod's eth0 shows as retransmits.
 fn retransmits(shape: Shape) {
     require_root();
-    let cluster = Cluster::new().unwrap();
-    let node = cluster.add_node("node", shape).unwrap();
-    let server = cluster.add_pod("node", "srv").unwrap();
-    let client = cluster.add_pod("node", "cli").unwrap();
+    let (cluster, node, server, client) = one_node_two_pods(shape, "srv", "cli");
     let _nginx = server.start_nginx(80, None).unwrap();
     let (sip, cip) = (server.ip.to_string(), client.ip.to_string());
     let mut runner = Runner::start(&node, &["--pod-ip", &sip, "--pod-ip", &cip]);
@@ -208,8 +197,7 @@ fn retransmits(shape: Shape) {
     assert_eq!(ip_of(&rt, "src"), Some(client.ip.into()), "{rt}");
     assert_eq!(port_of(&rt, "dst"), Some(80), "{rt}");
     assert!(rt["state"].is_string(), "{rt}");
-    let (code, lines, stderr) = runner.stop();
-    assert_eq!(code, 0, "{stderr}");
+    let lines = runner.stop_clean();
     let summary = summary_of(&lines);
     assert!(total(summary, "retransmits") >= 1, "{summary}");
 }
@@ -227,10 +215,7 @@ fn retransmits_bridge() {
 /// An nftables drop rule in the server pod shows as a drop with its reason.
 fn nft_drop(shape: Shape) {
     require_root();
-    let cluster = Cluster::new().unwrap();
-    let node = cluster.add_node("node", shape).unwrap();
-    let server = cluster.add_pod("node", "srv").unwrap();
-    let client = cluster.add_pod("node", "cli").unwrap();
+    let (cluster, node, server, client) = one_node_two_pods(shape, "srv", "cli");
     let _nginx = server.start_nginx(80, None).unwrap();
     let sip = server.ip.to_string();
     let rules = "table inet podtrace_test {\n chain input {\n  type filter hook input priority 0;\n  tcp dport 80 drop\n }\n}\n";
@@ -250,8 +235,7 @@ fn nft_drop(shape: Shape) {
     });
     assert_eq!(drop["reason"], "NETFILTER_DROP", "{drop}");
     assert_eq!(ip_of(&drop, "src"), Some(client.ip.into()));
-    let (code, lines, stderr) = runner.stop();
-    assert_eq!(code, 0, "{stderr}");
+    let lines = runner.stop_clean();
     let summary = summary_of(&lines);
     assert!(total(summary, "drops") >= 1, "{summary}");
 }
@@ -269,10 +253,7 @@ fn nft_drop_bridge() {
 /// A datagram to a UDP listener shows as a first packet and a UDP flow.
 fn udp(shape: Shape) {
     require_root();
-    let cluster = Cluster::new().unwrap();
-    let node = cluster.add_node("node", shape).unwrap();
-    let server = cluster.add_pod("node", "dns").unwrap();
-    let client = cluster.add_pod("node", "cli").unwrap();
+    let (_cluster, node, server, client) = one_node_two_pods(shape, "dns", "cli");
     let sip = server.ip.to_string();
     let _listener = udp_listener(&server.netns, server.ip.into(), 5353);
     let mut runner = Runner::start(&node, &["--pod-ip", &sip]);
@@ -285,8 +266,7 @@ fn udp(shape: Shape) {
     assert_eq!(pkt["first"], true, "{pkt}");
     assert_eq!(pkt["iface"], server.host_if.as_str(), "{pkt}");
     udp_send(&client.netns, to, b"again");
-    let (code, lines, stderr) = runner.stop();
-    assert_eq!(code, 0, "{stderr}");
+    let lines = runner.stop_clean();
     let summary = summary_of(&lines);
     let flow = flow_where(summary, |f| {
         f["proto"] == "udp" && f["dst"] == to.to_string().as_str()
@@ -330,8 +310,7 @@ fn others_stay_invisible(shape: Shape) {
     runner.expect("traced close", |v| {
         is_event(v, "close") && v["dst"] == format!("{tip}:80").as_str()
     });
-    let (code, lines, stderr) = runner.stop();
-    assert_eq!(code, 0, "{stderr}");
+    let lines = runner.stop_clean();
     let other = other_srv.ip.to_string();
     for v in &lines {
         let s = v.to_string();
@@ -448,8 +427,7 @@ fn cleanup_after_sigterm(mode: &str) {
         // program IDs below are the proof.)
         assert!(!attached_to(&node.netns, &a.host_if).trim().is_empty());
     }
-    let (code, _, stderr) = runner.stop();
-    assert_eq!(code, 0, "{stderr}");
+    runner.stop_clean();
     for iface in [&a.host_if, &b.host_if] {
         let left = attached_to(&node.netns, iface);
         assert!(left.trim().is_empty(), "left on {iface}: {left}");
@@ -570,8 +548,7 @@ fn overflow_is_reported_as_lost() {
     unsafe { libc::kill(runner.pid as i32, libc::SIGCONT) };
     let lost = runner.expect("lost", |v| v["type"] == "lost");
     assert!(lost["count"].as_u64().unwrap() > 0, "{lost}");
-    let (code, lines, stderr) = runner.stop();
-    assert_eq!(code, 0, "{stderr}");
+    let lines = runner.stop_clean();
     let summary = summary_of(&lines);
     assert!(summary["lost"].as_u64().unwrap() > 0, "{summary}");
     // The kernel's counters still saw every datagram.
@@ -610,8 +587,7 @@ fn peer_and_port_filters() {
     runner.expect("the peer's close", |v| {
         is_event(v, "close") && ip_of(v, "src") == Some(peer.ip.into())
     });
-    let (code, lines, stderr) = runner.stop();
-    assert_eq!(code, 0, "{stderr}");
+    let lines = runner.stop_clean();
     for v in lines.iter().filter(|v| v.get("src").is_some()) {
         let s = v.to_string();
         assert!(
@@ -682,8 +658,7 @@ fn next_runner_clears_filters_of_a_killed_one() {
     assert!(!attached_to(&node.netns, &a.host_if).trim().is_empty());
     let mut second = Runner::start(&node, &args);
     second.ready();
-    let (code, _, stderr) = second.stop();
-    assert_eq!(code, 0, "{stderr}");
+    second.stop_clean();
     let left = attached_to(&node.netns, &a.host_if);
     assert!(left.trim().is_empty(), "left: {left}");
 }

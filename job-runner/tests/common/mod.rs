@@ -11,7 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use podtrace_netns::{Netns, Node, Pod};
+use std::sync::Arc;
+
+use podtrace_netns::{Cluster, Netns, Node, Pod, Shape};
 use serde_json::Value;
 
 pub const RUNNER: &str = env!("CARGO_BIN_EXE_podtrace-runner");
@@ -139,6 +141,13 @@ impl Runner {
             .map(|v| v.to_string())
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    /// [`Runner::stop`] for a runner that must exit 0: its lines.
+    pub fn stop_clean(self) -> Vec<Value> {
+        let (code, lines, stderr) = self.stop();
+        assert_eq!(code, 0, "{stderr}");
+        lines
     }
 
     /// Sends SIGTERM, waits for exit, returns (exit code, all lines, stderr).
@@ -325,4 +334,18 @@ pub fn total(summary: &Value, field: &str) -> u64 {
         .flatten()
         .map(|f| f[field].as_u64().unwrap_or(0))
         .sum()
+}
+
+/// One node of `shape` with a server and a client pod on it, named as
+/// given. Dropped in reverse order: pods, node, then the cluster.
+pub fn one_node_two_pods(
+    shape: Shape,
+    server: &str,
+    client: &str,
+) -> (Cluster, Arc<Node>, Pod, Pod) {
+    let cluster = Cluster::new().unwrap();
+    let node = cluster.add_node("node", shape).unwrap();
+    let server = cluster.add_pod("node", server).unwrap();
+    let client = cluster.add_pod("node", client).unwrap();
+    (cluster, node, server, client)
 }
