@@ -75,9 +75,9 @@ struct Env {
 }
 
 /// A sandbox (the brief's two pods on two nodes by default) whose runner is
-/// the fake one. Always `Some`: these tests need root (network namespaces)
-/// and fail, rather than skip, without it.
-async fn sandbox_with(mut config: SandboxConfig) -> Option<Env> {
+/// the fake one. These tests need root (network namespaces) and fail,
+/// rather than skip, without it.
+async fn sandbox_with(mut config: SandboxConfig) -> Env {
     assert!(
         is_root(),
         "the sandbox tests need root (network namespaces, eBPF): run them with sudo"
@@ -87,7 +87,7 @@ async fn sandbox_with(mut config: SandboxConfig) -> Option<Env> {
         config.runner_bin = Some(fake_runner(dir.path()));
     }
     let sandbox = Sandbox::start(config).await.expect("sandbox starts");
-    Some(Env { sandbox, _dir: dir })
+    Env { sandbox, _dir: dir }
 }
 
 /// The brief's pods, pinned: `curl-demo` on node-1, `nginx-demo` on node-2.
@@ -101,7 +101,7 @@ fn two_nodes() -> SandboxConfig {
     }
 }
 
-async fn sandbox() -> Option<Env> {
+async fn sandbox() -> Env {
     sandbox_with(two_nodes()).await
 }
 
@@ -325,7 +325,7 @@ fn is_type(line: &str, ty: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_pods_on_two_nodes_get_two_jobs_json_passthrough_and_cleanup() {
-    let Some(env) = sandbox().await else { return };
+    let env = sandbox().await;
     let mut cmd = env.plugin();
     cmd.args(["curl-demo", "nginx-demo", "-o", "json", "--duration", "2s"]);
     let out = run(cmd, Duration::from_secs(60)).await;
@@ -387,7 +387,7 @@ async fn two_pods_on_two_nodes_get_two_jobs_json_passthrough_and_cleanup() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn text_output_is_aligned_with_names_and_ends_with_a_summary() {
-    let Some(env) = sandbox().await else { return };
+    let env = sandbox().await;
     let mut cmd = env.plugin();
     cmd.args(["default/curl-demo", "pod/nginx-demo", "--duration", "2s"]);
     let out = run(cmd, Duration::from_secs(60)).await;
@@ -413,7 +413,7 @@ async fn text_output_is_aligned_with_names_and_ends_with_a_summary() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ctrl_c_deletes_the_jobs_and_prints_the_summary() {
-    let Some(env) = sandbox().await else { return };
+    let env = sandbox().await;
     let mut cmd = env.plugin();
     cmd.args(["curl-demo", "nginx-demo", "-o", "json"]);
     let mut running = Running::start(cmd);
@@ -446,9 +446,7 @@ async fn second_ctrl_c_exits_at_once_and_cleanup_removes_the_leftovers() {
         runner_bin: Some(slow),
         ..two_nodes()
     };
-    let Some(env) = sandbox_with(config).await else {
-        return;
-    };
+    let env = sandbox_with(config).await;
     let mut cmd = env.plugin();
     cmd.args(["nginx-demo", "-o", "json"]);
     let mut running = Running::start(cmd);
@@ -476,7 +474,7 @@ async fn second_ctrl_c_exits_at_once_and_cleanup_removes_the_leftovers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_plugin_leftovers_are_removed_by_cleanup_for_their_owner_only() {
-    let Some(env) = sandbox().await else { return };
+    let env = sandbox().await;
     let mut cmd = env.plugin();
     cmd.args(["nginx-demo", "-o", "json"]);
     let mut running = Running::start(cmd);
@@ -525,7 +523,7 @@ async fn killed_plugin_leftovers_are_removed_by_cleanup_for_their_owner_only() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_pod_names_the_namespace_and_close_matches() {
-    let Some(env) = sandbox().await else { return };
+    let env = sandbox().await;
     let stderr = env.fails(&["ngnix-demo"], Duration::from_secs(30)).await;
     assert_eq!(
         stderr.trim(),
@@ -544,7 +542,7 @@ async fn a_missing_pod_names_the_namespace_and_close_matches() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pod_that_is_not_running_says_what_it_is_doing() {
-    let Some(env) = sandbox().await else { return };
+    let env = sandbox().await;
     env.sandbox
         .create_pod(PodManifest::new(
             "default",
@@ -563,7 +561,7 @@ async fn a_pod_that_is_not_running_says_what_it_is_doing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn missing_permissions_are_listed_exactly_and_nothing_is_created() {
-    let Some(env) = sandbox().await else { return };
+    let env = sandbox().await;
     env.sandbox
         .add_user(User::with_rules(
             "viewer",
@@ -589,7 +587,7 @@ async fn missing_permissions_are_listed_exactly_and_nothing_is_created() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_baseline_job_namespace_is_explained_with_the_label_to_set() {
-    let Some(env) = sandbox().await else { return };
+    let env = sandbox().await;
     env.sandbox.set_pod_security("podtrace", "baseline");
     let stderr = env.fails(&["curl-demo"], Duration::from_secs(30)).await;
     assert!(
@@ -604,7 +602,7 @@ async fn a_baseline_job_namespace_is_explained_with_the_label_to_set() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pod_security_rejection_at_admission_fails_fast() {
-    let Some(env) = sandbox().await else { return };
+    let env = sandbox().await;
     // A caller who may not read namespaces: preflight cannot see the label,
     // so admission is what rejects the runner's pod.
     env.sandbox
@@ -639,7 +637,7 @@ async fn a_pod_security_rejection_at_admission_fails_fast() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_image_that_cannot_be_pulled_is_named() {
-    let Some(env) = sandbox().await else { return };
+    let env = sandbox().await;
     let stderr = env
         .fails(
             &[
@@ -661,7 +659,7 @@ async fn an_image_that_cannot_be_pulled_is_named() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_without_room_for_the_runner_is_unschedulable_with_the_schedulers_message() {
-    let Some(env) = sandbox().await else { return };
+    let env = sandbox().await;
     // Tolerating every taint does not help when the node's CPU is spoken
     // for: the runner's small request no longer fits on curl-demo's node.
     env.sandbox.set_allocatable_cpu("node-1", "10m").unwrap();
@@ -675,7 +673,7 @@ async fn a_node_without_room_for_the_runner_is_unschedulable_with_the_schedulers
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_runner_that_crashes_shows_its_exit_code_and_last_lines() {
-    let Some(env) = sandbox().await else { return };
+    let env = sandbox().await;
     env.sandbox
         .crash_runner_on_start(Some(RunnerCrash::default()));
     let stderr = env.fails(&["curl-demo"], Duration::from_secs(60)).await;
@@ -689,7 +687,7 @@ async fn a_runner_that_crashes_shows_its_exit_code_and_last_lines() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_start_gives_up_after_the_start_timeout() {
-    let Some(env) = sandbox().await else { return };
+    let env = sandbox().await;
     env.sandbox.set_image_pull_delay(Duration::from_secs(30));
     let stderr = env
         .fails(
@@ -707,7 +705,7 @@ async fn a_slow_start_gives_up_after_the_start_timeout() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_job_namespace_says_how_to_create_it() {
-    let Some(env) = sandbox().await else { return };
+    let env = sandbox().await;
     let stderr = env
         .fails(
             &["curl-demo", "--job-namespace", "tracing"],
@@ -723,7 +721,7 @@ async fn a_missing_job_namespace_says_how_to_create_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dry_run_prints_valid_jobs_and_creates_nothing() {
-    let Some(env) = sandbox().await else { return };
+    let env = sandbox().await;
     let mut cmd = env.plugin();
     cmd.args(["curl-demo", "nginx-demo", "--dry-run", "--port", "80"]);
     let out = run(cmd, Duration::from_secs(30)).await;
@@ -760,7 +758,7 @@ async fn dry_run_prints_valid_jobs_and_creates_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dropped_log_stream_is_reopened_without_losing_lines() {
-    let Some(env) = sandbox().await else { return };
+    let env = sandbox().await;
     let mut cmd = env.plugin();
     cmd.args(["curl-demo", "nginx-demo", "-o", "json"]);
     let mut running = Running::start(cmd);
@@ -814,7 +812,7 @@ async fn api_server_down_is_one_sentence() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_real_kubectl_finds_and_runs_the_plugin() {
-    let Some(env) = sandbox().await else { return };
+    let env = sandbox().await;
     let bin_dir = Path::new(PLUGIN).parent().unwrap();
     let path = format!(
         "{}:{}",
@@ -874,9 +872,7 @@ async fn real_runner_traces_curl_to_nginx() {
         runner_bin: Some(runner),
         ..two_nodes()
     };
-    let Some(env) = sandbox_with(config).await else {
-        return;
-    };
+    let env = sandbox_with(config).await;
     let mut cmd = env.plugin();
     cmd.args(["curl-demo", "nginx-demo", "-o", "json"]);
     let mut running = Running::start(cmd);
@@ -923,7 +919,7 @@ async fn real_runner_traces_curl_to_nginx() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_rights_to_list_pods_names_are_limited_to_the_targets_and_said_once() {
-    let Some(env) = sandbox().await else { return };
+    let env = sandbox().await;
     // Exactly manifests/rbac.yaml's namespaced Role, plus reading pods in
     // `default` only: no cluster-wide pod or service listing.
     env.sandbox
@@ -973,7 +969,7 @@ async fn without_rights_to_list_pods_names_are_limited_to_the_targets_and_said_o
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_host_network_pod_is_traced_with_a_warning() {
-    let Some(env) = sandbox().await else { return };
+    let env = sandbox().await;
     let mut pod =
         PodManifest::new("default", "hostnet", "busybox", &["sleep", "infinity"]).on_node("node-1");
     pod.value["spec"]["hostNetwork"] = serde_json::json!(true);
@@ -1013,9 +1009,7 @@ async fn a_runner_dying_mid_trace_stops_the_session_and_the_summary_comes_from_i
         runner_bin: Some(dying),
         ..two_nodes()
     };
-    let Some(env) = sandbox_with(config).await else {
-        return;
-    };
+    let env = sandbox_with(config).await;
     let mut cmd = env.plugin();
     cmd.args(["curl-demo", "nginx-demo"]);
     let out = run(cmd, Duration::from_secs(60)).await;
