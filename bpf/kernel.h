@@ -75,6 +75,46 @@ struct sk_buff {
 	__be16 protocol;
 } __pai;
 
+/* Enough of BPF's own structures to find a program's per-CPU recursion
+ * count (`active`, Linux >= 5.12) through the bpf_link and bpf_map
+ * iterators. */
+struct bpf_prog_aux {
+	__u32 id;
+} __pai;
+
+struct bpf_prog {
+	int *active; /* __percpu */
+	struct bpf_prog_aux *aux;
+} __pai;
+
+struct bpf_link {
+	struct bpf_prog *prog;
+} __pai;
+
+struct bpf_iter_meta;
+
+struct bpf_map {
+	__u32 id;
+} __pai;
+
+/* Array maps: values inline, per-CPU arrays: one per-CPU pointer each. */
+struct bpf_array {
+	union {
+		char value[0];
+		void *pptrs[0];
+	};
+} __pai;
+
+struct bpf_iter__bpf_map {
+	struct bpf_iter_meta *meta;
+	struct bpf_map *map;
+} __pai;
+
+struct bpf_iter__bpf_link {
+	struct bpf_iter_meta *meta;
+	struct bpf_link *link;
+} __pai;
+
 /* TCP states, as include/net/tcp_states.h (stable: exposed in tcp_info). */
 enum {
 	PT_TCP_ESTABLISHED = 1,

@@ -183,32 +183,6 @@ static __always_inline void flush_connect(struct pt_sock *s, const struct sk_tup
 	}
 }
 
-/*
- * set_state_cpu: per CPU, whether pt_set_state is running there, and how
- * many of its runs pt_set_state_nested made up for.
- * Written by pt_set_state (busy) and pt_set_state_nested (covered), on
- * their own CPU only; `covered` is read by the runner. Never deleted.
- */
-struct set_state_cpu {
-	__u64 covered;
-	__u32 busy;
-	__u32 pad;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct set_state_cpu);
-} set_state_cpu SEC(".maps");
-
-static __always_inline struct set_state_cpu *this_cpu_state(void)
-{
-	__u32 zero = 0;
-
-	return bpf_map_lookup_elem(&set_state_cpu, &zero);
-}
-
 static __always_inline void handle_set_state(const struct sock *sk, int oldstate, int newstate)
 {
 	struct sk_tuple t = {};
@@ -301,42 +275,126 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 }
 
 /*
+ * set_state_covered: per CPU, how many of pt_set_state's skipped runs
+ * pt_set_state_nested made up for.
+ * Incremented by pt_set_state_nested on its own CPU; read by the runner.
+ * Never deleted.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} set_state_covered SEC(".maps");
+
+/*
+ * set_state_cover: where pt_set_state's `prog->active` lives, the kernel's
+ * per-CPU "running here" count it checks before each run. BPF has no
+ * per-CPU address of its own to offset from without kallsyms data
+ * symbols, which most kernels lack, so the runner gathers raw addresses
+ * with the two iterators below and sets `bias`: this CPU's count is at
+ * (this CPU's set_state_covered value - this entry) + bias.
+ * Written by pt_find_maps and pt_find_set_state (when the runner runs
+ * them) and by the runner; read by pt_set_state_nested. Never deleted.
+ */
+struct set_state_cover {
+	__u64 bias;          /* 0 until the runner has all three below */
+	__u64 active;        /* pt_set_state's prog->active (a per-CPU pointer) */
+	__u64 covered_pptr;  /* set_state_covered's per-CPU pointer */
+	__u64 self_addr;     /* this entry's kernel address */
+	__u32 prog_id;       /* set by the runner: pt_set_state's id */
+	__u32 covered_id;    /* set by the runner: set_state_covered's id */
+	__u32 self_id;       /* set by the runner: this map's id */
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct set_state_cover);
+} set_state_cover SEC(".maps");
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(pt_set_state, const struct sock *sk, int oldstate, int newstate)
+{
+	handle_set_state(sk, oldstate, newstate);
+	return 0;
+}
+
+/*
  * The kernel runs a program at most once per CPU at a time: a TCP state
  * change in a softirq that interrupts pt_set_state (running for a
  * process-context change on the same CPU) is skipped, and only counted in
  * the program's recursion_misses. Under load that loses accepts. So a
- * second program on the same tracepoint does the work exactly then: it
- * runs on every change but returns at once unless pt_set_state is busy on
- * this CPU, i.e. unless the kernel is skipping pt_set_state for this very
- * change. `covered` lets the runner subtract those from the misses.
+ * second program on the same tracepoint, attached after it, does the work
+ * exactly then: the kernel has just skipped pt_set_state for this change
+ * if and only if pt_set_state's own `active` count is still held on this
+ * CPU, by the run this interrupt cut into (after a run of its own the
+ * count is back to 0). That is the kernel's own test, read back, so there
+ * is no window a flag set by pt_set_state would leave open at its entry
+ * and exit. `covered` lets the runner subtract those from the misses.
  */
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(pt_set_state, const struct sock *sk, int oldstate, int newstate)
-{
-	struct set_state_cpu *c = this_cpu_state();
-
-	/* volatile: on the early-exit paths nothing between the two stores
-	 * reads memory, and the compiler would drop the first one. */
-	if (c)
-		*(volatile __u32 *)&c->busy = 1;
-	handle_set_state(sk, oldstate, newstate);
-	if (c)
-		*(volatile __u32 *)&c->busy = 0;
-	return 0;
-}
-
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(pt_set_state_nested, const struct sock *sk, int oldstate, int newstate)
 {
-	struct set_state_cpu *c = this_cpu_state();
+	__u32 zero = 0;
+	struct set_state_cover *c = bpf_map_lookup_elem(&set_state_cover, &zero);
+	__u64 *covered = bpf_map_lookup_elem(&set_state_covered, &zero);
+	int held = 0;
 
-	if (!c || !*(volatile __u32 *)&c->busy)
+	if (!c || !covered || !c->bias)
 		return 0;
-	c->covered++;
+	/* Pointer difference: this CPU's per-CPU offset, plus constants the
+	 * runner folded into bias. */
+	__u64 at = ((__u64)covered - (__u64)c) + c->bias;
+
+	if (bpf_probe_read_kernel(&held, sizeof(held), (void *)at) || held <= 0)
+		return 0;
+	*covered += 1;
 	handle_set_state(sk, oldstate, newstate);
 	return 0;
 }
 
+static __always_inline struct set_state_cover *cover(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&set_state_cover, &zero);
+}
+
+/* Run once by the runner after attaching pt_set_state: records where
+ * pt_set_state's `active` count is (the program struct is reachable only
+ * through its link). */
+SEC("iter/bpf_link")
+int pt_find_set_state(struct bpf_iter__bpf_link *ctx)
+{
+	struct bpf_link *link = ctx->link;
+	struct set_state_cover *c = cover();
+
+	if (link && c && c->prog_id && BPF_CORE_READ(link, prog, aux, id) == c->prog_id)
+		c->active = (__u64)BPF_CORE_READ(link, prog, active);
+	return 0;
+}
+
+/* Run once by the runner: records the raw addresses of set_state_covered's
+ * per-CPU storage and of set_state_cover's entry. */
+SEC("iter/bpf_map")
+int pt_find_maps(struct bpf_iter__bpf_map *ctx)
+{
+	struct bpf_map *map = ctx->map;
+	struct set_state_cover *c = cover();
+	__u32 id;
+
+	if (!map || !c)
+		return 0;
+	id = BPF_CORE_READ(map, id);
+	if (id == c->self_id)
+		c->self_addr = (__u64)map + bpf_core_field_offset(struct bpf_array, value);
+	else if (id == c->covered_id)
+		c->covered_pptr = (__u64)BPF_CORE_READ((struct bpf_array *)map, pptrs[0]);
+	return 0;
+}
 
 SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(pt_retransmit, const struct sock *sk, const struct sk_buff *skb)

@@ -40,6 +40,8 @@ unsafe impl plain::Plain for types::pt_event {}
 unsafe impl plain::Plain for types::pt_flow_key {}
 // SAFETY: as above.
 unsafe impl plain::Plain for types::pt_flow_stats {}
+// SAFETY: as above.
+unsafe impl plain::Plain for types::set_state_cover {}
 
 /// Why tracing could not start.
 #[derive(Debug, thiserror::Error)]
@@ -470,6 +472,15 @@ impl<'obj> OpenTracepoints<'obj> {
         {
             *slot = *r;
         }
+        // The bpf_link iterator that finds pt_set_state's recursion count
+        // for pt_set_state_nested came with Linux 6.0; before that both
+        // stay out and skipped runs are reported as lost.
+        let cover = release_at_least(&node_and_kernel().1, 6, 0);
+        if !cover {
+            self.open.progs.pt_set_state_nested.set_autoload(false);
+            self.open.progs.pt_find_set_state.set_autoload(false);
+            self.open.progs.pt_find_maps.set_autoload(false);
+        }
         clear_log();
         let skel = self.open.load().map_err(load_error)?;
         let one = [1u8];
@@ -499,6 +510,15 @@ impl<'obj> OpenTracepoints<'obj> {
             for (prog, group, name) in tps {
                 if stop.max_hooks.is_some_and(|n| hooks.len() >= n) {
                     break;
+                }
+                if !prog.autoload() {
+                    continue;
+                }
+                if std::ptr::eq(prog, &progs.pt_set_state_nested) {
+                    // pt_set_state is attached: look up its count first.
+                    if !cover_set_state(&skel) {
+                        continue;
+                    }
                 }
                 // BTF tracepoints (tp_btf) carry their target in the
                 // program; the raw one is attached by name.
@@ -813,12 +833,14 @@ impl<'obj> Tracer<'obj> {
     /// program is running on that CPU (a softirq's TCP state change landing
     /// inside a process-context one), that run is dropped and only counted
     /// in the program's `recursion_misses`. For state changes
-    /// `pt_set_state_nested` does those runs instead and counts them
-    /// (`covered`); what is left may each have carried an event. Its own
-    /// misses are not losses: it is only ever interrupted in its quick
-    /// "is pt_set_state busy?" check, when pt_set_state is not running, so
-    /// pt_set_state does that run. tc programs are never skipped this way.
-    /// Always 0 before Linux 5.12, which does not count misses.
+    /// `pt_set_state_nested` does exactly those runs instead (it reads the
+    /// count the kernel tests) and counts them (`covered`), so this is 0
+    /// for them unless the cover could not be set up (Linux < 6.0). Its own
+    /// misses are not losses: it is interrupted only while pt_set_state is
+    /// not running, so pt_set_state does that run. What is left (the
+    /// other tracepoints) may each have carried an event. tc programs are
+    /// never skipped this way. Always 0 before Linux 5.12, which does not
+    /// count misses.
     pub fn skipped_total(&self) -> u64 {
         let p = &self.skel.progs;
         let misses: u64 = [
@@ -831,7 +853,7 @@ impl<'obj> Tracer<'obj> {
         .iter()
         .map(|prog| recursion_misses(prog.as_fd()))
         .sum();
-        misses.saturating_sub(sum_over_cpus(&self.skel.maps.set_state_cpu))
+        misses.saturating_sub(sum_over_cpus(&self.skel.maps.set_state_covered))
     }
 
     /// Events the kernel could not queue since load (all CPUs).
@@ -856,6 +878,86 @@ impl<'obj> Tracer<'obj> {
             }
         }
         out
+    }
+}
+
+/// Fills `set_state_cover` (see podtrace.bpf.c) so pt_set_state_nested
+/// can read pt_set_state's per-CPU recursion count: the ids it needs, then
+/// the addresses the two iterators find, folded into `bias`. pt_set_state
+/// must be attached (its link is how the iterator finds it). False, with a
+/// warning, when that fails: skipped runs are then reported as lost.
+fn cover_set_state(skel: &PodtraceSkel<'_>) -> bool {
+    let found = find_cover_addresses(skel);
+    if let Err(e) = &found {
+        tracing::warn!(
+            "cannot find pt_set_state's recursion count ({e}): \
+             skipped state changes will be reported as lost, not made up for"
+        );
+    }
+    found.is_ok()
+}
+
+fn find_cover_addresses(skel: &PodtraceSkel<'_>) -> Result<(), libbpf_rs::Error> {
+    use std::io::Read as _;
+    let map = &skel.maps.set_state_cover;
+    let key = 0u32.to_ne_bytes();
+    let write = |c: &types::set_state_cover| {
+        // SAFETY: plain C integers with no padding (see the Plain impls).
+        map.update(&key, unsafe { plain::as_bytes(c) }, MapFlags::ANY)
+    };
+    let mut c = types::set_state_cover {
+        prog_id: libbpf_rs::Program::id_from_fd(skel.progs.pt_set_state.as_fd())?,
+        covered_id: skel.maps.set_state_covered.info()?.info.id,
+        self_id: map.info()?.info.id,
+        ..Default::default()
+    };
+    write(&c)?;
+    for prog in [&skel.progs.pt_find_maps, &skel.progs.pt_find_set_state] {
+        let link = prog.attach()?;
+        let mut sink = Vec::new();
+        libbpf_rs::Iter::new(&link)?.read_to_end(&mut sink)?;
+    }
+    let raw = map
+        .lookup(&key, MapFlags::ANY)?
+        .ok_or_else(|| libbpf_rs::Error::from(io::Error::other("no entry")))?;
+    plain::copy_from_bytes(&mut c, &raw)
+        .map_err(|_| libbpf_rs::Error::from(io::Error::other("entry size")))?;
+    if c.active == 0 || c.covered_pptr == 0 || c.self_addr == 0 {
+        return Err(io::Error::other("an iterator found nothing").into());
+    }
+    // nested reads (covered on this CPU - this entry) + bias, which is
+    // active + this CPU's per-CPU offset.
+    c.bias = c
+        .active
+        .wrapping_add(c.self_addr)
+        .wrapping_sub(c.covered_pptr);
+    write(&c)
+}
+
+/// This machine's host name and kernel release, from uname(2).
+pub fn node_and_kernel() -> (String, String) {
+    // SAFETY: a zeroed utsname is a valid buffer for uname(2) to fill.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: u is valid for writes.
+    unsafe { libc::uname(&mut u) };
+    let field = |f: &[libc::c_char]| {
+        let bytes: Vec<u8> = f
+            .iter()
+            .take_while(|c| **c != 0)
+            .map(|c| *c as u8)
+            .collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    (field(&u.nodename), field(&u.release))
+}
+
+/// Whether a kernel release like `6.18.44-fc` is at least `major.minor`
+/// (an unreadable one counts as new: the load then says what is missing).
+fn release_at_least(release: &str, major: u32, minor: u32) -> bool {
+    let mut parts = release.split(['.', '-']).map(|p| p.parse::<u32>());
+    match (parts.next(), parts.next()) {
+        (Some(Ok(ma)), Some(Ok(mi))) => (ma, mi) >= (major, minor),
+        _ => true,
     }
 }
 
@@ -912,5 +1014,21 @@ fn sum_over_cpus(map: &impl libbpf_rs::MapCore) -> u64 {
             .map(|v| u64::from_ne_bytes(v.try_into().unwrap()))
             .sum(),
         _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_releases_compare_by_major_and_minor() {
+        assert!(release_at_least("6.18.44-fc-v669", 6, 0));
+        assert!(release_at_least("6.0.0", 6, 0));
+        assert!(!release_at_least("5.15.0-91-generic", 6, 0));
+        assert!(!release_at_least("5.19-rc1", 6, 0));
+        assert!(release_at_least("10.1", 6, 0));
+        // Unreadable: assume new, the load reports what is missing.
+        assert!(release_at_least("weird", 6, 0));
     }
 }

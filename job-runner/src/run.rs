@@ -51,22 +51,6 @@ impl Sink {
     }
 }
 
-fn node_and_kernel() -> (String, String) {
-    // SAFETY: a zeroed utsname is a valid buffer for uname(2) to fill.
-    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
-    // SAFETY: u is valid for writes.
-    unsafe { libc::uname(&mut u) };
-    let field = |f: &[libc::c_char]| {
-        let bytes: Vec<u8> = f
-            .iter()
-            .take_while(|c| **c != 0)
-            .map(|c| *c as u8)
-            .collect();
-        String::from_utf8_lossy(&bytes).into_owned()
-    };
-    (field(&u.nodename), field(&u.release))
-}
-
 fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1e3
 }
@@ -75,7 +59,7 @@ pub fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
     signals::install().context("install signal handlers")?;
     tracer::set_verbose(cli.verbose);
     tracer::preflight()?;
-    let (hostname, kernel) = node_and_kernel();
+    let (hostname, kernel) = podtrace::tracer::node_and_kernel();
     let node = cli.node_name.clone().unwrap_or(hostname);
     let mut out = Output::new(cli.format, &node);
     out.write(&Message::hello(Hello {

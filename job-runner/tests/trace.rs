@@ -350,6 +350,10 @@ fn two_runners_each_see_their_own_node() {
     let mut rb = Runner::start(&node_b, &["--pod-ip", &sip, "--node-name", "node-b"]);
     ra.ready();
     rb.ready();
+    // Both share the tracepoint: each one's recursion cover found its own
+    // pt_set_state (see set_state_cover in podtrace.bpf.c).
+    assert_recursion_cover(&ra);
+    assert_recursion_cover(&rb);
     let (code, _) = curl(&client, &format!("http://{sip}/"), 10);
     assert_eq!(code, "200");
     let dst = format!("{sip}:80");
@@ -389,6 +393,30 @@ fn two_runners_each_see_their_own_node() {
 /// After SIGTERM nothing of ours remains: no tcx link or clsact filter on
 /// the interfaces, no BPF program; a clsact qdisc that was there before
 /// stays, one we created goes.
+/// The runner's `set_state_cover` entry names the `pt_set_state` it holds
+/// and carries the addresses the iterators found, folded into `bias`.
+fn assert_recursion_cover(runner: &Runner) {
+    let progs = bpf_prog_ids_of(runner.pid);
+    let cover = bpf_map_ids_of(runner.pid)
+        .into_iter()
+        .find(|id| {
+            let m = bpftool_json("map", "show", *id);
+            m["name"] == "set_state_cover" && m["type"] == "array"
+        })
+        .expect("the runner holds a set_state_cover array");
+    let dump = bpftool_json("map", "dump", cover);
+    let v = &dump[0]["formatted"]["value"];
+    for field in ["bias", "active", "covered_pptr", "self_addr"] {
+        assert!(v[field].as_u64().is_some_and(|x| x != 0), "{field}: {v}");
+    }
+    let prog = v["prog_id"].as_u64().unwrap();
+    assert!(
+        progs.contains(&prog),
+        "prog {prog} is not the runner's: {progs:?}"
+    );
+    assert_eq!(bpftool_json("prog", "show", prog)["name"], "pt_set_state");
+}
+
 fn cleanup_after_sigterm(mode: &str) {
     require_root();
     let cluster = Cluster::new().unwrap();

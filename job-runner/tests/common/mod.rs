@@ -257,6 +257,15 @@ pub fn sh(cmd: &mut Command) -> String {
 /// IDs of the BPF programs process `pid` holds open (from its fdinfo:
 /// Debian's bpftool cannot show pids).
 pub fn bpf_prog_ids_of(pid: u32) -> Vec<u64> {
+    bpf_ids_of(pid, "prog_id:")
+}
+
+/// IDs of the BPF maps process `pid` holds (from its fdinfo).
+pub fn bpf_map_ids_of(pid: u32) -> Vec<u64> {
+    bpf_ids_of(pid, "map_id:")
+}
+
+fn bpf_ids_of(pid: u32, field: &str) -> Vec<u64> {
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
         return Vec::new();
     };
@@ -265,13 +274,19 @@ pub fn bpf_prog_ids_of(pid: u32) -> Vec<u64> {
         .filter_map(|e| std::fs::read_to_string(e.path()).ok())
         .filter_map(|info| {
             info.lines()
-                .find_map(|l| l.strip_prefix("prog_id:"))
+                .find_map(|l| l.strip_prefix(field))
                 .and_then(|v| v.trim().parse().ok())
         })
         .collect();
     ids.sort_unstable();
     ids.dedup();
     ids
+}
+
+/// `bpftool -j OBJ show|dump id ID`, parsed.
+pub fn bpftool_json(obj: &str, verb: &str, id: u64) -> Value {
+    let out = sh(Command::new("bpftool").args(["-j", obj, verb, "id", &id.to_string()]));
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("bpftool {obj} {verb} {id}: {e}: {out}"))
 }
 
 /// Whether a BPF program with this ID still exists.
