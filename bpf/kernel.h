@@ -93,6 +93,17 @@ struct bpf_link {
 
 struct bpf_iter_meta;
 
+/* Any kernel struct with an int at offset 0 will do to read one int at a
+ * raw address through bpf_core_cast (a plain load the verifier guards,
+ * cheaper than bpf_probe_read_kernel). */
+typedef struct {
+	int counter;
+} atomic_t;
+
+struct refcount_struct {
+	atomic_t refs;
+} __pai;
+
 struct bpf_map {
 	__u32 id;
 } __pai;

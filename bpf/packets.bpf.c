@@ -39,7 +39,10 @@ static __always_inline int load(struct __sk_buff *skb, __u32 off, void *buf, __u
 
 static __always_inline void handle_packet(struct __sk_buff *skb, __u8 direction)
 {
-	struct pt_ip src, dst;
+	/* Zeroed up front: without it Linux 6.18's verifier fails with an
+	 * internal "verifier bug: stack slot" on some option combinations
+	 * (tests: every_filter_combination_loads). */
+	struct pt_ip src = {}, dst = {};
 	__u16 p[2];
 	__u8 flags = 0, proto;
 	bool fwd = false, created = false, src_pod = false;

@@ -276,15 +276,21 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 
 /*
  * set_state_covered: per CPU, how many of pt_set_state's skipped runs
- * pt_set_state_nested made up for.
- * Incremented by pt_set_state_nested on its own CPU; read by the runner.
- * Never deleted.
+ * pt_set_state_nested made up for, and where this CPU's copy of
+ * pt_set_state's `active` count is (computed on the CPU's first run).
+ * Written by pt_set_state_nested on its own CPU; `covered` is read by the
+ * runner. Never deleted.
  */
+struct set_state_covered {
+	__u64 covered;
+	__u64 active_here;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u64);
+	__type(value, struct set_state_covered);
 } set_state_covered SEC(".maps");
 
 /*
@@ -339,19 +345,22 @@ SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(pt_set_state_nested, const struct sock *sk, int oldstate, int newstate)
 {
 	__u32 zero = 0;
-	struct set_state_cover *c = bpf_map_lookup_elem(&set_state_cover, &zero);
-	__u64 *covered = bpf_map_lookup_elem(&set_state_covered, &zero);
-	int held = 0;
+	struct set_state_covered *here = bpf_map_lookup_elem(&set_state_covered, &zero);
 
-	if (!c || !covered || !c->bias)
+	if (!here)
 		return 0;
-	/* Pointer difference: this CPU's per-CPU offset, plus constants the
-	 * runner folded into bias. */
-	__u64 at = ((__u64)covered - (__u64)c) + c->bias;
+	if (!here->active_here) {
+		struct set_state_cover *c = bpf_map_lookup_elem(&set_state_cover, &zero);
 
-	if (bpf_probe_read_kernel(&held, sizeof(held), (void *)at) || held <= 0)
+		if (!c || !c->bias)
+			return 0;
+		/* Pointer difference: this CPU's per-CPU offset, plus the
+		 * constants the runner folded into bias. */
+		here->active_here = ((__u64)here - (__u64)c) + c->bias;
+	}
+	if (bpf_core_cast((void *)here->active_here, struct refcount_struct)->refs.counter <= 0)
 		return 0;
-	*covered += 1;
+	here->covered += 1;
 	handle_set_state(sk, oldstate, newstate);
 	return 0;
 }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use crate::bpf::types;
 use crate::drop_reason::DropReasons;
-use crate::event::{rfc3339_nanos, Direction, Event, EventKind, Proto, ResetDirection};
+use crate::event::{Direction, Event, EventKind, Proto, ResetDirection, Rfc3339};
 use crate::tracer::ip_from_key;
 
 /// Converts events; holds what that needs (clock offset, names).
@@ -17,13 +17,14 @@ pub struct Decoder {
     realtime_offset: i128,
     drop_reasons: DropReasons,
     /// Interface names in the node's namespace, by index.
-    ifnames: HashMap<u32, String>,
+    ifnames: foldhash::HashMap<u32, String>,
     own_netns: u32,
+    clock: Rfc3339,
     /// Connections accepted while tracing, (opener, acceptor) → accept
     /// time: the kernel keeps no state for accepted sockets (see `socks`
     /// in podtrace.bpf.c), so their later events are oriented and timed
     /// from here. Removed at close.
-    accepted: HashMap<(SocketAddr, SocketAddr), u64>,
+    accepted: foldhash::HashMap<(SocketAddr, SocketAddr), u64>,
 }
 
 /// Bound on [`Decoder::accepted`]: more connections than this accepted and
@@ -53,9 +54,10 @@ impl Decoder {
             node,
             realtime_offset,
             drop_reasons,
-            ifnames,
+            ifnames: ifnames.into_iter().collect(),
             own_netns: own_netns as u32,
-            accepted: HashMap::new(),
+            clock: Rfc3339::default(),
+            accepted: Default::default(),
         }
     }
 
@@ -123,7 +125,7 @@ impl Decoder {
             self.match_accepted(raw, &mut kind, &mut src, &mut dst);
         }
         Some(Event {
-            time: rfc3339_nanos(self.unix_ns(raw.ts_ns)),
+            time: self.clock.format(self.unix_ns(raw.ts_ns)),
             node: self.node.clone(),
             proto,
             src,

@@ -634,36 +634,61 @@ impl<'a> JsonObject<'a> {
 /// Formats a wall-clock time given as nanoseconds since the Unix epoch as
 /// RFC 3339 UTC with nanoseconds, e.g. `2026-11-25T14:37:18.123456789Z`.
 pub fn rfc3339_nanos(unix_ns: u128) -> String {
-    let secs = (unix_ns / 1_000_000_000) as i64;
-    let nanos = (unix_ns % 1_000_000_000) as u32;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400) as u32;
-    let (y, m, d) = civil_from_days(days);
-    if !(0..=9999).contains(&y) {
-        return format!(
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-            rem / 3600,
-            (rem % 3600) / 60,
-            rem % 60
-        );
-    }
-    // Digit by digit into a fixed buffer: this runs once per event, and
-    // `format!` with padding costs several times as much.
-    let mut b = *b"0000-00-00T00:00:00.000000000Z";
-    let mut put = |at: usize, width: usize, mut v: u32| {
-        for i in (at..at + width).rev() {
-            b[i] = b'0' + (v % 10) as u8;
-            v /= 10;
+    Rfc3339::default().format(unix_ns)
+}
+
+/// [`rfc3339_nanos`] for a stream of timestamps: the date and time of day
+/// are formatted once per second, only the nanoseconds per call (the
+/// runner formats one per event).
+#[derive(Debug, Default)]
+pub struct Rfc3339 {
+    /// The second `prefix` shows, and `YYYY-MM-DDTHH:MM:SS.` for it.
+    second: Option<i64>,
+    prefix: [u8; 20],
+}
+
+impl Rfc3339 {
+    pub fn format(&mut self, unix_ns: u128) -> String {
+        let secs = (unix_ns / 1_000_000_000) as i64;
+        let nanos = (unix_ns % 1_000_000_000) as u32;
+        if self.second != Some(secs) {
+            let days = secs.div_euclid(86_400);
+            let rem = secs.rem_euclid(86_400) as u32;
+            let (y, m, d) = civil_from_days(days);
+            if !(0..=9999).contains(&y) {
+                return format!(
+                    "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+                    rem / 3600,
+                    (rem % 3600) / 60,
+                    rem % 60
+                );
+            }
+            let mut p = *b"0000-00-00T00:00:00.";
+            put_digits(&mut p[0..4], y as u32);
+            put_digits(&mut p[5..7], m);
+            put_digits(&mut p[8..10], d);
+            put_digits(&mut p[11..13], rem / 3600);
+            put_digits(&mut p[14..16], (rem % 3600) / 60);
+            put_digits(&mut p[17..19], rem % 60);
+            self.prefix = p;
+            self.second = Some(secs);
         }
-    };
-    put(0, 4, y as u32);
-    put(5, 2, m);
-    put(8, 2, d);
-    put(11, 2, rem / 3600);
-    put(14, 2, (rem % 3600) / 60);
-    put(17, 2, rem % 60);
-    put(20, 9, nanos);
-    String::from_utf8(b.to_vec()).expect("ASCII digits")
+        // Digit by digit into a fixed buffer: `format!` with padding costs
+        // several times as much.
+        let mut b = [0u8; 30];
+        b[..20].copy_from_slice(&self.prefix);
+        put_digits(&mut b[20..29], nanos);
+        b[29] = b'Z';
+        String::from_utf8(b.to_vec()).expect("ASCII digits")
+    }
+}
+
+/// `v` in decimal, zero-padded to fill `out`.
+fn put_digits(out: &mut [u8], mut v: u32) {
+    for c in out.iter_mut().rev() {
+        *c = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
 }
 
 /// The current wall-clock time as [`rfc3339_nanos`].
@@ -905,6 +930,24 @@ mod tests {
                 ns % 1_000_000_000
             );
             assert_eq!(rfc3339_nanos(ns), general);
+        }
+    }
+
+    #[test]
+    fn a_reused_formatter_agrees_within_and_across_seconds() {
+        let mut clock = Rfc3339::default();
+        let base = 1_764_081_438_000_000_000u128;
+        // Same second twice, the next second, back, a day later, the start.
+        for ns in [
+            base + 5,
+            base + 999_999_999,
+            base + 1_000_000_000,
+            base + 7,
+            base + 86_400_000_000_000,
+            0,
+        ] {
+            // rfc3339_nanos formats with a fresh one.
+            assert_eq!(clock.format(ns), rfc3339_nanos(ns), "at {ns}");
         }
     }
 

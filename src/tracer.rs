@@ -140,6 +140,12 @@ macro_rules! set_shared_rodata {
         pods.sort_unstable();
         pods.dedup();
         rodata.single_pod = u8::from(pods.len() == 1);
+        if let [only] = pods.as_slice() {
+            let key = ip_key(*only);
+            for (half, bytes) in rodata.the_pod.iter_mut().zip(key.chunks_exact(8)) {
+                *half = u64::from_ne_bytes(bytes.try_into().expect("8 bytes"));
+            }
+        }
         if cfg.ring_bytes > 0 {
             rodata.wakeup_bytes = cfg.ring_bytes / 8;
         }
@@ -472,10 +478,11 @@ impl<'obj> OpenTracepoints<'obj> {
         {
             *slot = *r;
         }
-        // The bpf_link iterator that finds pt_set_state's recursion count
-        // for pt_set_state_nested came with Linux 6.0; before that both
-        // stay out and skipped runs are reported as lost.
-        let cover = release_at_least(&node_and_kernel().1, 6, 0);
+        // pt_set_state_nested needs the bpf_link iterator (Linux 6.0) to
+        // find pt_set_state's recursion count and bpf_rdonly_cast (6.2) to
+        // read it; before that they stay out and skipped runs are
+        // reported as lost.
+        let cover = release_at_least(&node_and_kernel().1, 6, 2);
         if !cover {
             self.open.progs.pt_set_state_nested.set_autoload(false);
             self.open.progs.pt_find_set_state.set_autoload(false);
@@ -835,7 +842,7 @@ impl<'obj> Tracer<'obj> {
     /// in the program's `recursion_misses`. For state changes
     /// `pt_set_state_nested` does exactly those runs instead (it reads the
     /// count the kernel tests) and counts them (`covered`), so this is 0
-    /// for them unless the cover could not be set up (Linux < 6.0). Its own
+    /// for them unless the cover could not be set up (Linux < 6.2). Its own
     /// misses are not losses: it is interrupted only while pt_set_state is
     /// not running, so pt_set_state does that run. What is left (the
     /// other tracepoints) may each have carried an event. tc programs are

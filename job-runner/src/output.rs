@@ -3,7 +3,7 @@
 //! Buffered, flushed once per batch of events.
 
 use std::fmt::Write as _;
-use std::io::{self, BufWriter, IsTerminal as _, Stdout, Write as _};
+use std::io::{self, IsTerminal as _, Stdout, Write as _};
 
 use podtrace::event::Message;
 use podtrace::render::{self, Style};
@@ -11,12 +11,18 @@ use podtrace::render::{self, Style};
 use crate::cli::Format;
 
 pub struct Output {
-    w: BufWriter<Stdout>,
+    out: Stdout,
+    /// Lines not yet written: each is formatted straight into it (one copy
+    /// per event fewer than formatting into a line buffer and then into a
+    /// `BufWriter`).
+    buf: Vec<u8>,
     format: Format,
     text: String,
-    json: Vec<u8>,
     style: Style,
 }
+
+/// Write to stdout once this much is buffered (and at every flush).
+const FLUSH_AT: usize = 64 * 1024;
 
 impl Output {
     /// `node` sizes the node column of text output.
@@ -26,32 +32,39 @@ impl Output {
             node_width: node.chars().count(),
         };
         Output {
-            w: BufWriter::with_capacity(64 * 1024, io::stdout()),
+            out: io::stdout(),
+            buf: Vec::with_capacity(FLUSH_AT + 4096),
             format,
             text: String::new(),
-            json: Vec::with_capacity(512),
             style,
         }
     }
 
     pub fn write(&mut self, msg: &Message) -> io::Result<()> {
         match self.format {
-            Format::Json => {
-                self.json.clear();
-                msg.write_json(&mut self.json);
-                self.w.write_all(&self.json)?;
-            }
+            Format::Json => msg.write_json(&mut self.buf),
             Format::Text => {
                 self.text.clear();
                 text_line(msg, &mut self.text, self.style);
-                self.w.write_all(self.text.as_bytes())?;
+                self.buf.extend_from_slice(self.text.as_bytes());
             }
         }
-        self.w.write_all(b"\n")
+        self.buf.push(b'\n');
+        if self.buf.len() >= FLUSH_AT {
+            self.write_buf()?;
+        }
+        Ok(())
+    }
+
+    fn write_buf(&mut self) -> io::Result<()> {
+        let result = self.out.write_all(&self.buf);
+        self.buf.clear();
+        result
     }
 
     pub fn flush(&mut self) -> io::Result<()> {
-        self.w.flush()
+        self.write_buf()?;
+        self.out.flush()
     }
 }
 

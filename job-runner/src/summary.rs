@@ -3,7 +3,6 @@
 //! resets, retransmits and RTT from the events; packets, bytes and drops
 //! from the kernel's counters. Pure, so it is tested without a kernel.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use podtrace::event::{Event, EventKind, FlowSummary, Proto, ResetDirection, Rtt};
@@ -39,7 +38,7 @@ pub struct Counters {
 /// Flows seen so far.
 #[derive(Debug, Default)]
 pub struct Flows {
-    flows: HashMap<Key, Acc>,
+    flows: foldhash::HashMap<Key, Acc>,
 }
 
 impl Flows {

@@ -690,3 +690,39 @@ fn next_runner_clears_filters_of_a_killed_one() {
     let left = attached_to(&node.netns, &a.host_if);
     assert!(left.trim().is_empty(), "left: {left}");
 }
+
+/// Every combination of the options that change the verified programs
+/// (read-only data: one pod or several, --packets, --peer-ip, --port)
+/// loads. The verifier judges each combination separately, and Linux 6.18
+/// has rejected some program shapes with an internal "verifier bug"
+/// (a comparison against one pod's address needed its stack set up early).
+#[test]
+fn every_filter_combination_loads() {
+    require_root();
+    let (_cluster, node, a, b) = one_node_two_pods(Shape::Routed, "a", "b");
+    let (aip, bip) = (a.ip.to_string(), b.ip.to_string());
+    for packets in [false, true] {
+        for both_pods in [false, true] {
+            for peer in [false, true] {
+                for port in [false, true] {
+                    let mut args = vec!["--pod-ip", aip.as_str()];
+                    if both_pods {
+                        args.extend(["--pod-ip", bip.as_str()]);
+                    }
+                    if packets {
+                        args.push("--packets");
+                    }
+                    if peer {
+                        args.extend(["--peer-ip", bip.as_str()]);
+                    }
+                    if port {
+                        args.extend(["--port", "80"]);
+                    }
+                    let mut runner = Runner::start(&node, &args);
+                    runner.ready();
+                    runner.stop_clean();
+                }
+            }
+        }
+    }
+}
