@@ -75,9 +75,25 @@ static __always_inline __u32 sk_netns(const struct sock *sk)
 	return sk->__sk_common.skc_net.net->ns.inum;
 }
 
+/* The whole scope when it has at most PT_FEW_NETNS namespaces (the node's
+ * and a pod's or three: the common case), set by the runner before load;
+ * few_netns[0] == 0 means "use the map". Compared on every TCP state
+ * change of the node instead of a hash lookup. */
+const volatile __u32 few_netns[PT_FEW_NETNS] = {};
+
 static __always_inline bool netns_in_scope(__u32 inum)
 {
-	return inum && in_set(&netns_scope, &inum);
+	if (!inum)
+		return false;
+	if (few_netns[0]) {
+		bool in = false;
+
+#pragma unroll
+		for (int i = 0; i < PT_FEW_NETNS; i++)
+			in |= few_netns[i] == inum;
+		return in;
+	}
+	return in_set(&netns_scope, &inum);
 }
 
 /* A socket's own view of its connection. */

@@ -21,6 +21,8 @@
 #define PT_MAX_PORTS 64
 /* Network namespaces in scope: the node's own plus one per traced pod. */
 #define PT_MAX_NETNS (PT_MAX_PODS + 1)
+/* Scopes up to this many namespaces are compared, not looked up. */
+#define PT_FEW_NETNS 4
 /* Sockets connect()ed in traced pods since the trace started and not yet
  * closed (accepted ones are not kept); LRU, so a burst beyond this only
  * loses pid/comm and open times of the oldest. An LRU map is allocated

@@ -467,6 +467,16 @@ impl<'obj> OpenTracepoints<'obj> {
             .rodata_data
             .as_deref_mut()
             .expect("the object has read-only data");
+        let mut scope = cfg.netns.clone();
+        scope.sort_unstable();
+        scope.dedup();
+        if scope.len() <= rodata.few_netns.len() && !scope.contains(&0) {
+            // Unused slots repeat the first: never 0, so never a match
+            // for anything but a namespace in scope.
+            for (slot, ns) in rodata.few_netns.iter_mut().zip(scope.iter().cycle()) {
+                *slot = *ns as u32;
+            }
+        }
         let slots = rodata.ignored_drop_reasons.len();
         if cfg.ignored_drop_reasons.len() > slots {
             tracing::warn!("only {slots} drop reasons can be ignored");

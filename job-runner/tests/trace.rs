@@ -726,3 +726,37 @@ fn every_filter_combination_loads() {
         }
     }
 }
+
+/// More traced pods on a node than the few namespaces the programs
+/// compare inline: the namespace scope then comes from its map, and
+/// connections between the pods are still seen from both ends.
+#[test]
+fn many_pods_on_a_node_use_the_scope_map() {
+    require_root();
+    let cluster = Cluster::new().unwrap();
+    let node = cluster.add_node("node", Shape::Routed).unwrap();
+    let pods: Vec<_> = ["p1", "p2", "p3", "p4"]
+        .iter()
+        .map(|n| cluster.add_pod("node", n).unwrap())
+        .collect();
+    let (client, server) = (&pods[0], &pods[3]);
+    let _nginx = server.start_nginx(80, None).unwrap();
+    let ips: Vec<String> = pods.iter().map(|p| p.ip.to_string()).collect();
+    let mut args = Vec::new();
+    for ip in &ips {
+        args.extend(["--pod-ip", ip.as_str()]);
+    }
+    let mut runner = Runner::start(&node, &args);
+    runner.ready();
+    let sip = server.ip.to_string();
+    let (code, _) = curl(client, &format!("http://{sip}/"), 10);
+    assert_eq!(code, "200");
+    let dst = format!("{sip}:80");
+    runner.expect("connect from p1", |v| {
+        is_event(v, "connect") && v["dst"] == dst.as_str() && v["comm"] == "curl"
+    });
+    runner.expect("accept on p4", |v| {
+        is_event(v, "accept") && v["dst"] == dst.as_str()
+    });
+    runner.stop_clean();
+}
