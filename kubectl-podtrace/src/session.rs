@@ -51,10 +51,14 @@ pub struct SessionSpec {
 /// exits at once.
 pub fn interrupts() -> watch::Receiver<u32> {
     let (tx, rx) = watch::channel(0u32);
+    // Listeners made once, up front: one made after a signal arrived would
+    // not see it, and a quick second Ctrl-C (right after "stopping:") went
+    // unnoticed when each wait made its own.
+    let mut signals = Signals::new();
     tokio::spawn(async move {
         let mut count = 0;
         loop {
-            wait_signal().await;
+            signals.next().await;
             count += 1;
             if count >= 2 {
                 eprintln!(
@@ -70,27 +74,48 @@ pub fn interrupts() -> watch::Receiver<u32> {
     rx
 }
 
-#[cfg(unix)]
-async fn wait_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).ok();
-    let term = async move {
-        match term.as_mut() {
-            Some(t) => {
-                t.recv().await;
-            }
-            None => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
+/// Ctrl-C and (on Unix) SIGTERM, as one stream.
+struct Signals {
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
 }
 
-#[cfg(not(unix))]
-async fn wait_signal() {
-    let _ = tokio::signal::ctrl_c().await;
+impl Signals {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Signals {
+                int: signal(SignalKind::interrupt()).ok(),
+                term: signal(SignalKind::terminate()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    #[cfg(unix)]
+    async fn next(&mut self) {
+        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        }
+        tokio::select! {
+            _ = recv(&mut self.int) => {}
+            _ = recv(&mut self.term) => {}
+        }
+    }
+
+    #[cfg(not(unix))]
+    async fn next(&mut self) {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// Why streaming stopped.
