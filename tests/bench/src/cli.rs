@@ -16,7 +16,7 @@ use crate::wrk::Workload;
     version,
     after_help = "EXAMPLES:\n  sudo scripts/bench.sh                      # build, then the full run (≈10 min)\n  \
                   sudo scripts/bench.sh --quick              # seconds-long smoke run\n  \
-                  podtrace-bench --rounds 5 --seconds 10     # more, longer rounds\n  \
+                  podtrace-bench --rounds 9 --seconds 10     # more, longer rounds\n  \
                   podtrace-bench --only overhead --workload new-conn --no-baselines\n  \
                   \x20                                          # one question, answered quickly\n  \
                   podtrace-bench --runner ./podtrace-runner  # a runner built elsewhere"
@@ -41,7 +41,7 @@ pub struct RunArgs {
     /// step. Proves the machinery works; its figures mean little.
     #[arg(long)]
     pub quick: bool,
-    /// Rounds of the overhead comparison (default 5; 1 with --quick).
+    /// Rounds of the overhead comparison (default 7; 1 with --quick).
     #[arg(long)]
     pub rounds: Option<u32>,
     /// Seconds of load per arm and workload (default 5; 2 with --quick).
@@ -131,7 +131,7 @@ impl RunArgs {
         let partial = !self.only.is_empty() || !self.workload.is_empty();
         Settings {
             quick: q,
-            rounds: self.rounds.unwrap_or(if q { 1 } else { 5 }).max(1),
+            rounds: self.rounds.unwrap_or(if q { 1 } else { 7 }).max(1),
             seconds: self.seconds.unwrap_or(if q { 2 } else { 5 }).max(1),
             starts: self.starts.unwrap_or(if q { 3 } else { 15 }).max(1),
             runner: self
