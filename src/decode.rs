@@ -181,11 +181,13 @@ impl Decoder {
 }
 
 fn comm(raw: &[i8; 16]) -> String {
-    let bytes: Vec<u8> = raw
-        .iter()
-        .take_while(|c| **c != 0)
-        .map(|c| *c as u8)
-        .collect();
+    c_string(raw.iter().map(|c| *c as u8))
+}
+
+/// The bytes of a NUL-terminated C string (a fixed-size kernel or libc
+/// field), lossily as UTF-8.
+pub(crate) fn c_string(bytes: impl IntoIterator<Item = u8>) -> String {
+    let bytes: Vec<u8> = bytes.into_iter().take_while(|b| *b != 0).collect();
     String::from_utf8_lossy(&bytes).into_owned()
 }
 

@@ -957,14 +957,7 @@ pub fn node_and_kernel() -> (String, String) {
     let mut u: libc::utsname = unsafe { std::mem::zeroed() };
     // SAFETY: u is valid for writes.
     unsafe { libc::uname(&mut u) };
-    let field = |f: &[libc::c_char]| {
-        let bytes: Vec<u8> = f
-            .iter()
-            .take_while(|c| **c != 0)
-            .map(|c| *c as u8)
-            .collect();
-        String::from_utf8_lossy(&bytes).into_owned()
-    };
+    let field = |f: &[libc::c_char]| crate::decode::c_string(f.iter().map(|c| *c as u8));
     (field(&u.nodename), field(&u.release))
 }
 
