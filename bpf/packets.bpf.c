@@ -17,10 +17,92 @@ char LICENSE[] SEC("license") = "GPL";
 
 const volatile __u8 trace_packets = 0; /* an event for every packet */
 
+/*
+ * flow_cache: per CPU, the flow this CPU's tc programs counted last and the
+ * packets and bytes counted for it since, not yet in `flows`. Consecutive
+ * packets mostly belong to one flow (the key has no client port, so every
+ * connection between two pods is one flow): a 36-byte compare instead of a
+ * hash lookup per packet.
+ * Written by the tc programs on their own CPU (tc runs do not nest on a
+ * CPU); the pending counts move to `flows` when the CPU meets another flow.
+ * The runner adds what is still pending at exit. Never deleted.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pt_flow_cache);
+} flow_cache SEC(".maps");
+
 #define PT_TCP_FIN 0x01
 #define PT_TCP_SYN 0x02
 #define PT_TCP_RST 0x04
 #define PT_TCP_ACK 0x10
+
+/* Whether the key's words equal (both 8-byte aligned: stack or map). */
+static __always_inline bool same_flow(const struct pt_flow_key *x, const struct pt_flow_key *y)
+{
+	const __u64 *a = (const __u64 *)x, *b = (const __u64 *)y;
+	const __u32 *a4 = (const __u32 *)&a[4], *b4 = (const __u32 *)&b[4];
+
+	return !((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (*a4 ^ *b4));
+}
+
+/* Whether this CPU's cached flow is the packet's; sets *forward then. */
+static __always_inline bool cached_flow(const struct pt_flow_cache *c, const struct pt_ip *a,
+					__u16 aport, const struct pt_ip *b, __u16 bport, __u8 proto,
+					bool *forward)
+{
+	struct pt_flow_key k __attribute__((aligned(8)));
+
+	if (!c->valid)
+		return false;
+	/* Either side may be the opener: both orientations. */
+#pragma unroll
+	for (int i = 0; i < 2; i++) {
+		bool a_opens = i == 0;
+
+		flow_key(&k, a, aport, b, bport, proto, a_opens);
+		if (same_flow(&k, &c->key)) {
+			*forward = a_opens;
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Moves this CPU's pending counts into `flows` (re-creating the flow if
+ * the LRU evicted it meanwhile) and empties the cache. */
+static __always_inline void flush_flow_cache(struct pt_flow_cache *c)
+{
+	if (!c->valid)
+		return;
+	c->valid = 0;
+	if (!c->pending.packets_sent && !c->pending.packets_received)
+		return;
+	struct pt_flow_stats *st = bpf_map_lookup_elem(&flows, &c->key);
+
+	if (!st) {
+		struct pt_flow_stats zero = {};
+
+		bpf_map_update_elem(&flows, &c->key, &zero, BPF_NOEXIST);
+		st = bpf_map_lookup_elem(&flows, &c->key);
+		if (!st)
+			return;
+	}
+	__sync_fetch_and_add(&st->packets_sent, c->pending.packets_sent);
+	__sync_fetch_and_add(&st->bytes_sent, c->pending.bytes_sent);
+	__sync_fetch_and_add(&st->packets_received, c->pending.packets_received);
+	__sync_fetch_and_add(&st->bytes_received, c->pending.bytes_received);
+}
+
+static __always_inline void cache_flow(struct pt_flow_cache *c, const struct pt_ip *a, __u16 aport,
+				       const struct pt_ip *b, __u16 bport, __u8 proto, bool a_opens)
+{
+	flow_key(&c->key, a, aport, b, bport, proto, a_opens);
+	__builtin_memset(&c->pending, 0, sizeof(c->pending));
+	c->valid = 1;
+}
 
 /* Copies len bytes at off of the packet into buf: straight from the
  * linear data when they are there (the common case, and much cheaper than
@@ -117,18 +199,30 @@ static __always_inline void handle_packet(struct __sk_buff *skb, __u8 direction)
 	}
 
 	__u32 len = skb->len > ETH_HLEN ? skb->len - ETH_HLEN : 0;
-	struct pt_flow_stats *st =
-		flow_of(&src, sport, &dst, dport, proto, opener_is_src, &fwd, &created);
+	__u32 zero = 0;
+	struct pt_flow_cache *c = bpf_map_lookup_elem(&flow_cache, &zero);
 
+	if (!c)
+		return;
+	if (!cached_flow(c, &src, sport, &dst, dport, proto, &fwd)) {
+		struct pt_flow_stats *st =
+			flow_of(&src, sport, &dst, dport, proto, opener_is_src, &fwd, &created);
+
+		/* Hand the last flow's pending counts to `flows`, and cache
+		 * this one (when it made it into the map). */
+		flush_flow_cache(c);
+		if (st)
+			cache_flow(c, &src, sport, &dst, dport, proto, fwd);
+	}
 	/* Count each packet once: where it leaves a pod, or where it enters
 	 * one when it did not come from another traced pod. */
-	if (st && (direction == PT_DIR_EGRESS || !src_pod)) {
+	if (c->valid && (direction == PT_DIR_EGRESS || !src_pod)) {
 		if (fwd) {
-			__sync_fetch_and_add(&st->packets_sent, 1);
-			__sync_fetch_and_add(&st->bytes_sent, len);
+			c->pending.packets_sent += 1;
+			c->pending.bytes_sent += len;
 		} else {
-			__sync_fetch_and_add(&st->packets_received, 1);
-			__sync_fetch_and_add(&st->bytes_received, len);
+			c->pending.packets_received += 1;
+			c->pending.bytes_received += len;
 		}
 	}
 

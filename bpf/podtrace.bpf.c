@@ -36,6 +36,7 @@ const volatile __u32 ignored_drop_reasons[PT_MAX_IGNORED_DROP_REASONS] = {};
 struct pt_event _pt_event = {};
 struct pt_flow_key _pt_flow_key = {};
 struct pt_flow_stats _pt_flow_stats = {};
+struct pt_flow_cache _pt_flow_cache = {};
 enum pt_kind _pt_kind = PT_CONNECT;
 enum pt_direction _pt_direction = PT_DIR_INGRESS;
 

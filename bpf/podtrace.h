@@ -113,6 +113,15 @@ struct pt_flow_stats {
 };
 
 /* A socket opened while tracing. Value of the `socks` map. */
+/* Per CPU: the flow last counted and its counts not yet in `flows`
+ * (drops unused: those are counted in `flows` directly). */
+struct pt_flow_cache {
+	struct pt_flow_key key;
+	struct pt_flow_stats pending;
+	__u32 valid;
+	__u32 pad;
+};
+
 struct pt_sock {
 	__u64 start_ns;       /* when connect() / the passive open happened */
 	__u32 pid;

@@ -205,6 +205,24 @@ static __always_inline void submit_event(struct pt_event *e)
 	bpf_ringbuf_submit(e, flags);
 }
 
+/* The key of the flow of a packet a:aport -> b:bport, `a_opens` telling
+ * which side opened it. */
+static __always_inline void flow_key(struct pt_flow_key *k, const struct pt_ip *a, __u16 aport,
+				     const struct pt_ip *b, __u16 bport, __u8 proto, bool a_opens)
+{
+	k->proto = proto;
+	k->pad = 0;
+	if (a_opens) {
+		k->client = *a;
+		k->server = *b;
+		k->server_port = bport;
+	} else {
+		k->client = *b;
+		k->server = *a;
+		k->server_port = aport;
+	}
+}
+
 /* Finds the flow a packet a:aport -> b:bport belongs to, creating it when
  * missing (the opener is guessed from `syn_ack`/ports when not known).
  * Sets *forward when the packet goes client -> server. The likelier
@@ -217,33 +235,20 @@ static __always_inline struct pt_flow_stats *flow_of(const struct pt_ip *a, __u1
 	struct pt_flow_stats *st;
 	bool guess = opener_is_a < 0 ? aport >= bport : opener_is_a;
 
-	k.proto = proto;
 #pragma unroll
 	for (int i = 0; i < 2; i++) {
 		bool a_opens = i == 0 ? guess : !guess;
 
-		if (a_opens) {
-			k.client = *a;
-			k.server = *b;
-			k.server_port = bport;
-		} else {
-			k.client = *b;
-			k.server = *a;
-			k.server_port = aport;
-		}
+		flow_key(&k, a, aport, b, bport, proto, a_opens);
 		st = bpf_map_lookup_elem(&flows, &k);
 		if (st) {
 			*forward = a_opens;
 			return st;
 		}
 	}
-	/* Not found: create it the way we guessed (k holds !guess now). */
+	/* Not found: create it the way we guessed. */
 	*forward = guess;
-	if (guess) {
-		k.client = *a;
-		k.server = *b;
-		k.server_port = bport;
-	}
+	flow_key(&k, a, aport, b, bport, proto, guess);
 	struct pt_flow_stats zero = {};
 
 	/* NOEXIST: another CPU may have created it meanwhile; use theirs. */

@@ -42,6 +42,8 @@ unsafe impl plain::Plain for types::pt_flow_key {}
 unsafe impl plain::Plain for types::pt_flow_stats {}
 // SAFETY: as above.
 unsafe impl plain::Plain for types::set_state_cover {}
+// SAFETY: as above.
+unsafe impl plain::Plain for types::pt_flow_cache {}
 
 /// Why tracing could not start.
 #[derive(Debug, thiserror::Error)]
@@ -790,7 +792,7 @@ pub struct Tracer<'obj> {
     _tc: TcSet,
     _links: Vec<Link>,
     skel: PodtraceSkel<'obj>,
-    _packets: PacketsSkel<'obj>,
+    packets: PacketsSkel<'obj>,
     hooks: Vec<Hook>,
 }
 
@@ -816,7 +818,7 @@ impl<'obj> Tracer<'obj> {
             _tc: tc,
             _links: links,
             skel,
-            _packets: packets,
+            packets,
             hooks,
         }
     }
@@ -878,7 +880,8 @@ impl<'obj> Tracer<'obj> {
         sum_over_cpus(&self.skel.maps.lost)
     }
 
-    /// The kernel's per-flow counters.
+    /// The kernel's per-flow counters, with the counts the CPUs' flow
+    /// caches still hold (see `flow_cache` in packets.bpf.c) added in.
     pub fn flows(&self) -> Vec<(types::pt_flow_key, types::pt_flow_stats)> {
         let map = &self.skel.maps.flows;
         let mut out = Vec::new();
@@ -893,6 +896,30 @@ impl<'obj> Tracer<'obj> {
             {
                 out.push((k, v));
             }
+        }
+        let per_cpu = self
+            .packets
+            .maps
+            .flow_cache
+            .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY);
+        for val in per_cpu.ok().flatten().unwrap_or_default() {
+            let mut c = types::pt_flow_cache::default();
+            if plain::copy_from_bytes(&mut c, &val).is_err() || c.valid == 0 {
+                continue;
+            }
+            let p = &c.pending;
+            let at = match out.iter().position(|(k, _)| flow_key_eq(k, &c.key)) {
+                Some(i) => i,
+                None => {
+                    out.push((c.key, types::pt_flow_stats::default()));
+                    out.len() - 1
+                }
+            };
+            let v = &mut out[at].1;
+            v.packets_sent += p.packets_sent;
+            v.bytes_sent += p.bytes_sent;
+            v.packets_received += p.packets_received;
+            v.bytes_received += p.bytes_received;
         }
         out
     }
@@ -957,7 +984,10 @@ pub fn node_and_kernel() -> (String, String) {
     let mut u: libc::utsname = unsafe { std::mem::zeroed() };
     // SAFETY: u is valid for writes.
     unsafe { libc::uname(&mut u) };
-    let field = |f: &[libc::c_char]| crate::decode::c_string(f.iter().map(|c| *c as u8));
+    let field = |f: &[libc::c_char]| {
+        let bytes: Vec<u8> = f.iter().map(|c| *c as u8).collect();
+        crate::decode::c_str(&bytes).into_owned()
+    };
     (field(&u.nodename), field(&u.release))
 }
 
@@ -1016,6 +1046,11 @@ fn recursion_misses(prog: BorrowedFd<'_>) -> u64 {
 }
 
 /// The sum over CPUs of the first u64 of a one-entry per-CPU array's value.
+fn flow_key_eq(a: &types::pt_flow_key, b: &types::pt_flow_key) -> bool {
+    (a.client.addr, a.server.addr, a.server_port, a.proto)
+        == (b.client.addr, b.server.addr, b.server_port, b.proto)
+}
+
 fn sum_over_cpus(map: &impl libbpf_rs::MapCore) -> u64 {
     match map.lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY) {
         Ok(Some(per_cpu)) => per_cpu

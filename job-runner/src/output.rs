@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::io::{self, IsTerminal as _, Stdout, Write as _};
 
-use podtrace::event::Message;
+use podtrace::event::{Event, Message};
 use podtrace::render::{self, Style};
 
 use crate::cli::Format;
@@ -49,6 +49,21 @@ impl Output {
                 self.buf.extend_from_slice(self.text.as_bytes());
             }
         }
+        self.end_line()
+    }
+
+    /// [`Output::write`] of `Message::Event`, without moving the event.
+    pub fn write_event(&mut self, e: &Event) -> io::Result<()> {
+        match self.format {
+            Format::Json => e.write_json(&mut self.buf),
+            Format::Text => self
+                .buf
+                .extend_from_slice(render::event_line(e, self.style).as_bytes()),
+        }
+        self.end_line()
+    }
+
+    fn end_line(&mut self) -> io::Result<()> {
         self.buf.push(b'\n');
         if self.buf.len() >= FLUSH_AT {
             self.write_buf()?;

@@ -40,12 +40,12 @@ impl Sink {
         if self.error.is_some() {
             return;
         }
-        let Some(ev) = self.decoder.event(raw) else {
+        let Some(ev) = self.decoder.decode(raw) else {
             return;
         };
-        self.flows.record(&ev);
+        self.flows.record(ev);
         self.events += 1;
-        if let Err(e) = self.out.write(&Message::Event(ev)) {
+        if let Err(e) = self.out.write_event(ev) {
             self.error = Some(e);
         }
     }

@@ -760,3 +760,53 @@ fn many_pods_on_a_node_use_the_scope_map() {
     });
     runner.stop_clean();
 }
+
+/// The summary's packet and byte counters of each flow are exactly the
+/// packets the runner reported one by one (`--packets`, one traced pod, so
+/// every packet at its interface is counted once), also while packets of
+/// two flows interleave (each CPU caches the flow it counted last and
+/// hands the counts over when the next packet is another flow's).
+#[test]
+fn flow_counters_match_the_packets_reported() {
+    require_root();
+    let (_cluster, node, server, client) = one_node_two_pods(Shape::Routed, "nginx", "cli");
+    let _nginx = server.start_nginx(80, None).unwrap();
+    let sip = server.ip.to_string();
+    let _listener = udp_listener(&server.netns, server.ip.into(), 5353);
+    let mut runner = Runner::start(&node, &["--pod-ip", &sip, "--packets"]);
+    runner.ready();
+    let udp_to = std::net::SocketAddr::new(server.ip.into(), 5353);
+    for _ in 0..3 {
+        let (code, _) = curl(&client, &format!("http://{sip}/"), 10);
+        assert_eq!(code, "200");
+        udp_send(&client.netns, udp_to, b"between");
+    }
+    let tcp_to = format!("{sip}:80");
+    runner.expect("the last datagram", |v| {
+        is_event(v, "packet") && v["proto"] == "udp"
+    });
+    // Past the reader's poll interval: every packet event is written.
+    std::thread::sleep(Duration::from_millis(300));
+    let lines = runner.stop_clean();
+    let summary = summary_of(&lines);
+    assert_eq!(summary["lost"], 0, "{summary}");
+    for (proto, to) in [("tcp", tcp_to.as_str()), ("udp", &udp_to.to_string())] {
+        let flow = flow_where(summary, |f| f["proto"] == proto && f["dst"] == to);
+        let packets = |forward: bool| -> (u64, u64) {
+            let evs = lines.iter().filter(|v| {
+                is_event(v, "packet")
+                    && v["proto"] == proto
+                    && ip_of(v, if forward { "src" } else { "dst" }) == Some(client.ip.into())
+                    && v[if forward { "dst" } else { "src" }] == to
+            });
+            evs.fold((0, 0), |(n, b), v| (n + 1, b + v["len"].as_u64().unwrap()))
+        };
+        let (sent, sent_bytes) = packets(true);
+        let (received, received_bytes) = packets(false);
+        assert!(sent >= 3, "{proto}: {sent} packets sent");
+        assert_eq!(flow["packets_sent"], sent, "{flow}");
+        assert_eq!(flow["bytes_sent"], sent_bytes, "{flow}");
+        assert_eq!(flow["packets_received"], received, "{flow}");
+        assert_eq!(flow["bytes_received"], received_bytes, "{flow}");
+    }
+}
