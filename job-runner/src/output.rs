@@ -31,6 +31,7 @@ impl Output {
             color: io::stdout().is_terminal(),
             node_width: node.chars().count(),
         };
+        enlarge_stdout_pipe();
         Output {
             out: io::stdout(),
             buf: Vec::with_capacity(FLUSH_AT + 4096),
@@ -80,6 +81,34 @@ impl Output {
     pub fn flush(&mut self) -> io::Result<()> {
         self.write_buf()?;
         self.out.flush()
+    }
+}
+
+/// What stdout's pipe should hold: many of our 64 KiB writes.
+const PIPE_BYTES: libc::c_int = 1 << 20;
+
+/// Grows stdout's pipe when it is one (a container's stdout is a FIFO the
+/// runtime reads): with the default 64 KiB, each of our writes fills it
+/// and the runner sleeps until the reader has drained it, a context switch
+/// per write under load. Best effort: the kernel caps the size for
+/// unprivileged users (`fs.pipe-max-size`, `fs.pipe-user-pages-soft`) and
+/// the default still works.
+fn enlarge_stdout_pipe() {
+    use std::os::fd::AsRawFd as _;
+    let fd = io::stdout().as_raw_fd();
+    // SAFETY: fstat and fcntl on our own open stdout; `st` is plain data.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(fd, &mut st) == 0
+            && st.st_mode & libc::S_IFMT == libc::S_IFIFO
+            && libc::fcntl(fd, libc::F_GETPIPE_SZ) < PIPE_BYTES
+            && libc::fcntl(fd, libc::F_SETPIPE_SZ, PIPE_BYTES) < 0
+        {
+            tracing::debug!(
+                err = %io::Error::last_os_error(),
+                "stdout's pipe stays at its size"
+            );
+        }
     }
 }
 

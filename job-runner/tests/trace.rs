@@ -33,6 +33,9 @@ fn lifecycle(shape: Shape) {
         "bridge-port"
     };
     assert_eq!(ready["interfaces"][0]["kind"], kind, "{ready}");
+    // Its stdout is a pipe here, as in a container: grown so that a burst
+    // of events does not put the runner to sleep on every write.
+    assert!(stdout_pipe_bytes(runner.pid) >= 1 << 20);
 
     let (code, size) = curl(&client, &format!("http://{sip}/"), 10);
     assert_eq!(code, "200");

@@ -283,6 +283,20 @@ fn bpf_ids_of(pid: u32, field: &str) -> Vec<u64> {
     ids
 }
 
+/// How many bytes the pipe on process `pid`'s stdout holds (F_GETPIPE_SZ
+/// through a reopened /proc/PID/fd/1, which for a pipe is the same pipe).
+pub fn stdout_pipe_bytes(pid: u32) -> i32 {
+    use std::os::fd::AsRawFd as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(format!("/proc/{pid}/fd/1"))
+        .expect("reopen the runner's stdout pipe");
+    // SAFETY: F_GETPIPE_SZ on an fd we own; no memory is passed.
+    unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETPIPE_SZ) }
+}
+
 /// `bpftool -j OBJ show|dump id ID`, parsed.
 pub fn bpftool_json(obj: &str, verb: &str, id: u64) -> Value {
     let out = sh(Command::new("bpftool").args(["-j", obj, verb, "id", &id.to_string()]));
