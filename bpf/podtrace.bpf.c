@@ -75,7 +75,7 @@ struct {
  * stay plain (fault-guarded) loads, but the verifier no longer searches
  * the kernel's whole BTF by name for a "__safe_trusted" variant of each
  * pointer walked from a trusted one (two linear searches per walk, ~1 ms
- * each here: a quarter of this object's load time). */
+ * each here: a third of the kernel's time loading this object). */
 static __always_inline __u32 sk_netns(const struct sock *sk)
 {
 	if (bpf_ksym_exists(bpf_rdonly_cast))
