@@ -1045,12 +1045,13 @@ fn recursion_misses(prog: BorrowedFd<'_>) -> u64 {
     }
 }
 
-/// The sum over CPUs of the first u64 of a one-entry per-CPU array's value.
+/// Whether two flow keys name the same flow (their padding aside).
 fn flow_key_eq(a: &types::pt_flow_key, b: &types::pt_flow_key) -> bool {
     (a.client.addr, a.server.addr, a.server_port, a.proto)
         == (b.client.addr, b.server.addr, b.server_port, b.proto)
 }
 
+/// The sum over CPUs of the first u64 of a one-entry per-CPU array's value.
 fn sum_over_cpus(map: &impl libbpf_rs::MapCore) -> u64 {
     match map.lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY) {
         Ok(Some(per_cpu)) => per_cpu
