@@ -34,7 +34,9 @@
 //! with resource versions, bookmarks, `410 Gone`; `Status` errors with the
 //! real reasons and messages; Table printing for the real `kubectl`.
 //! Deleting a `batch/v1` Job without a propagation policy orphans its pods,
-//! as a real server does. Pod Security admission runs on pod creation (so a
+//! as a real server does; a pod whose owning Job is gone (made from a stale
+//! view just after the Job's deletion) is garbage-collected, as the real
+//! collector does. Pod Security admission runs on pod creation (so a
 //! Job in a `baseline` namespace is admitted and its controller gets a
 //! `FailedCreate` event). Field validation follows `fieldValidation`
 //! (`Strict` rejects unknown fields with 422, the default `Warn` answers

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{client, fake_runner, runner_job, WAIT};
+use common::{client, fake_runner, runner_job, wait_pod_deleted, WAIT};
 use futures::{AsyncBufReadExt as _, StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
@@ -16,6 +16,7 @@ use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams, Propagatio
 use kube::runtime::wait::{await_condition, conditions};
 use kube::runtime::{watcher, WatchStreamExt as _};
 use podtrace_sandbox::{Rule, Sandbox, SandboxConfig, User};
+use serde_json::json;
 
 async fn sandbox_with_fake_runner() -> (Sandbox, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -208,12 +209,7 @@ async fn job_runs_the_runner_in_the_node_netns_streams_logs_and_background_delet
         Some("{\"type\":\"summary\"}"),
         "log follow ends with the container: {rest:?}"
     );
-    let gone = await_condition(
-        pods.clone(),
-        &name,
-        conditions::is_deleted(pod.metadata.uid.as_deref().unwrap()),
-    );
-    tokio::time::timeout(WAIT, gone).await.unwrap().unwrap();
+    wait_pod_deleted(&pods, &name, pod.metadata.uid.as_deref().unwrap()).await;
     assert!(
         sb.runner_processes().is_empty(),
         "runner left: {:?}",
@@ -254,17 +250,12 @@ async fn job_delete_without_policy_orphans_its_pod_and_foreground_waits_for_it()
     )
     .await
     .unwrap();
-    tokio::time::timeout(
-        WAIT,
-        await_condition(
-            pods.clone(),
-            pod.metadata.name.as_deref().unwrap(),
-            conditions::is_deleted(pod.metadata.uid.as_deref().unwrap()),
-        ),
+    wait_pod_deleted(
+        &pods,
+        pod.metadata.name.as_deref().unwrap(),
+        pod.metadata.uid.as_deref().unwrap(),
     )
-    .await
-    .unwrap()
-    .unwrap();
+    .await;
 
     // Foreground: the Job stays (with a deletionTimestamp) until its pod is gone.
     jobs.create(&PostParams::default(), &runner_job("fg", "node-1", &[]))
@@ -281,17 +272,7 @@ async fn job_delete_without_policy_orphans_its_pod_and_foreground_waits_for_it()
         assert!(j.metadata.deletion_timestamp.is_some());
     }
     let uid = pod.metadata.uid.clone().unwrap();
-    tokio::time::timeout(
-        WAIT,
-        await_condition(
-            pods.clone(),
-            pod.metadata.name.as_deref().unwrap(),
-            conditions::is_deleted(&uid),
-        ),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    wait_pod_deleted(&pods, pod.metadata.name.as_deref().unwrap(), &uid).await;
     tokio::time::timeout(WAIT, async {
         while jobs.get_opt("fg").await.unwrap().is_some() {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -664,5 +645,42 @@ async fn a_job_pod_deleted_while_running_counts_as_failed() {
     })
     .await
     .expect("no pod left for a failed job");
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_pod_whose_job_is_gone_is_garbage_collected_and_an_ownerless_one_stays() {
+    let (sb, _d) = sandbox_with_fake_runner().await;
+    let c = client(&sb, None).await;
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "podtrace");
+    // What a Job controller acting on a stale cache leaves: a pod made for a
+    // Job that was deleted a moment before.
+    let template = runner_job("gone", "node-1", &[]).spec.unwrap().template;
+    let pod = |name: &str, owner: Option<&str>| -> Pod {
+        let owners = owner.map(|uid| {
+            json!([{"apiVersion": "batch/v1", "kind": "Job", "name": "gone", "uid": uid,
+                    "controller": true, "blockOwnerDeletion": true}])
+        });
+        serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": template.metadata.as_ref().unwrap().labels,
+                         "ownerReferences": owners},
+            "spec": template.spec,
+        }))
+        .unwrap()
+    };
+    let pp = PostParams::default();
+    pods.create(&pp, &pod("ownerless", None)).await.unwrap();
+    let dangling = pods
+        .create(
+            &pp,
+            &pod("dangling", Some("5c0e4a8e-0000-4000-8000-000000000000")),
+        )
+        .await
+        .unwrap();
+    // The collector deletes a pod whose Job is gone.
+    wait_pod_deleted(&pods, "dangling", dangling.metadata.uid.as_deref().unwrap()).await;
+    // The sweep that took the dangling pod saw this one too.
+    assert!(pods.get_opt("ownerless").await.unwrap().is_some());
     sb.shutdown().await;
 }

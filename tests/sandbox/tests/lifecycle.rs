@@ -7,7 +7,7 @@ mod common;
 use std::io::BufRead as _;
 use std::time::{Duration, Instant};
 
-use common::{client, fake_runner, netns_with_prefix, runner_job, WAIT};
+use common::{client, fake_runner, netns_with_prefix, runner_job, wait_pod_deleted, WAIT};
 use futures::{AsyncBufReadExt as _, TryStreamExt as _};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -352,17 +352,7 @@ async fn pod_deletion_escalates_to_sigkill_after_the_grace_period_and_log_drops_
     pods.delete("stubborn", &DeleteParams::default())
         .await
         .unwrap();
-    tokio::time::timeout(
-        WAIT,
-        await_condition(
-            pods.clone(),
-            "stubborn",
-            kube::runtime::wait::conditions::is_deleted(&uid),
-        ),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    wait_pod_deleted(&pods, "stubborn", &uid).await;
     let took = started.elapsed();
     assert!(
         took >= Duration::from_millis(900) && took < Duration::from_secs(5),

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use podtrace_sandbox::Sandbox;
 use serde_json::json;
@@ -24,6 +25,19 @@ pub async fn client(sandbox: &Sandbox, context: Option<&str>) -> kube::Client {
         .await
         .unwrap();
     kube::Client::try_from(config).unwrap()
+}
+
+/// Waits (bounded by [`WAIT`]) until the pod `name` with `uid` is gone.
+pub async fn wait_pod_deleted(pods: &kube::Api<Pod>, name: &str, uid: &str) {
+    let gone = kube::runtime::wait::await_condition(
+        pods.clone(),
+        name,
+        kube::runtime::wait::conditions::is_deleted(uid),
+    );
+    tokio::time::timeout(WAIT, gone)
+        .await
+        .unwrap_or_else(|_| panic!("pod {name} still there after {WAIT:?}"))
+        .unwrap();
 }
 
 /// A stand-in runner: the runner's JSON-lines contract, its env and args
