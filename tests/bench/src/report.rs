@@ -551,7 +551,10 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(
             p,
             "| `{}` | {:.2} ms | {:.2}–{:.2} ms |",
-            t.command, t.median_ms, t.min_ms, t.max_ms
+            portable(&t.command),
+            t.median_ms,
+            t.min_ms,
+            t.max_ms
         );
     }
     let size =
@@ -596,7 +599,7 @@ pub fn markdown(r: &Results) -> String {
     );
     let _ = writeln!(p, "Commands:\n");
     for (k, v) in &r.commands {
-        let _ = writeln!(p, "- {k}: `{v}`");
+        let _ = writeln!(p, "- {k}: `{}`", portable(v));
     }
     if !r.errors.is_empty() {
         let _ = writeln!(p, "\n## Errors during this run\n");
@@ -614,6 +617,26 @@ pub fn markdown(r: &Results) -> String {
 }
 
 /// Observations the figures support on their own, for whoever acts on a miss.
+/// A command line as the report shows it: our binaries by name, not by the
+/// path of this machine's build directory, so the report reads the same
+/// wherever it was made.
+fn portable(command: &str) -> String {
+    command
+        .split(' ')
+        .map(|word| match word.rsplit_once('/') {
+            Some((dir, name))
+                if word.starts_with('/')
+                    && (name == "podtrace-runner" || name == "kubectl-podtrace")
+                    && !dir.is_empty() =>
+            {
+                name
+            }
+            _ => word,
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 pub fn notes(r: &Results) -> Vec<String> {
     let mut out = Vec::new();
     let runner: Vec<_> = tracer_runs(&r.overhead, Arm::Runner)
@@ -656,4 +679,26 @@ pub fn notes(r: &Results) -> Vec<String> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::portable;
+
+    #[test]
+    fn commands_name_our_binaries_without_the_build_directory() {
+        assert_eq!(
+            portable("/x/target/bench/release/podtrace-runner --pod-ip 10.1.1.2 --packets"),
+            "podtrace-runner --pod-ip 10.1.1.2 --packets"
+        );
+        assert_eq!(
+            portable("/y/release/kubectl-podtrace --help"),
+            "kubectl-podtrace --help"
+        );
+        assert_eq!(portable("/bin/true"), "/bin/true");
+        assert_eq!(
+            portable("wrk -c 1 http://10.1.1.2/"),
+            "wrk -c 1 http://10.1.1.2/"
+        );
+    }
 }

@@ -125,4 +125,12 @@ fn quick_run_measures_every_arm_it_can() {
         md.contains("## Targets") && md.contains("| untraced |"),
         "{md}"
     );
+    // The page reads the same wherever it was made: no build directory of
+    // this machine in it.
+    let build_dir = std::path::Path::new(env!("CARGO_BIN_EXE_podtrace-bench"))
+        .parent()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(!md.contains(&build_dir), "{build_dir} in the page:\n{md}");
 }
