@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# The brief's scenario on the local sandbox, start to finish:
+# The curl_to_nginx_across_two_nodes scenario on the local sandbox, start to finish:
 #   installs what is missing, builds, starts a two-node sandbox cluster with
 #   nginx-demo and curl-demo, runs the real `kubectl podtrace curl-demo
 #   nginx-demo` (through kubectl's plugin discovery) while curl-demo curls

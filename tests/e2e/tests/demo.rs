@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-//! The brief's scenario end to end: `nginx-demo` and `curl-demo` in the
+//! The `curl_to_nginx_across_two_nodes` scenario end to end (and its one-node twin): `nginx-demo` and `curl-demo` in the
 //! sandbox, the real `kubectl podtrace curl-demo nginx-demo -o json` through
 //! plugin discovery, curl from curl-demo, Ctrl-C, and nothing left behind.
 //! Runs as root (network namespaces, eBPF), as CI does.
@@ -248,11 +248,11 @@ fn run_scenario(one_node: bool) {
 }
 
 #[test]
-fn brief_scenario_on_two_nodes() {
+fn curl_to_nginx_across_two_nodes() {
     run_scenario(false);
 }
 
 #[test]
-fn brief_scenario_on_one_node() {
+fn curl_to_nginx_on_one_node() {
     run_scenario(true);
 }
