@@ -27,18 +27,15 @@ pub async fn cleanup(cluster: &Cluster, namespace: &str, all: bool) -> Result<Ve
         .list(&lp)
         .await
         .map_err(|e| Error::kube(format!("list trace jobs in namespace {namespace}"), e))?;
-    let dp = DeleteParams {
-        propagation_policy: Some(PropagationPolicy::Background),
-        ..Default::default()
-    };
     let mut done = Vec::new();
     let mut existing = Vec::new();
     for job in list.items {
         let name = job.metadata.name.clone().unwrap_or_default();
         let ann = job.metadata.annotations.clone().unwrap_or_default();
         existing.push(name.clone());
-        match jobs.delete(&name, &dp).await {
-            Ok(_) => done.push(format!(
+        match delete_job(&jobs, &name).await {
+            Ok(false) => {}
+            Ok(true) => done.push(format!(
                 "job.batch/{name} deleted (node {}, tracing {}, by {})",
                 ann.get("podtrace.io/node")
                     .map(String::as_str)
@@ -50,7 +47,6 @@ pub async fn cleanup(cluster: &Cluster, namespace: &str, all: bool) -> Result<Ve
                     .map(String::as_str)
                     .unwrap_or("?"),
             )),
-            Err(e) if Error::status_code(&e) == Some(404) => {}
             Err(e) => return Err(Error::kube(format!("delete job {name}"), e)),
         }
     }
@@ -80,6 +76,20 @@ pub async fn cleanup(cluster: &Cluster, namespace: &str, all: bool) -> Result<Ve
         }
     }
     Ok(done)
+}
+
+/// Deletes a trace Job, its pods with it (in the background, so the runners
+/// get their grace period). `Ok(false)`: it was already gone.
+pub(crate) async fn delete_job(jobs: &Api<Job>, name: &str) -> Result<bool, kube::Error> {
+    let dp = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..Default::default()
+    };
+    match jobs.delete(name, &dp).await {
+        Ok(_) => Ok(true),
+        Err(e) if Error::status_code(&e) == Some(404) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,95 @@
+// SPDX-License-Identifier: Apache-2.0
+//! The terminal during a session: runner lines on stdout (text or JSON),
+//! progress lines and warnings on stderr, without one tearing the other.
+
+use std::io::{IsTerminal, Write};
+use std::time::Instant;
+
+use podtrace::event::Message;
+
+use super::reorder::Reorder;
+use crate::cli::Output;
+use crate::progress::{Progress, Stage};
+use crate::render::{self, Style};
+
+pub(super) struct Console {
+    progress: Progress,
+    pub(super) output: Output,
+    pub(super) style: Style,
+    header_done: bool,
+    reorder: Reorder,
+}
+
+impl Console {
+    /// One progress line per node.
+    pub(super) fn new(output: Output, nodes: &[String]) -> Self {
+        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        Console {
+            progress: Progress::new(nodes),
+            output,
+            style: Style {
+                color,
+                node_width: nodes.iter().map(String::len).max().unwrap_or(4),
+            },
+            header_done: false,
+            reorder: Reorder::default(),
+        }
+    }
+
+    pub(super) fn set_stage(&self, node: usize, stage: &Stage) {
+        self.progress.set(node, stage);
+    }
+
+    /// Removes the progress lines.
+    pub(super) fn clear_progress(&self) {
+        self.progress.clear();
+    }
+
+    /// Holds a text line of an event at `time` for [`Console::flush`].
+    pub(super) fn hold(&mut self, time: String, line: String) {
+        self.reorder.hold(time, line, Instant::now());
+    }
+
+    /// Prints the held lines that are due, or with `all` every one.
+    pub(super) fn flush(&mut self, all: bool) {
+        let lines = if all {
+            self.reorder.all()
+        } else {
+            self.reorder.due(Instant::now())
+        };
+        for line in lines {
+            self.line(&line);
+        }
+    }
+
+    /// The column header, once, before the first text line.
+    pub(super) fn header(&mut self) {
+        if self.output == Output::Text && !self.header_done {
+            self.header_done = true;
+            let h = render::header(self.style);
+            self.line(&h);
+        }
+    }
+
+    /// Prints one stdout line.
+    pub(super) fn line(&mut self, line: &str) {
+        self.header();
+        self.progress.suspend(|| {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        });
+    }
+
+    /// `msg` as JSON on stdout, or `text` on stderr.
+    pub(super) fn info_or_json(&mut self, msg: &Message, text: &str) {
+        match self.output {
+            Output::Json => self.line(&msg.to_line()),
+            Output::Text => self.progress.suspend(|| eprintln!("{text}")),
+        }
+    }
+
+    pub(super) fn warn(&self, text: &str) {
+        self.progress.suspend(|| eprintln!("warning: {text}"));
+    }
+}

@@ -1,0 +1,206 @@
+// SPDX-License-Identifier: Apache-2.0
+//! The runners' log lines: parse, name the IPs, count, print; and the end of
+//! a log stream (a runner that stopped).
+
+use kube::api::LogParams;
+
+use podtrace::event::Message;
+
+use super::{Session, Stop, POLL};
+use crate::cli::Output;
+use crate::errors::{Error, Result};
+use crate::progress::Stage;
+use crate::render;
+use crate::stream::LogEvent;
+
+/// How many of a runner's last log lines are kept to explain an early exit.
+const LAST_LINES: usize = 10;
+
+impl Session<'_> {
+    /// Handles a line or the end of a log stream.
+    pub(super) async fn on_log(&mut self, ev: LogEvent) -> Result<Option<Stop>> {
+        match ev {
+            LogEvent::Line { node, line } => {
+                self.on_line(&node, &line).await;
+                Ok(None)
+            }
+            LogEvent::Reconnected { node } => {
+                self.console.warn(&format!(
+                    "the log stream of node {node}'s runner broke; reopened it"
+                ));
+                Ok(None)
+            }
+            LogEvent::End { node, error } => {
+                let Some(i) = self.node_index(&node) else {
+                    return Ok(None);
+                };
+                self.nodes[i].ended = true;
+                if let Some(e) = error {
+                    self.console.warn(&e);
+                }
+                if !self.nodes[i].ready {
+                    // Let the poll report the exit code with the last lines.
+                    let pod = self.nodes[i].pod.clone().unwrap_or_default();
+                    let code = self.exit_code(&pod).await;
+                    let logs = self.last_lines(i, &pod).await;
+                    return Err(Error::RunnerExited { node, code, logs });
+                }
+                // With --duration the runners stop by themselves: expected.
+                if self.spec.duration.is_some() {
+                    return Ok(Some(Stop::Duration));
+                }
+                let pod = self.nodes[i].pod.clone().unwrap_or_default();
+                let code = self.exit_code(&pod).await;
+                Ok(Some(Stop::RunnerEnded(format!(
+                    "the runner on node {node} stopped (exit code {code}); stopping the trace"
+                ))))
+            }
+        }
+    }
+
+    /// The exit code of a runner pod's container, once it has one; -1 when
+    /// the pod is gone or does not say in time.
+    async fn exit_code(&self, pod: &str) -> i32 {
+        for _ in 0..20 {
+            if let Ok(Some(p)) = self.pods_api.get_opt(pod).await {
+                let code = p
+                    .status
+                    .and_then(|s| s.container_statuses)
+                    .into_iter()
+                    .flatten()
+                    .find_map(|c| c.state.and_then(|s| s.terminated).map(|t| t.exit_code));
+                if let Some(code) = code {
+                    return code;
+                }
+            } else {
+                break;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        -1
+    }
+
+    /// The runner's last log lines, for an early exit.
+    async fn last_lines(&mut self, i: usize, pod: &str) -> String {
+        let lines: Vec<String> = if self.nodes[i].last_lines.is_empty() {
+            let lp = LogParams {
+                container: Some(crate::jobspec::CONTAINER.into()),
+                tail_lines: Some(LAST_LINES as i64),
+                ..Default::default()
+            };
+            self.pods_api
+                .logs(pod, &lp)
+                .await
+                .map(|s| s.lines().map(str::to_string).collect())
+                .unwrap_or_default()
+        } else {
+            self.nodes[i].last_lines.iter().cloned().collect()
+        };
+        if lines.is_empty() {
+            String::new()
+        } else {
+            format!("; its last log lines:\n  {}", lines.join("\n  "))
+        }
+    }
+
+    async fn on_line(&mut self, node: &str, line: &str) {
+        let Some(i) = self.node_index(node) else {
+            return;
+        };
+        let n = &mut self.nodes[i];
+        n.last_lines.push_back(line.to_string());
+        if n.last_lines.len() > LAST_LINES {
+            n.last_lines.pop_front();
+        }
+        if line.trim().is_empty() {
+            return;
+        }
+        let msg = match Message::parse(line) {
+            Ok(m) => m,
+            Err(e) => {
+                self.console.warn(&format!(
+                    "node {node}: unexpected runner output ({e}): {line}"
+                ));
+                return;
+            }
+        };
+        match msg {
+            Message::Event(mut e) => {
+                if let Some(ip) = self.names.unknown_in(&e) {
+                    tracing::debug!(%ip, "unknown IP: refreshing names");
+                    if let Some(w) = self.names.refresh(&self.cluster.client).await {
+                        self.console.warn(&w);
+                    }
+                }
+                self.names.annotate(&mut e);
+                self.nodes[i].tally.add(&e);
+                match self.console.output {
+                    Output::Json => self.console.line(&Message::Event(e).to_line()),
+                    Output::Text => {
+                        let line = render::event_line(&e, self.console.style);
+                        self.console.hold(e.time.clone(), line);
+                    }
+                }
+            }
+            Message::Ready(r) => {
+                self.nodes[i].ready = true;
+                self.set_stage(i, Stage::Attached);
+                let body = &r.body;
+                let ifaces: Vec<&str> = body.interfaces.iter().map(|f| f.name.as_str()).collect();
+                let text = format!(
+                    "node {}: tracing on {} ({} hooks, started in {:.0}ms)",
+                    body.node,
+                    if ifaces.is_empty() {
+                        "no interfaces".to_string()
+                    } else {
+                        ifaces.join(", ")
+                    },
+                    body.hooks.len(),
+                    body.startup_ms
+                );
+                self.console.info_or_json(&Message::Ready(r), &text);
+            }
+            Message::Hello(h) => {
+                if h.body.schema != podtrace::event::SCHEMA {
+                    self.console.warn(&format!(
+                        "node {node}: the runner speaks schema {} but this plugin speaks {}; \
+                         use a runner image matching the plugin (--image)",
+                        h.body.schema,
+                        podtrace::event::SCHEMA
+                    ));
+                }
+                let text = format!(
+                    "node {}: runner {} on kernel {}",
+                    h.body.node, h.body.version, h.body.kernel
+                );
+                self.console.info_or_json(&Message::Hello(h), &text);
+            }
+            Message::Lost(l) => match self.console.output {
+                Output::Json => self.console.line(&Message::Lost(l).to_line()),
+                Output::Text => {
+                    let line = render::lost_line(&l.body, self.console.style);
+                    self.console.hold(l.body.time.clone(), line);
+                }
+            },
+            Message::Warning(w) => match self.console.output {
+                Output::Json => self.console.line(&Message::Warning(w).to_line()),
+                Output::Text => self
+                    .console
+                    .warn(&format!("node {}: {}", w.body.node, w.body.message)),
+            },
+            Message::Summary(_) if self.nodes[i].summary.is_some() => {
+                // A runner writes one summary; a repeat is a replayed log.
+                tracing::debug!(node, "ignoring a repeated summary line");
+            }
+            Message::Summary(mut s) => {
+                for f in &mut s.body.flows {
+                    self.names.annotate_flow(f);
+                }
+                if self.console.output == Output::Json {
+                    self.console.line(&Message::Summary(s.clone()).to_line());
+                }
+                self.nodes[i].summary = Some(s.body);
+            }
+        }
+    }
+}

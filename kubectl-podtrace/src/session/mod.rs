@@ -1,0 +1,239 @@
+// SPDX-License-Identifier: Apache-2.0
+//! One trace session: create the Jobs, wait for the runners ([`startup`]),
+//! stream their lines ([`logs`], printed by [`console`] in the order of
+//! [`reorder`]), stop and clean up ([`teardown`]), summarize ([`summary`]).
+//! Ctrl-C is counted by [`signals`].
+
+mod console;
+mod logs;
+mod reorder;
+mod signals;
+mod startup;
+mod summary;
+mod teardown;
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, PostParams};
+use tokio::sync::{mpsc, watch};
+
+use podtrace::event::Summary;
+
+pub(crate) use signals::interrupts;
+
+use crate::cli::Output;
+use crate::client::Cluster;
+use crate::errors::{Error, Result};
+use crate::jobspec::SESSION_LABEL;
+use crate::names::Names;
+use crate::progress::Stage;
+use crate::resolve::{NodePlan, Target};
+use crate::stream::LogEvent;
+use crate::summary::Tally;
+use console::Console;
+use startup::AbortOnDrop;
+
+/// How often pod state is polled while the runners start, and while waiting
+/// for the Jobs to go.
+const POLL: Duration = Duration::from_millis(250);
+
+/// What the session was asked to do.
+pub(crate) struct SessionSpec {
+    pub id: String,
+    pub job_namespace: String,
+    pub plans: Vec<NodePlan>,
+    pub targets: Vec<Target>,
+    pub jobs: Vec<Job>,
+    pub image: String,
+    pub output: Output,
+    pub duration: Option<Duration>,
+    pub start_timeout: Duration,
+}
+
+/// Why streaming stopped.
+#[derive(Debug, Clone, PartialEq)]
+enum Stop {
+    Interrupted,
+    Duration,
+    RunnerEnded(String),
+}
+
+/// One node's runner, as far as the session knows.
+struct NodeState {
+    node: String,
+    job: String,
+    pod: Option<String>,
+    stage: Stage,
+    following: bool,
+    ready: bool,
+    ended: bool,
+    summary: Option<Summary>,
+    tally: Tally,
+    last_lines: VecDeque<String>,
+}
+
+/// Runs a session to its end. Jobs are deleted on every way out.
+pub(crate) async fn run(
+    cluster: &Cluster,
+    spec: SessionSpec,
+    mut interrupted: watch::Receiver<u32>,
+) -> Result<()> {
+    let jobs_api: Api<Job> = Api::namespaced(cluster.client.clone(), &spec.job_namespace);
+    let mut created: Vec<String> = Vec::new();
+    let mut result = Ok(());
+    for job in &spec.jobs {
+        if *interrupted.borrow() > 0 {
+            break;
+        }
+        let name = job.metadata.name.clone().unwrap_or_default();
+        match jobs_api.create(&PostParams::default(), job).await {
+            Ok(_) => created.push(name),
+            Err(e) => {
+                result = Err(Error::kube(
+                    format!("create job {name} in namespace {}", spec.job_namespace),
+                    e,
+                ));
+                break;
+            }
+        }
+    }
+    let mut session = Session::new(cluster, &spec);
+    if result.is_ok() && *interrupted.borrow() == 0 {
+        result = session.trace(&mut interrupted).await;
+    }
+    session.console.clear_progress();
+    let cleanup = session.stop(&jobs_api, &created, &mut interrupted).await;
+    session.console.flush(true);
+    if result.is_ok() {
+        session.print_summary();
+    }
+    if let Err(warning) = cleanup {
+        eprintln!("warning: {warning}");
+    }
+    result
+}
+
+struct Session<'a> {
+    cluster: &'a Cluster,
+    spec: &'a SessionSpec,
+    nodes: Vec<NodeState>,
+    console: Console,
+    names: Names,
+    tx: mpsc::Sender<LogEvent>,
+    rx: mpsc::Receiver<LogEvent>,
+    pods_api: Api<Pod>,
+}
+
+impl<'a> Session<'a> {
+    fn new(cluster: &'a Cluster, spec: &'a SessionSpec) -> Self {
+        let node_names: Vec<String> = spec.plans.iter().map(|p| p.node.clone()).collect();
+        let nodes = spec
+            .plans
+            .iter()
+            .zip(&spec.jobs)
+            .map(|(p, j)| NodeState {
+                node: p.node.clone(),
+                job: j.metadata.name.clone().unwrap_or_default(),
+                pod: None,
+                stage: Stage::Creating,
+                following: false,
+                ready: false,
+                ended: false,
+                summary: None,
+                tally: Tally::default(),
+                last_lines: VecDeque::new(),
+            })
+            .collect();
+        let mut names = Names::default();
+        for t in &spec.targets {
+            for ip in &t.ips {
+                names.insert(*ip, t.id());
+            }
+        }
+        let (tx, rx) = mpsc::channel(4096);
+        Session {
+            cluster,
+            spec,
+            nodes,
+            console: Console::new(spec.output, &node_names),
+            names,
+            tx,
+            rx,
+            pods_api: Api::namespaced(cluster.client.clone(), &spec.job_namespace),
+        }
+    }
+
+    fn all_ready(&self) -> bool {
+        self.nodes.iter().all(|n| n.ready)
+    }
+
+    /// Waits for every runner, then streams until a stop.
+    async fn trace(&mut self, interrupted: &mut watch::Receiver<u32>) -> Result<()> {
+        if let Some(w) = self.names.refresh(&self.cluster.client).await {
+            self.console.warn(&w);
+        }
+        let start_deadline = Instant::now() + self.spec.start_timeout;
+        let mut tracing_since: Option<Instant> = None;
+        let mut tick = tokio::time::interval(POLL);
+        let (snap_tx, mut snaps) = mpsc::channel(4);
+        let poller = tokio::spawn(startup::poll(
+            self.pods_api.clone(),
+            Api::namespaced(self.cluster.client.clone(), &self.spec.job_namespace),
+            format!("{SESSION_LABEL}={}", self.spec.id),
+            snap_tx,
+        ));
+        let _stop_poller = AbortOnDrop(poller);
+        let stop = loop {
+            tokio::select! {
+                _ = interrupted.changed() => break Stop::Interrupted,
+                Some(ev) = self.rx.recv() => {
+                    if let Some(stop) = self.on_log(ev).await? {
+                        break stop;
+                    }
+                }
+                Some(snap) = snaps.recv(), if !self.all_ready() => {
+                    self.on_snapshot(snap?)?;
+                }
+                _ = tick.tick() => {
+                    self.console.flush(false);
+                    if !self.all_ready() && Instant::now() >= start_deadline {
+                        return Err(Error::StartTimeout {
+                            timeout: self.spec.start_timeout,
+                            waiting: self.waiting_on(),
+                        });
+                    }
+                }
+            }
+            if self.all_ready() && tracing_since.is_none() {
+                tracing_since = Some(Instant::now());
+                self.console.clear_progress();
+                self.console.header();
+            }
+            if let (Some(since), Some(d)) = (tracing_since, self.spec.duration) {
+                if since.elapsed() >= d {
+                    break Stop::Duration;
+                }
+            }
+        };
+        tracing::debug!(?stop, "stopping");
+        if let Stop::RunnerEnded(why) = &stop {
+            self.console.warn(why);
+        }
+        Ok(())
+    }
+
+    fn set_stage(&mut self, i: usize, stage: Stage) {
+        if self.nodes[i].stage != stage {
+            tracing::info!(node = %self.nodes[i].node, stage = stage.text());
+            self.console.set_stage(i, &stage);
+            self.nodes[i].stage = stage;
+        }
+    }
+
+    fn node_index(&self, node: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.node == node)
+    }
+}
