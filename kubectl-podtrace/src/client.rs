@@ -18,8 +18,6 @@ pub struct Cluster {
     pub namespace: String,
     /// The kubeconfig user name, recorded on the Jobs we create.
     pub caller: String,
-    /// The API server's address, for error messages.
-    pub server: String,
 }
 
 /// Loads the kubeconfig and builds a client.
@@ -53,7 +51,6 @@ pub async fn connect(args: &KubeArgs) -> Result<Cluster> {
         client,
         namespace,
         caller,
-        server,
     })
 }
 
@@ -123,7 +120,6 @@ users:
     async fn namespace_and_caller_follow_the_context_like_kubectl() {
         let c = connect_with(KubeArgs::default()).await;
         assert_eq!((c.namespace.as_str(), c.caller.as_str()), ("web", "alice"));
-        assert_eq!(c.server, "https://127.0.0.1:6443/");
         let c = connect_with(KubeArgs {
             context: Some("ops".into()),
             ..Default::default()

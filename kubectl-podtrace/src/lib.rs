@@ -6,23 +6,25 @@
 //! with [`stream`], naming IPs with [`names`], printing with [`render`],
 //! totals with [`summary`]) and [`cleanup`] for leftovers.
 
-pub mod cleanup;
+// Only the binary uses this library: `cli` (its argument struct) and `run`
+// are all it needs.
+pub(crate) mod cleanup;
 pub mod cli;
-pub mod client;
-pub mod errors;
-pub mod jobspec;
-pub mod names;
-pub mod preflight;
-pub mod progress;
-pub mod resolve;
-pub mod session;
-pub mod stream;
-pub mod summary;
-pub mod wait;
+pub(crate) mod client;
+pub(crate) mod errors;
+pub(crate) mod jobspec;
+pub(crate) mod names;
+pub(crate) mod preflight;
+pub(crate) mod progress;
+pub(crate) mod resolve;
+pub(crate) mod session;
+pub(crate) mod stream;
+pub(crate) mod summary;
+pub(crate) mod wait;
 
 /// Text rendering lives in the shared core, so the runner's `--format text`
 /// prints exactly what the plugin does.
-pub use podtrace::render;
+pub(crate) use podtrace::render;
 
 use std::hash::{BuildHasher, Hasher};
 
@@ -30,7 +32,7 @@ use cli::{Cli, Command, PodRef};
 use errors::{Error, Result};
 
 /// A fresh session id: six lowercase letters and digits.
-pub fn session_id() -> String {
+fn session_id() -> String {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
         std::time::SystemTime::now()
@@ -51,7 +53,7 @@ pub fn session_id() -> String {
 }
 
 /// What `kubectl podtrace version` prints.
-pub fn version_text() -> String {
+fn version_text() -> String {
     format!(
         "kubectl-podtrace {}\nrunner image: {}\nwire schema: {}\n",
         env!("CARGO_PKG_VERSION"),

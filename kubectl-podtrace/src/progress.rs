@@ -13,7 +13,6 @@ pub enum Stage {
     Creating,
     Scheduled,
     Pulling,
-    Starting,
     Running,
     Attached,
 }
@@ -24,7 +23,6 @@ impl Stage {
             Stage::Creating => "creating trace pod",
             Stage::Scheduled => "scheduled",
             Stage::Pulling => "pulling runner image",
-            Stage::Starting => "starting container",
             Stage::Running => "running, attaching probes",
             Stage::Attached => "probes attached, tracing",
         }
