@@ -143,7 +143,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         print!("{}", jobspec::to_yaml(&jobs));
         return Ok(());
     }
-    preflight::check(&cluster.client, &job_ns).await?;
+    let target_namespaces: Vec<&str> = targets.iter().map(|t| t.namespace.as_str()).collect();
+    preflight::check(&cluster.client, &job_ns, &target_namespaces).await?;
     let spec = session::SessionSpec {
         id,
         job_namespace: job_ns,

@@ -154,7 +154,7 @@ fn rbac_parses_and_binds_what_it_defines() {
 }
 
 #[test]
-fn example_pods_are_the_briefs() {
+fn example_pods_are_curl_to_nginx_across_two_nodes() {
     for (file, name, image) in [
         ("examples/nginx-demo.yaml", "nginx-demo", "nginx"),
         ("examples/curl-demo.yaml", "curl-demo", "curlimages/curl"),

@@ -74,7 +74,7 @@ struct Env {
     _dir: tempfile::TempDir,
 }
 
-/// A sandbox (the brief's two pods on two nodes by default) whose runner is
+/// A sandbox (`curl_to_nginx_across_two_nodes`'s two pods by default) whose runner is
 /// the fake one. These tests need root (network namespaces) and fail,
 /// rather than skip, without it.
 async fn sandbox_with(mut config: SandboxConfig) -> Env {
@@ -90,7 +90,7 @@ async fn sandbox_with(mut config: SandboxConfig) -> Env {
     Env { sandbox, _dir: dir }
 }
 
-/// The brief's pods, pinned: `curl-demo` on node-1, `nginx-demo` on node-2.
+/// `curl_to_nginx_across_two_nodes`'s pods, pinned: `curl-demo` on node-1, `nginx-demo` on node-2.
 fn two_nodes() -> SandboxConfig {
     SandboxConfig {
         pods: vec![
@@ -580,7 +580,7 @@ async fn missing_permissions_are_listed_exactly_and_nothing_is_created() {
     assert_eq!(
         stderr.trim(),
         "error: you are missing permissions the trace needs: create jobs.batch, delete jobs.batch, \
-         watch pods, get pods/log, list events in namespace \"podtrace\" (see manifests/rbac.yaml)"
+         get pods/log, list events in namespace \"podtrace\" (see manifests/rbac.yaml)"
     );
     assert!(env.trace_jobs().await.is_empty());
 }
@@ -928,14 +928,9 @@ async fn without_rights_to_list_pods_names_are_limited_to_the_targets_and_said_o
             vec![
                 Rule::new(&["get", "list"], &[""], &["pods"]).in_namespace("default"),
                 Rule::new(&["get"], &[""], &["namespaces"]),
-                Rule::new(
-                    &["create", "get", "list", "watch", "delete"],
-                    &["batch"],
-                    &["jobs"],
-                )
-                .in_namespace("podtrace"),
-                Rule::new(&["get", "list", "watch", "delete"], &[""], &["pods"])
+                Rule::new(&["create", "list", "delete"], &["batch"], &["jobs"])
                     .in_namespace("podtrace"),
+                Rule::new(&["get", "list", "delete"], &[""], &["pods"]).in_namespace("podtrace"),
                 Rule::new(&["get"], &[""], &["pods/log"]).in_namespace("podtrace"),
                 Rule::new(&["list"], &[""], &["events"]).in_namespace("podtrace"),
             ],
