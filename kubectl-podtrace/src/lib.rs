@@ -94,9 +94,16 @@ pub async fn run(cli: Cli) -> Result<()> {
         refs.push(PodRef::parse(s).map_err(Error::Usage)?);
     }
     let cluster = client::connect(&cli.kube).await?;
+    let job_ns = cli.kube.job_namespace.clone();
     let mut targets = Vec::new();
     for r in &refs {
-        let t = resolve::resolve(&cluster.client, &cluster.namespace, r).await?;
+        let t = resolve::resolve(
+            &cluster.client,
+            &cluster.namespace,
+            cli.kube.namespace.is_some(),
+            r,
+        )
+        .await?;
         if t.host_network {
             eprintln!(
                 "warning: pod {} uses hostNetwork: its traffic is the node {}'s, and tracing it \
@@ -117,7 +124,6 @@ pub async fn run(cli: Cli) -> Result<()> {
     let id = session_id();
     let target_ids: Vec<String> = targets.iter().map(resolve::Target::id).collect();
     let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let job_ns = cli.kube.job_namespace.clone();
     let jobs: Vec<_> = plans
         .iter()
         .enumerate()

@@ -40,9 +40,15 @@ pub struct NodePlan {
     pub peer_ips: Vec<IpAddr>,
 }
 
-/// Looks a pod up; a missing pod names the namespace and close matches, a
-/// pod that is not running says what it is doing.
-pub async fn resolve(client: &kube::Client, default_ns: &str, pod: &PodRef) -> Result<Target> {
+/// Looks a pod up; a missing pod names the namespace and where a pod of
+/// that name is, or close matches; a pod that is not running says what it
+/// is doing. `namespace_flag`: the default namespace came from `-n`.
+pub async fn resolve(
+    client: &kube::Client,
+    default_ns: &str,
+    namespace_flag: bool,
+    pod: &PodRef,
+) -> Result<Target> {
     let namespace = pod
         .namespace
         .clone()
@@ -53,25 +59,13 @@ pub async fn resolve(client: &kube::Client, default_ns: &str, pod: &PodRef) -> R
         .await
         .map_err(|e| Error::kube(format!("get pod {namespace}/{}", pod.name), e))?;
     let Some(found) = found else {
-        let hint = match api.list(&ListParams::default()).await {
-            Ok(list) => {
-                let names: Vec<String> = list
-                    .items
-                    .into_iter()
-                    .filter_map(|p| p.metadata.name)
-                    .collect();
-                let close = close_matches(&pod.name, names.iter().map(String::as_str));
-                if close.is_empty() {
-                    if names.is_empty() {
-                        "; it has no pods".to_string()
-                    } else {
-                        String::new()
-                    }
-                } else {
-                    format!("; did you mean {}?", close.join(", "))
-                }
-            }
-            Err(_) => String::new(),
+        let elsewhere = namespaces_with(client, &pod.name).await;
+        let hint = if elsewhere.is_empty() {
+            close_match_hint(&api, &pod.name).await
+        } else {
+            // `-n` set the namespace this pod was looked up in.
+            let flag = namespace_flag && pod.namespace.is_none();
+            elsewhere_hint(&pod.name, &elsewhere, flag)
         };
         return Err(Error::PodNotFound {
             namespace,
@@ -80,6 +74,66 @@ pub async fn resolve(client: &kube::Client, default_ns: &str, pod: &PodRef) -> R
         });
     };
     target_from_pod(&found, &namespace, &pod.name)
+}
+
+/// The namespaces that hold a pod named `name`; none when we may not list
+/// pods in all namespaces.
+async fn namespaces_with(client: &kube::Client, name: &str) -> Vec<String> {
+    let lp = ListParams::default().fields(&format!("metadata.name={name}"));
+    match Api::<Pod>::all(client.clone()).list(&lp).await {
+        Ok(list) => list
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.name.as_deref() == Some(name))
+            .filter_map(|p| p.metadata.namespace)
+            .collect(),
+        Err(e) => {
+            tracing::debug!("cannot look for pod {name} in other namespaces: {e}");
+            Vec::new()
+        }
+    }
+}
+
+/// `; it is in namespace "web": name it web/NAME`, and with `-n` that it
+/// applies to both pods.
+fn elsewhere_hint(name: &str, namespaces: &[String], namespace_flag: bool) -> String {
+    let quoted: Vec<String> = namespaces.iter().map(|ns| format!("\"{ns}\"")).collect();
+    let refs: Vec<String> = namespaces.iter().map(|ns| format!("{ns}/{name}")).collect();
+    format!(
+        "; it is in namespace{} {}: name it {}{}",
+        if namespaces.len() > 1 { "s" } else { "" },
+        quoted.join(", "),
+        refs.join(" or "),
+        if namespace_flag {
+            " (-n applies to both pods)"
+        } else {
+            ""
+        }
+    )
+}
+
+/// `; did you mean …?`, `; it has no pods`, or nothing.
+async fn close_match_hint(api: &Api<Pod>, name: &str) -> String {
+    match api.list(&ListParams::default()).await {
+        Ok(list) => {
+            let names: Vec<String> = list
+                .items
+                .into_iter()
+                .filter_map(|p| p.metadata.name)
+                .collect();
+            let close = close_matches(name, names.iter().map(String::as_str));
+            if close.is_empty() {
+                if names.is_empty() {
+                    "; it has no pods".to_string()
+                } else {
+                    String::new()
+                }
+            } else {
+                format!("; did you mean {}?", close.join(", "))
+            }
+        }
+        Err(_) => String::new(),
+    }
 }
 
 /// Checks a pod can be traced and extracts what the trace needs.
@@ -254,6 +308,18 @@ mod tests {
         }));
         let e = target_from_pod(&p, "default", "x").unwrap_err().to_string();
         assert!(e.contains("has no IP yet"), "{e}");
+    }
+
+    #[test]
+    fn a_pod_in_another_namespace_is_named_with_it() {
+        assert_eq!(
+            elsewhere_hint("nginx-demo", &["default".into()], false),
+            "; it is in namespace \"default\": name it default/nginx-demo"
+        );
+        assert_eq!(
+            elsewhere_hint("web", &["a".into(), "b".into()], true),
+            "; it is in namespaces \"a\", \"b\": name it a/web or b/web (-n applies to both pods)"
+        );
     }
 
     #[test]

@@ -541,6 +541,39 @@ async fn a_missing_pod_names_the_namespace_and_close_matches() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_pod_in_another_namespace_is_suggested_as_ns_slash_name() {
+    let env = sandbox().await;
+    env.sandbox
+        .create_pod(PodManifest::new(
+            "kube-system",
+            "dns",
+            "busybox",
+            &["sleep", "infinity"],
+        ))
+        .await
+        .unwrap();
+    let stderr = env.fails(&["dns"], Duration::from_secs(30)).await;
+    assert_eq!(
+        stderr.trim(),
+        "error: pod \"dns\" not found in namespace \"default\"; it is in namespace \
+         \"kube-system\": name it kube-system/dns"
+    );
+    // With -n, the namespace is wrong for one of the two pods.
+    let stderr = env
+        .fails(
+            &["-n", "kube-system", "nginx-demo", "dns"],
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(
+        stderr.trim(),
+        "error: pod \"nginx-demo\" not found in namespace \"kube-system\"; it is in namespace \
+         \"default\": name it default/nginx-demo (-n applies to both pods)"
+    );
+    assert!(env.trace_jobs().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_pod_that_is_not_running_says_what_it_is_doing() {
     let env = sandbox().await;
     env.sandbox
