@@ -7,8 +7,12 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The API server answered, or could not be reached, while doing something.
-    #[error("{0}")]
-    Api(String),
+    #[error("{message}")]
+    Api {
+        message: String,
+        /// The HTTP status, when the server answered.
+        status: Option<u16>,
+    },
     #[error("cannot load the kubeconfig: {0}")]
     Kubeconfig(String),
     #[error("{0}")]
@@ -70,7 +74,21 @@ impl Error {
     /// Describes a failed API call as one sentence; `action` says what we were
     /// doing, e.g. `get pod default/nginx`.
     pub fn kube(action: impl std::fmt::Display, err: kube::Error) -> Error {
-        Error::Api(describe_kube_error(&action.to_string(), &err))
+        Error::Api {
+            message: describe_kube_error(&action.to_string(), &err),
+            status: Error::status_code(&err),
+        }
+    }
+
+    /// Whether the API server said 403 Forbidden.
+    pub fn is_forbidden(&self) -> bool {
+        matches!(
+            self,
+            Error::Api {
+                status: Some(403),
+                ..
+            }
+        )
     }
 
     /// The HTTP status of an API error.

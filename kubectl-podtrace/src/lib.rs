@@ -97,13 +97,23 @@ pub async fn run(cli: Cli) -> Result<()> {
     let job_ns = cli.kube.job_namespace.clone();
     let mut targets = Vec::new();
     for r in &refs {
-        let t = resolve::resolve(
+        let t = match resolve::resolve(
             &cluster.client,
             &cluster.namespace,
             cli.kube.namespace.is_some(),
             r,
         )
-        .await?;
+        .await
+        {
+            Err(e) if e.is_forbidden() => {
+                let namespaces: Vec<&str> = refs
+                    .iter()
+                    .map(|r| r.namespace.as_deref().unwrap_or(&cluster.namespace))
+                    .collect();
+                return Err(all_missing(&cluster.client, &job_ns, &namespaces, e).await);
+            }
+            t => t?,
+        };
         if t.host_network {
             eprintln!(
                 "warning: pod {} uses hostNetwork: its traffic is the node {}'s, and tracing it \
@@ -163,4 +173,20 @@ pub async fn run(cli: Cli) -> Result<()> {
         start_timeout: trace.start_timeout,
     };
     session::run(&cluster, spec, interrupted).await
+}
+
+/// A forbidden lookup of the pods named becomes the complete list of what
+/// the caller is missing (as preflight gives it), not the bare 403.
+async fn all_missing(
+    client: &kube::Client,
+    job_namespace: &str,
+    targets: &[&str],
+    forbidden: Error,
+) -> Error {
+    match preflight::missing(client, job_namespace, targets).await {
+        Ok(missing) if !missing.is_empty() => Error::Forbidden {
+            missing: preflight::describe_missing(&missing),
+        },
+        _ => forbidden,
+    }
 }

@@ -574,6 +574,52 @@ async fn a_pod_in_another_namespace_is_suggested_as_ns_slash_name() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_caller_who_may_not_read_the_pods_gets_the_complete_missing_list() {
+    let env = sandbox().await;
+    // Everything in the job namespace, nothing about the pods to trace.
+    env.sandbox
+        .add_user(User::with_rules(
+            "jobs-only",
+            vec![
+                Rule::new(&["create", "list", "delete"], &["batch"], &["jobs"])
+                    .in_namespace("podtrace"),
+                Rule::new(&["get", "list"], &[""], &["pods"]).in_namespace("podtrace"),
+                Rule::new(&["get"], &[""], &["pods/log"]).in_namespace("podtrace"),
+                Rule::new(&["list"], &[""], &["events"]).in_namespace("podtrace"),
+            ],
+        ))
+        .unwrap();
+    let stderr = env
+        .fails(
+            &["--context", "jobs-only", "curl-demo", "kube-system/dns"],
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(
+        stderr.trim(),
+        "error: you are missing permissions the trace needs: get pods in namespace \"default\"; \
+         get pods in namespace \"kube-system\" (see manifests/rbac.yaml)"
+    );
+    // A caller with no rights at all: the job namespace's too, in one list.
+    env.sandbox
+        .add_user(User::with_rules("nobody", Vec::new()))
+        .unwrap();
+    let stderr = env
+        .fails(
+            &["--context", "nobody", "curl-demo"],
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(
+        stderr.trim(),
+        "error: you are missing permissions the trace needs: create jobs.batch, list jobs.batch, \
+         delete jobs.batch, get pods, list pods, get pods/log, list events in namespace \
+         \"podtrace\"; get pods in namespace \"default\" (see manifests/rbac.yaml)"
+    );
+    assert!(env.trace_jobs().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_pod_that_is_not_running_says_what_it_is_doing() {
     let env = sandbox().await;
     env.sandbox
