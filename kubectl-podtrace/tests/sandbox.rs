@@ -760,7 +760,12 @@ async fn a_runner_that_crashes_shows_its_exit_code_and_last_lines() {
         stderr.contains("exited with code 1 before tracing started"),
         "{stderr}"
     );
-    assert!(stderr.contains("failed to load BPF programs"), "{stderr}");
+    assert_eq!(
+        stderr.matches("failed to load BPF programs").count(),
+        1,
+        "the runner's stderr, once, in the error:\n{stderr}"
+    );
+    assert!(!stderr.contains("unexpected runner output"), "{stderr}");
     env.assert_nothing_left().await;
 }
 

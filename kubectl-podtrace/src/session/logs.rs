@@ -39,7 +39,8 @@ impl Session<'_> {
                     self.console.warn(&e);
                 }
                 if !self.nodes[i].ready {
-                    // Let the poll report the exit code with the last lines.
+                    // Its held output is among the last lines in the error.
+                    self.nodes[i].held_output.clear();
                     let pod = self.nodes[i].pod.clone().unwrap_or_default();
                     let code = self.exit_code(&pod).await;
                     let logs = self.last_lines(i, &pod).await;
@@ -54,6 +55,16 @@ impl Session<'_> {
                 Ok(Some(Stop::RunnerEnded(format!(
                     "the runner on node {node} stopped (exit code {code}); stopping the trace"
                 ))))
+            }
+        }
+    }
+
+    /// Shows the output held from runners that did not get ready and did
+    /// not exit (a start timeout, Ctrl-C) as warnings.
+    pub(super) fn show_held_output(&mut self) {
+        for n in &mut self.nodes {
+            for text in std::mem::take(&mut n.held_output) {
+                self.console.warn(&text);
             }
         }
     }
@@ -118,9 +129,12 @@ impl Session<'_> {
         let msg = match Message::parse(line) {
             Ok(m) => m,
             Err(e) => {
-                self.console.warn(&format!(
-                    "node {node}: unexpected runner output ({e}): {line}"
-                ));
+                let text = format!("node {node}: unexpected runner output ({e}): {line}");
+                if self.nodes[i].ready {
+                    self.console.warn(&text);
+                } else {
+                    self.nodes[i].held_output.push(text);
+                }
                 return;
             }
         };
@@ -144,6 +158,9 @@ impl Session<'_> {
             }
             Message::Ready(r) => {
                 self.nodes[i].ready = true;
+                for text in std::mem::take(&mut self.nodes[i].held_output) {
+                    self.console.warn(&text);
+                }
                 self.set_stage(i, Stage::Attached);
                 let body = &r.body;
                 let ifaces: Vec<&str> = body.interfaces.iter().map(|f| f.name.as_str()).collect();

@@ -73,6 +73,10 @@ struct NodeState {
     summary: Option<Summary>,
     tally: Tally,
     last_lines: VecDeque<String>,
+    /// Output that is not a runner message (a diagnostic on its stderr),
+    /// held while the runner is not ready: should it exit, the error shows
+    /// it among its last lines, so it is said once.
+    held_output: Vec<String>,
 }
 
 /// Runs a session to its end. Jobs are deleted on every way out.
@@ -105,7 +109,9 @@ pub(crate) async fn run(
         result = session.trace(&mut interrupted).await;
     }
     session.console.clear_progress();
+    session.show_held_output();
     let cleanup = session.stop(&jobs_api, &created, &mut interrupted).await;
+    session.show_held_output();
     session.console.flush(true);
     if result.is_ok() {
         session.print_summary();
@@ -145,6 +151,7 @@ impl<'a> Session<'a> {
                 summary: None,
                 tally: Tally::default(),
                 last_lines: VecDeque::new(),
+                held_output: Vec::new(),
             })
             .collect();
         let mut names = Names::default();
