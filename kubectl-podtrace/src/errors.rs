@@ -31,6 +31,17 @@ pub enum Error {
         doing: String,
     },
     #[error(
+        "pod {namespace}/{name} will not start: its container is in {reason}{message}; fix the \
+         pod (see `kubectl describe pod -n {namespace} {name}`)"
+    )]
+    PodWillNotStart {
+        namespace: String,
+        name: String,
+        reason: String,
+        /// ` (the kubelet's message)` or empty.
+        message: String,
+    },
+    #[error(
         "the job namespace \"{0}\" does not exist: create it with \
          `kubectl apply -f manifests/namespace.yaml` (or `kubectl create namespace {0}` and \
          `kubectl label namespace {0} pod-security.kubernetes.io/enforce=privileged`)"

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use kube::api::{Api, ListParams};
 
 use crate::cli::PodRef;
@@ -149,6 +149,14 @@ pub fn target_from_pod(pod: &Pod, namespace: &str, name: &str) -> Result<Target>
             doing: "it is being deleted; pick another pod".into(),
         });
     }
+    if let Some((reason, message)) = never_starts(&status) {
+        return Err(Error::PodWillNotStart {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            reason,
+            message: message.map(|m| format!(" ({m})")).unwrap_or_default(),
+        });
+    }
     if phase != "Running" {
         let doing = match phase.as_str() {
             "Pending" => {
@@ -221,6 +229,43 @@ pub fn target_from_pod(pod: &Pod, namespace: &str, name: &str) -> Result<Target>
         ips,
         host_network: spec.host_network.unwrap_or(false),
     })
+}
+
+/// Why a pod's containers will not run without someone fixing the pod: a
+/// waiting reason the kubelet only retries with back-off (and message).
+/// None while any container runs.
+fn never_starts(status: &PodStatus) -> Option<(String, Option<String>)> {
+    const NEVER: &[&str] = &[
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "ErrImageNeverPull",
+        "CrashLoopBackOff",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+    ];
+    let states: Vec<_> = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .filter_map(|c| c.state.as_ref())
+        .collect();
+    if states.iter().any(|s| s.running.is_some()) {
+        return None;
+    }
+    states
+        .iter()
+        .filter_map(|s| s.waiting.as_ref())
+        .find_map(|w| {
+            let reason = w.reason.as_deref()?;
+            NEVER.contains(&reason).then(|| {
+                (
+                    reason.to_string(),
+                    w.message.clone().filter(|m| !m.is_empty()),
+                )
+            })
+        })
 }
 
 /// One plan per node with a target on it. With two targets each runner is
@@ -320,6 +365,38 @@ mod tests {
             elsewhere_hint("web", &["a".into(), "b".into()], true),
             "; it is in namespaces \"a\", \"b\": name it a/web or b/web (-n applies to both pods)"
         );
+    }
+
+    #[test]
+    fn a_pod_that_only_backs_off_will_not_start() {
+        let waiting = |phase: &str, reason: &str| {
+            pod(serde_json::json!({
+                "metadata": {"name": "x"},
+                "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]},
+                "status": {"phase": phase, "podIP": "10.0.0.1", "containerStatuses": [{
+                    "name": "c", "image": "i", "imageID": "", "ready": false, "restartCount": 3,
+                    "state": {"waiting": {"reason": reason, "message": "back-off 10s"}}}]}
+            }))
+        };
+        let e = target_from_pod(&waiting("Running", "CrashLoopBackOff"), "default", "x")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "pod default/x will not start: its container is in CrashLoopBackOff (back-off 10s); \
+             fix the pod (see `kubectl describe pod -n default x`)"
+        );
+        let e = target_from_pod(&waiting("Pending", "ImagePullBackOff"), "default", "x")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("will not start: its container is in ImagePullBackOff"),
+            "{e}"
+        );
+        let e = target_from_pod(&waiting("Pending", "ContainerCreating"), "default", "x")
+            .unwrap_err()
+            .to_string();
+        assert!(e.ends_with("try again when it is Running"), "{e}");
     }
 
     #[test]

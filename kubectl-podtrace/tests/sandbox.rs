@@ -155,6 +155,28 @@ impl Env {
             .collect()
     }
 
+    /// Waits (bounded) until a pod in `default` has a container waiting
+    /// with `reason`.
+    async fn wait_for_waiting_reason(&self, pod: &str, reason: &str) {
+        let pods: Api<Pod> = Api::namespaced(self.client().await, "default");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let p = pods.get(pod).await.unwrap();
+            let waiting = p
+                .status
+                .and_then(|s| s.container_statuses)
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c.state?.waiting?.reason)
+                .any(|r| r == reason);
+            if waiting {
+                return;
+            }
+            assert!(Instant::now() < deadline, "pod {pod} never got {reason}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Nothing of the session is left: no Job, no pod, no runner process.
     async fn assert_nothing_left(&self) {
         assert_eq!(
@@ -622,6 +644,28 @@ async fn a_caller_who_may_not_read_the_pods_gets_the_complete_missing_list() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pod_that_is_not_running_says_what_it_is_doing() {
     let env = sandbox().await;
+    // A slow registry: the pod stays Pending while its image is pulled.
+    env.sandbox.set_image_pull_delay(Duration::from_secs(60));
+    env.sandbox
+        .create_pod(PodManifest::new(
+            "default",
+            "starting",
+            "busybox",
+            &["sleep", "infinity"],
+        ))
+        .await
+        .unwrap();
+    let stderr = env.fails(&["starting"], Duration::from_secs(30)).await;
+    assert!(
+        stderr.starts_with("error: pod default/starting is Pending:")
+            && stderr.trim_end().ends_with("try again when it is Running"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pod_whose_image_cannot_be_pulled_will_not_start() {
+    let env = sandbox().await;
     env.sandbox
         .create_pod(PodManifest::new(
             "default",
@@ -631,11 +675,39 @@ async fn a_pod_that_is_not_running_says_what_it_is_doing() {
         ))
         .await
         .unwrap();
+    env.wait_for_waiting_reason("broken", "ImagePullBackOff")
+        .await;
     let stderr = env.fails(&["broken"], Duration::from_secs(30)).await;
     assert!(
-        stderr.starts_with("error: pod default/broken is Pending:"),
+        stderr.starts_with(
+            "error: pod default/broken will not start: its container is in ImagePullBackOff"
+        ),
         "{stderr}"
     );
+    assert!(
+        stderr.contains("kubectl describe pod -n default broken"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("try again"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_looping_pod_will_not_start() {
+    let env = sandbox().await;
+    env.sandbox
+        .create_pod(PodManifest::new("default", "crashy", "busybox", &["false"]))
+        .await
+        .unwrap();
+    env.wait_for_waiting_reason("crashy", "CrashLoopBackOff")
+        .await;
+    let stderr = env.fails(&["crashy"], Duration::from_secs(30)).await;
+    assert!(
+        stderr.starts_with(
+            "error: pod default/crashy will not start: its container is in CrashLoopBackOff"
+        ),
+        "{stderr}"
+    );
+    assert!(env.trace_jobs().await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
