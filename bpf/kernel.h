@@ -126,17 +126,6 @@ struct bpf_iter__bpf_link {
 	struct bpf_link *link;
 } __pai;
 
-/* TCP states, as include/net/tcp_states.h (stable: exposed in tcp_info). */
-enum {
-	PT_TCP_ESTABLISHED = 1,
-	PT_TCP_SYN_SENT = 2,
-	PT_TCP_SYN_RECV = 3,
-	PT_TCP_TIME_WAIT = 6,
-	PT_TCP_CLOSE = 7,
-	PT_TCP_LISTEN = 10,
-	PT_TCP_NEW_SYN_RECV = 12,
-};
-
 #define PT_AF_INET 2
 #define PT_AF_INET6 10
 

@@ -34,11 +34,6 @@ struct {
 	__type(value, struct pt_flow_cache);
 } flow_cache SEC(".maps");
 
-#define PT_TCP_FIN 0x01
-#define PT_TCP_SYN 0x02
-#define PT_TCP_RST 0x04
-#define PT_TCP_ACK 0x10
-
 /* Whether the key's words equal (both 8-byte aligned: stack or map). */
 static __always_inline bool same_flow(const struct pt_flow_key *x, const struct pt_flow_key *y)
 {

@@ -39,6 +39,8 @@ struct pt_flow_stats _pt_flow_stats = {};
 struct pt_flow_cache _pt_flow_cache = {};
 enum pt_kind _pt_kind = PT_CONNECT;
 enum pt_direction _pt_direction = PT_DIR_INGRESS;
+enum pt_tcp_state _pt_tcp_state = PT_TCP_ESTABLISHED;
+enum pt_tcp_flag _pt_tcp_flag = PT_TCP_FIN;
 
 /*
  * netns_scope: inodes of the network namespaces whose sockets and drops we
@@ -74,8 +76,7 @@ struct {
  * has bpf_rdonly_cast (6.2), through an untrusted cast of it: the loads
  * stay plain (fault-guarded) loads, but the verifier no longer searches
  * the kernel's whole BTF by name for a "__safe_trusted" variant of each
- * pointer walked from a trusted one (two linear searches per walk, ~1 ms
- * each here: a third of the kernel's time loading this object). */
+ * pointer walked from a trusted one (the load time: docs/runner.md). */
 static __always_inline __u32 sk_netns(const struct sock *sk)
 {
 	if (bpf_ksym_exists(bpf_rdonly_cast))

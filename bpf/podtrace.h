@@ -26,7 +26,7 @@
 /* Sockets connect()ed in traced pods since the trace started and not yet
  * closed (accepted ones are not kept); LRU, so a burst beyond this only
  * loses pid/comm and open times of the oldest. An LRU map is allocated
- * whole when created: 65536 entries cost 4 ms of start-up and 6.5 MB. */
+ * whole when created, so its size is start-up time and memory. */
 #define PT_MAX_SOCKS 16384
 /* Flows (proto, client IP, server IP:port) counted in the kernel; LRU. */
 #define PT_MAX_FLOWS 16384
@@ -57,6 +57,35 @@ enum pt_direction {
 	PT_DIR_EGRESS = 1,  /* leaving the pod (tc ingress of the host side) */
 };
 
+/* TCP states, as include/net/tcp_states.h (stable: part of the tcp_info
+ * ABI); `reason` of a PT_RETRANSMIT. */
+enum pt_tcp_state {
+	PT_TCP_ESTABLISHED = 1,
+	PT_TCP_SYN_SENT = 2,
+	PT_TCP_SYN_RECV = 3,
+	PT_TCP_FIN_WAIT1 = 4,
+	PT_TCP_FIN_WAIT2 = 5,
+	PT_TCP_TIME_WAIT = 6,
+	PT_TCP_CLOSE = 7,
+	PT_TCP_CLOSE_WAIT = 8,
+	PT_TCP_LAST_ACK = 9,
+	PT_TCP_LISTEN = 10,
+	PT_TCP_CLOSING = 11,
+	PT_TCP_NEW_SYN_RECV = 12,
+};
+
+/* TCP header flag bits; `tcp_flags` of a PT_PACKET. */
+enum pt_tcp_flag {
+	PT_TCP_FIN = 0x01,
+	PT_TCP_SYN = 0x02,
+	PT_TCP_RST = 0x04,
+	PT_TCP_PSH = 0x08,
+	PT_TCP_ACK = 0x10,
+	PT_TCP_URG = 0x20,
+	PT_TCP_ECE = 0x40,
+	PT_TCP_CWR = 0x80,
+};
+
 /*
  * An address: IPv6, or IPv4 as an IPv4-mapped IPv6 address
  * (::ffff:a.b.c.d), so one layout serves both families.
@@ -78,12 +107,12 @@ struct pt_event {
 	__u32 len;            /* packet: bytes from the IP header on */
 	__u32 ifindex;        /* packet/drop: interface (in netns `netns`), 0 if none */
 	__u32 netns;          /* inode of the network namespace it was seen in */
-	__u32 reason;         /* drop: enum skb_drop_reason; failed: errno; retransmit: TCP state */
+	__u32 reason;         /* drop: enum skb_drop_reason; failed: errno; retransmit: enum pt_tcp_state */
 	__u16 sport;          /* host byte order */
 	__u16 dport;          /* host byte order */
 	__u8 kind;            /* enum pt_kind */
 	__u8 proto;           /* IPPROTO_TCP or IPPROTO_UDP */
-	__u8 tcp_flags;       /* packet: TCP flags byte (FIN=1 SYN=2 RST=4 PSH=8 ACK=16 ...) */
+	__u8 tcp_flags;       /* packet: TCP flags byte (enum pt_tcp_flag bits) */
 	__u8 direction;       /* packet: enum pt_direction */
 	__u8 first;           /* packet: first packet of a flow the kernel had not seen */
 	__u8 has_pid;         /* pid/comm are valid */

@@ -183,8 +183,8 @@ static __always_inline struct pt_event *reserve_event(void)
 }
 
 /* Each CPU looks at the ring's fill level once per this many events:
- * the look costs ~70-95 ns an event under load (it reads positions the
- * other CPUs and the reader keep writing), and missing the threshold by at
+ * the look is dear under load (it reads positions the other CPUs and the
+ * reader keep writing), and missing the threshold by at
  * most this many events per CPU does not matter against wakeup_bytes. */
 #define PT_CHECK_FILL_EVERY 32
 

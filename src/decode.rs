@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
+use crate::abi::{c_str, ip_from_key, push_tcp_flags, tcp_state_name};
 use crate::bpf::types;
 use crate::drop_reason::DropReasons;
 use crate::event::{Direction, Event, EventKind, Proto, ResetDirection, Rfc3339};
-use crate::tracer::ip_from_key;
 
 /// Converts events; holds what that needs (clock offset, names).
 #[derive(Debug)]
@@ -77,7 +77,7 @@ impl Decoder {
 
     /// [`Decoder::event`] without allocating: the event is built in a slot
     /// kept per kind, whose strings are overwritten in place (the runner
-    /// decodes ~100,000 events a second on the traced pods' own CPUs).
+    /// decodes every event, on the traced pods' own CPUs under load).
     /// Valid until the next call.
     pub fn decode(&mut self, raw: &types::pt_event) -> Option<&Event> {
         let unix_ns = self.unix_ns(raw.ts_ns);
@@ -270,61 +270,6 @@ fn push_comm(raw: &[i8; 16], out: &mut String) {
     out.push_str(&c_str(&raw.map(|c| c as u8)));
 }
 
-/// The text of a NUL-terminated C string (a fixed-size kernel or libc
-/// field), lossily as UTF-8.
-pub(crate) fn c_str(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
-    let n = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..n])
-}
-
-/// TCP flags as `SYN|ACK`.
-pub fn tcp_flags(f: u8) -> String {
-    let mut out = String::new();
-    push_tcp_flags(f, &mut out);
-    out
-}
-
-fn push_tcp_flags(f: u8, out: &mut String) {
-    const NAMES: [(u8, &str); 8] = [
-        (0x02, "SYN"),
-        (0x01, "FIN"),
-        (0x04, "RST"),
-        (0x08, "PSH"),
-        (0x10, "ACK"),
-        (0x20, "URG"),
-        (0x40, "ECE"),
-        (0x80, "CWR"),
-    ];
-    let start = out.len();
-    for (bit, name) in NAMES {
-        if f & bit != 0 {
-            if out.len() > start {
-                out.push('|');
-            }
-            out.push_str(name);
-        }
-    }
-}
-
-/// TCP state names (include/net/tcp_states.h; part of the tcp_info ABI).
-pub fn tcp_state_name(state: u32) -> &'static str {
-    match state {
-        1 => "ESTABLISHED",
-        2 => "SYN_SENT",
-        3 => "SYN_RECV",
-        4 => "FIN_WAIT1",
-        5 => "FIN_WAIT2",
-        6 => "TIME_WAIT",
-        7 => "CLOSE",
-        8 => "CLOSE_WAIT",
-        9 => "LAST_ACK",
-        10 => "LISTEN",
-        11 => "CLOSING",
-        12 => "NEW_SYN_RECV",
-        _ => "UNKNOWN",
-    }
-}
-
 /// errno names for the ways a TCP open fails (0: closed before any
 /// answer, e.g. the caller gave up).
 pub fn errno_name(errno: u32) -> String {
@@ -351,15 +296,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn flags_read_like_tcpdump() {
-        assert_eq!(tcp_flags(0x02), "SYN");
-        assert_eq!(tcp_flags(0x12), "SYN|ACK");
-        assert_eq!(tcp_flags(0x11), "FIN|ACK");
-        assert_eq!(tcp_flags(0x04), "RST");
-        assert_eq!(tcp_flags(0), "");
-    }
-
-    #[test]
     fn accepted_connections_are_oriented_and_timed_from_their_accept() {
         let mut d = Decoder::new("n1".into(), HashMap::new(), 1, DropReasons::default());
         let conn = |kind: types::pt_kind, ts_ns: u64, oriented: u8, forward: bool| {
@@ -379,8 +315,8 @@ mod tests {
                 dport: tp,
                 ..Default::default()
             };
-            raw.saddr.addr = crate::tracer::ip_key(s.parse().unwrap());
-            raw.daddr.addr = crate::tracer::ip_key(t.parse().unwrap());
+            raw.saddr.addr = crate::abi::ip_key(s.parse().unwrap());
+            raw.daddr.addr = crate::abi::ip_key(t.parse().unwrap());
             raw
         };
         let client: SocketAddr = "10.1.2.3:45000".parse().unwrap();
@@ -480,8 +416,8 @@ mod tests {
             dport: 40000,
             ..syn_ack_on_veth7()
         };
-        raw.saddr.addr = crate::tracer::ip_key("10.1.1.2".parse().unwrap());
-        raw.daddr.addr = crate::tracer::ip_key("10.1.2.3".parse().unwrap());
+        raw.saddr.addr = crate::abi::ip_key("10.1.1.2".parse().unwrap());
+        raw.daddr.addr = crate::abi::ip_key("10.1.2.3".parse().unwrap());
         let e = d.event(&raw).unwrap();
         assert_eq!(e.src, "10.1.1.2:80".parse().unwrap());
         assert_eq!(e.dst, "10.1.2.3:40000".parse().unwrap());

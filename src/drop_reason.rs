@@ -3,14 +3,14 @@
 //! BTF: the numbers change between kernel versions, so no table is built
 //! in.
 //!
-//! The reader does not parse the whole of `/sys/kernel/btf/vmlinux` (≈5 MB):
-//! one pass over the type section, through a 64 KiB window, finds the big
+//! The reader does not parse the whole of `/sys/kernel/btf/vmlinux`: one
+//! pass over the type section, through a 64 KiB window, finds the big
 //! enums; only their names, and then the members of the one called
 //! `skb_drop_reason`, are read from the string section. The file is mapped
-//! where the kernel allows it (6.16+), else read. It holds under 100 KiB
-//! and takes about a millisecond, so the runner reads it at start (in
-//! parallel with loading the programs): the names also give the numbers
-//! of the reasons the kernel filter ignores ([`IGNORED`]).
+//! where the kernel allows it (6.16+), else read. That is cheap enough
+//! (docs/runner.md) for the runner to read it at start, in parallel with
+//! loading the programs: the names also give the numbers of the reasons
+//! the kernel filter ignores ([`IGNORED`]).
 
 use std::collections::HashMap;
 use std::fs::File;

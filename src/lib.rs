@@ -8,6 +8,8 @@
 //!   events into the schema ([`decode`], [`drop_reason`]) and finding pods'
 //!   interfaces and namespaces on the node ([`discover`], [`netlink`]).
 
+#[cfg(feature = "bpf")]
+pub mod abi;
 pub mod event;
 pub mod render;
 

@@ -21,6 +21,14 @@ pub struct Output {
     style: Style,
 }
 
+/// One line of output: events are borrowed from the decoder, which
+/// reuses them.
+#[derive(Clone, Copy)]
+enum Line<'a> {
+    Control(&'a Message),
+    Event(&'a Event),
+}
+
 /// Write to stdout once this much is buffered (and at every flush).
 const FLUSH_AT: usize = 64 * 1024;
 
@@ -41,25 +49,33 @@ impl Output {
         }
     }
 
+    /// Writes a control line (or an event).
     pub fn write(&mut self, msg: &Message) -> io::Result<()> {
-        match self.format {
-            Format::Json => msg.write_json(&mut self.buf),
-            Format::Text => {
-                self.text.clear();
-                text_line(msg, &mut self.text, self.style);
-                self.buf.extend_from_slice(self.text.as_bytes());
-            }
+        match msg {
+            Message::Event(e) => self.line(Line::Event(e)),
+            m => self.line(Line::Control(m)),
         }
-        self.end_line()
     }
 
-    /// [`Output::write`] of `Message::Event`, without moving the event.
+    /// Writes an event without moving it (the decoder keeps it).
     pub fn write_event(&mut self, e: &Event) -> io::Result<()> {
-        match self.format {
-            Format::Json => e.write_json(&mut self.buf),
-            Format::Text => self
+        self.line(Line::Event(e))
+    }
+
+    /// Every line goes out here: in the wire format (`podtrace::event`'s
+    /// writer) or as text (`podtrace::render`, as the plugin draws it).
+    fn line(&mut self, line: Line<'_>) -> io::Result<()> {
+        match (self.format, line) {
+            (Format::Json, Line::Event(e)) => e.write_json(&mut self.buf),
+            (Format::Json, Line::Control(m)) => m.write_json(&mut self.buf),
+            (Format::Text, Line::Event(e)) => self
                 .buf
                 .extend_from_slice(render::event_line(e, self.style).as_bytes()),
+            (Format::Text, Line::Control(m)) => {
+                self.text.clear();
+                control_text(m, &mut self.text, self.style);
+                self.buf.extend_from_slice(self.text.as_bytes());
+            }
         }
         self.end_line()
     }
@@ -112,9 +128,9 @@ fn enlarge_stdout_pipe() {
     }
 }
 
-/// One human-readable line (no newline). Events, `lost` lines and the
-/// summary are drawn by the shared core exactly as the plugin draws them.
-pub fn text_line(msg: &Message, out: &mut String, style: Style) {
+/// A control line for humans (no newline). `lost` lines and the summary
+/// are drawn by the shared core exactly as the plugin draws them.
+fn control_text(msg: &Message, out: &mut String, style: Style) {
     match msg {
         Message::Hello(h) => {
             let h = &h.body;
@@ -183,7 +199,7 @@ mod tests {
             node_width: 6,
         };
         let mut out = String::new();
-        text_line(&Message::Event(e.clone()), &mut out, style);
+        control_text(&Message::Event(e.clone()), &mut out, style);
         assert_eq!(out, render::event_line(&e, style));
         assert!(out.contains("rtt=68µs curl[11079]"), "{out}");
     }

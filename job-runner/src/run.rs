@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-//! One tracing session: find the pods, load and attach, stream events until
-//! stopped, then detach everything and write the summary.
+//! One tracing session, in its steps: find the pods and load and attach
+//! the programs ([`start`]), stream events until stopped ([`drain`]), then
+//! detach everything and write the summary ([`summarize`]).
 
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
@@ -9,13 +10,15 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use podtrace::abi::ip_from_key;
+use podtrace::bpf::types;
 use podtrace::decode::Decoder;
-use podtrace::discover::discover;
+use podtrace::discover::{discover, Discovery};
 use podtrace::drop_reason::DropReasons;
 use podtrace::event::{
     now_rfc3339, Hello, Interface, Lost, Message, Proto, Ready, Summary, SCHEMA,
 };
-use podtrace::tracer::{self, ip_from_key, Config, Iface, OpenTracepoints, Packets, Stop, Tracer};
+use podtrace::tracer::{self, Config, Iface, OpenObject, OpenTracepoints, Packets, Stop, Tracer};
 
 use crate::cli::Cli;
 use crate::output::Output;
@@ -26,40 +29,11 @@ use crate::summary::{Counters, Flows};
 /// filling buffer, so this bounds how late a quiet event shows up.
 const POLL: Duration = Duration::from_millis(50);
 
-/// What the ring-buffer callback writes into.
-struct Sink {
-    out: Output,
-    decoder: Decoder,
-    flows: Flows,
-    events: u64,
-    error: Option<std::io::Error>,
-}
-
-impl Sink {
-    fn on_event(&mut self, raw: &podtrace::bpf::types::pt_event) {
-        if self.error.is_some() {
-            return;
-        }
-        let Some(ev) = self.decoder.decode(raw) else {
-            return;
-        };
-        self.flows.record(ev);
-        self.events += 1;
-        if let Err(e) = self.out.write_event(ev) {
-            self.error = Some(e);
-        }
-    }
-}
-
-fn ms(since: Instant) -> f64 {
-    since.elapsed().as_secs_f64() * 1e3
-}
-
 pub fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
     signals::install().context("install signal handlers")?;
     tracer::set_verbose(cli.verbose);
     tracer::preflight()?;
-    let (hostname, kernel) = podtrace::tracer::node_and_kernel();
+    let (hostname, kernel) = tracer::node_and_kernel();
     let node = cli.node_name.clone().unwrap_or(hostname);
     let mut out = Output::new(cli.format, &node);
     out.write(&Message::hello(Hello {
@@ -69,10 +43,31 @@ pub fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
         kernel,
         time: now_rfc3339(),
     }))
+    .and_then(|()| out.flush())
     .context("write to stdout")?;
-    out.flush().context("write to stdout")?;
 
-    let cfg = Config {
+    let (mut tp_storage, mut pk_storage) = (MaybeUninit::uninit(), MaybeUninit::uninit());
+    let (found, reasons, tracer) = start(cli, started, &mut tp_storage, &mut pk_storage)?;
+    if let Some(n) = cli.fail_after_hooks.filter(|n| tracer.hooks().len() >= *n) {
+        bail!("failing on purpose after {n} hooks");
+    }
+    let trace_start = Instant::now();
+    out.write(&ready(cli, &node, &found, &tracer, started))
+        .and_then(|()| out.flush())
+        .context("write to stdout")?;
+
+    let decoder = Decoder::new(node.clone(), found.links.clone(), found.own_netns, reasons);
+    let drained = drain(cli, &tracer, Sink::new(out, decoder), &node, trace_start)?;
+    let counters = tracer.flows();
+    // Detach everything before the summary, so a reader that stops at the
+    // summary line leaves a clean node.
+    drop(tracer);
+    summarize(drained, counters, node, trace_start)
+}
+
+/// What the filters in the kernel get from the command line.
+fn config(cli: &Cli) -> Config {
+    Config {
         pod_ips: cli.pod_ips.clone(),
         peer_ips: cli.peer_ips.clone(),
         ports: cli.ports.clone(),
@@ -80,19 +75,32 @@ pub fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
         netns: Vec::new(),
         ring_bytes: cli.ring_buffer_mib << 20,
         ignored_drop_reasons: Vec::new(),
-    };
-    // Start-up in parallel, as far as the steps allow: finding the pods
-    // (netlink, entering namespaces) and reading the drop reasons from the
-    // kernel's BTF on their own threads; the tracepoint object (the long
-    // pole: CO-RE against the kernel's BTF, verifier) on this one; and as
-    // soon as the pods are found, the packet object and its tc attachments
-    // (tcx: each waits for an RCU grace period) on another.
+    }
+}
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1e3
+}
+
+/// Discovers the pods, loads and attaches both BPF objects. In parallel as
+/// far as the steps allow: finding the pods (netlink, entering namespaces)
+/// and reading the drop reasons from the kernel's BTF on their own
+/// threads; the tracepoint object (the long pole: CO-RE against the
+/// kernel's BTF, the verifier) on this one; and as soon as the pods are
+/// found, the packet object and its tc attachments (tcx: each waits for an
+/// RCU grace period) on another.
+fn start<'obj>(
+    cli: &Cli,
+    started: Instant,
+    tp_storage: &'obj mut MaybeUninit<OpenObject>,
+    pk_storage: &'obj mut MaybeUninit<OpenObject>,
+) -> anyhow::Result<(Discovery, DropReasons, Tracer<'obj>)> {
+    let cfg = config(cli);
     let stop = Stop {
         requested: &signals::stopped,
         max_hooks: cli.fail_after_hooks,
     };
     let mode = cli.tc_mode.into();
-    let (mut tp_storage, mut pk_storage) = (MaybeUninit::uninit(), MaybeUninit::uninit());
     let (found, reasons, tracer) = std::thread::scope(|s| -> anyhow::Result<_> {
         let found = s.spawn(|| {
             let r = discover(&cli.pod_ips);
@@ -104,7 +112,7 @@ pub fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
             tracing::debug!(ms = ms(started), "read the drop reasons from BTF");
             r
         });
-        let opened = OpenTracepoints::open(&mut tp_storage, &cfg);
+        let opened = OpenTracepoints::open(tp_storage, &cfg);
         tracing::debug!(ms = ms(started), "opened the BPF objects, created the maps");
         let found = found.join().expect("the discovery thread panicked")?;
         let (tp, shared) = opened?;
@@ -118,7 +126,6 @@ pub fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
             .collect();
         // The tracepoint object holds its own fds of the shared maps.
         let (cfg_ref, stop_ref) = (&cfg, &stop);
-        let pk_storage = &mut pk_storage;
         let packets = std::thread::Builder::new()
             .name("packets".into())
             .spawn_scoped(s, move || {
@@ -141,12 +148,19 @@ pub fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
         Ok((found, reasons, tracer))
     })?;
     tracing::debug!(ms = ms(started), "attached everything");
-    if let Some(n) = cli.fail_after_hooks.filter(|n| tracer.hooks().len() >= *n) {
-        bail!("failing on purpose after {n} hooks");
-    }
-    let trace_start = Instant::now();
-    out.write(&Message::ready(Ready {
-        node: node.clone(),
+    Ok((found, reasons, tracer))
+}
+
+/// The `ready` line: what is attached where.
+fn ready(
+    cli: &Cli,
+    node: &str,
+    found: &Discovery,
+    tracer: &Tracer<'_>,
+    started: Instant,
+) -> Message {
+    Message::ready(Ready {
+        node: node.to_owned(),
         time: now_rfc3339(),
         hooks: tracer.hooks().to_vec(),
         interfaces: found
@@ -162,18 +176,67 @@ pub fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
         pod_ips: cli.pod_ips.clone(),
         peer_ips: cli.peer_ips.clone(),
         ports: cli.ports.clone(),
-        startup_ms: started.elapsed().as_secs_f64() * 1e3,
-    }))
-    .context("write to stdout")?;
-    out.flush().context("write to stdout")?;
+        startup_ms: ms(started),
+    })
+}
 
-    let sink = Rc::new(RefCell::new(Sink {
-        out,
-        decoder: Decoder::new(node.clone(), found.links.clone(), found.own_netns, reasons),
-        flows: Flows::default(),
-        events: 0,
-        error: None,
-    }));
+/// What the ring-buffer callback writes into.
+struct Sink {
+    out: Output,
+    decoder: Decoder,
+    flows: Flows,
+    events: u64,
+    error: Option<std::io::Error>,
+}
+
+impl Sink {
+    fn new(out: Output, decoder: Decoder) -> Sink {
+        Sink {
+            out,
+            decoder,
+            flows: Flows::default(),
+            events: 0,
+            error: None,
+        }
+    }
+
+    fn on_event(&mut self, raw: &types::pt_event) {
+        if self.error.is_some() {
+            return;
+        }
+        let Some(ev) = self.decoder.decode(raw) else {
+            return;
+        };
+        self.flows.record(ev);
+        self.events += 1;
+        if let Err(e) = self.out.write_event(ev) {
+            self.error = Some(e);
+        }
+    }
+
+    fn write(&mut self, msg: &Message) {
+        if let Err(e) = self.out.write(msg) {
+            self.error.get_or_insert(e);
+        }
+    }
+}
+
+/// A drained session: the sink and the losses it reported.
+struct Drained {
+    sink: Sink,
+    lost: u64,
+}
+
+/// Streams events (and `lost` lines) until a stop request, the deadline or
+/// a write error.
+fn drain(
+    cli: &Cli,
+    tracer: &Tracer<'_>,
+    sink: Sink,
+    node: &str,
+    trace_start: Instant,
+) -> anyhow::Result<Drained> {
+    let sink = Rc::new(RefCell::new(sink));
     let cb_sink = Rc::clone(&sink);
     let rb = tracer.ring_buffer(move |ev| cb_sink.borrow_mut().on_event(ev))?;
     let deadline = cli
@@ -187,28 +250,24 @@ pub fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
         let _ = rb.consume();
         let stop = signals::stopped() || deadline.is_some_and(|d| Instant::now() >= d);
         let mut s = sink.borrow_mut();
-        // The loss counters cost a handful of syscalls (one per hook for
-        // its skipped runs): read at most once per poll interval, not at
-        // every wake-up of a busy ring (7% of the runner's CPU under load),
-        // and once more on the way out.
+        // The loss counters cost a syscall per hook: read once per poll
+        // interval, not at every wake-up of a busy ring, and once more on
+        // the way out.
         if stop || counters_read.elapsed() >= POLL {
             counters_read = Instant::now();
             // Skipped hook runs may each have been an event: counted as lost.
             let skipped = tracer.skipped_total();
             let lost = tracer.lost_total() + skipped;
             if lost > lost_reported {
-                let msg = Message::lost(Lost {
-                    node: node.clone(),
+                s.write(&Message::lost(Lost {
+                    node: node.to_owned(),
                     time: now_rfc3339(),
                     count: lost - lost_reported,
                     total: lost,
                     skipped: skipped - skipped_reported,
-                });
+                }));
                 lost_reported = lost;
                 skipped_reported = skipped;
-                if let Err(e) = s.out.write(&msg) {
-                    s.error.get_or_insert(e);
-                }
             }
         }
         if let Err(e) = s.out.flush() {
@@ -220,22 +279,35 @@ pub fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
     }
     let _ = rb.consume();
     drop(rb);
-    let counters = tracer.flows();
-    // Detach everything before the summary, so a reader that stops at the
-    // summary line leaves a clean node.
-    drop(tracer);
-
     let sink = Rc::try_unwrap(sink)
         .ok()
         .expect("the ring buffer, the only other owner, is gone")
         .into_inner();
-    let Sink {
-        mut out,
-        mut flows,
-        events,
-        error,
-        ..
-    } = sink;
+    Ok(Drained {
+        sink,
+        lost: lost_reported,
+    })
+}
+
+/// Writes the summary: the flows from the events, with the kernel's
+/// packet, byte and drop counters.
+fn summarize(
+    drained: Drained,
+    counters: Vec<(types::pt_flow_key, types::pt_flow_stats)>,
+    node: String,
+    trace_start: Instant,
+) -> anyhow::Result<()> {
+    let Drained {
+        sink:
+            Sink {
+                mut out,
+                mut flows,
+                events,
+                error,
+                ..
+            },
+        lost,
+    } = drained;
     if let Some(e) = error {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             // Nobody is reading any more: a clean stop.
@@ -266,7 +338,7 @@ pub fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
         node,
         time: now_rfc3339(),
         flows: flows.finish(),
-        lost: lost_reported,
+        lost,
         events,
         duration_s: trace_start.elapsed().as_secs_f64(),
     }))

@@ -4,11 +4,12 @@
 
 mod common;
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use common::*;
+use podtrace::event::{Direction, Event, EventKind, Message, Proto, ResetDirection};
 use podtrace_netns::{Cluster, Shape};
-use serde_json::Value;
 
 /// curl -> nginx on one node with both pods traced: the whole lifecycle,
 /// packets on both host-side interfaces, and the summary's counters.
@@ -19,60 +20,56 @@ fn lifecycle(shape: Shape) {
     let (sip, cip) = (server.ip.to_string(), client.ip.to_string());
     let mut runner = Runner::start(&node, &["--pod-ip", &sip, "--pod-ip", &cip]);
     let ready = runner.ready();
-    let ifaces: Vec<&str> = ready["interfaces"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["name"].as_str().unwrap())
-        .collect();
-    assert!(ifaces.contains(&server.host_if.as_str()), "{ready}");
-    assert!(ifaces.contains(&client.host_if.as_str()), "{ready}");
+    let ifaces: Vec<&str> = ready.interfaces.iter().map(|i| i.name.as_str()).collect();
+    assert!(ifaces.contains(&server.host_if.as_str()), "{ready:?}");
+    assert!(ifaces.contains(&client.host_if.as_str()), "{ready:?}");
     let kind = if shape == Shape::Routed {
         "veth"
     } else {
         "bridge-port"
     };
-    assert_eq!(ready["interfaces"][0]["kind"], kind, "{ready}");
+    assert_eq!(ready.interfaces[0].kind, kind, "{ready:?}");
     // Its stdout is a pipe here, as in a container: grown so that a burst
     // of events does not put the runner to sleep on every write.
     assert!(stdout_pipe_bytes(runner.pid) >= 1 << 20);
 
     let (code, size) = curl(&client, &format!("http://{sip}/"), 10);
     assert_eq!(code, "200");
-    let to_server = |v: &Value| {
-        ip_of(v, "src") == Some(client.ip.into()) && v["dst"] == format!("{sip}:80").as_str()
-    };
-    let connect = runner.expect("connect", |v| is_event(v, "connect") && to_server(v));
-    assert_eq!(connect["comm"], "curl", "{connect}");
-    assert!(connect["pid"].as_u64().unwrap_or(0) > 0, "{connect}");
-    assert_eq!(connect["proto"], "tcp");
-    runner.expect("accept", |v| is_event(v, "accept") && to_server(v));
-    let est = runner.expect("established with rtt", |v| {
-        is_event(v, "established") && to_server(v) && v["rtt_us"].as_u64().unwrap_or(0) > 0
+    let server_addr = SocketAddr::new(server.ip.into(), 80);
+    let to_server = |e: &Event| e.src.ip() == IpAddr::from(client.ip) && e.dst == server_addr;
+    let connect = runner.expect_event("connect", |e| {
+        matches!(e.kind, EventKind::Connect) && to_server(e)
     });
-    assert!(est["time"].as_str().unwrap().ends_with('Z'));
-    runner.expect("client close with the page", |v| {
-        is_event(v, "close")
-            && to_server(v)
-            && v["comm"] == "curl"
-            && v["bytes_received"].as_u64().unwrap_or(0) >= size
+    assert_eq!(connect.comm.as_deref(), Some("curl"), "{connect:?}");
+    assert!(connect.pid.unwrap_or(0) > 0, "{connect:?}");
+    assert_eq!(connect.proto, Proto::Tcp);
+    runner.expect_event("accept", |e| {
+        matches!(e.kind, EventKind::Accept) && to_server(e)
+    });
+    let est = runner.expect_event("established with rtt", |e| {
+        matches!(e.kind, EventKind::Established { rtt_us } if rtt_us > 0) && to_server(e)
+    });
+    assert!(est.time.ends_with('Z'));
+    runner.expect_event("client close with the page", |e| {
+        matches!(e.kind, EventKind::Close { bytes_received, .. } if bytes_received >= size)
+            && to_server(e)
+            && e.comm.as_deref() == Some("curl")
     });
     // The kernel keeps no state for accepted sockets: the runner orients
     // and times their close from the accept event.
-    runner.expect("server close, oriented and timed", |v| {
-        is_event(v, "close")
-            && to_server(v)
-            && v.get("comm").is_none()
-            && v["bytes_sent"].as_u64().unwrap_or(0) >= size
-            && v["duration_ms"].as_f64().unwrap_or(0.0) > 0.0
+    runner.expect_event("server close, oriented and timed", |e| {
+        matches!(e.kind, EventKind::Close { bytes_sent, duration_ms, .. }
+            if bytes_sent >= size && duration_ms > 0.0)
+            && to_server(e)
+            && e.comm.is_none()
     });
     for iface in [&server.host_if, &client.host_if] {
-        runner.expect(&format!("SYN packet on {iface}"), |v| {
-            is_event(v, "packet") && v["iface"] == iface.as_str() && v["flags"] == "SYN"
+        runner.expect_event(&format!("SYN packet on {iface}"), |e| {
+            matches!(&e.kind, EventKind::Packet { iface: i, flags, .. } if i == iface && flags == "SYN")
         });
     }
-    runner.expect("egress packet", |v| {
-        is_event(v, "packet") && v["direction"] == "egress" && v["flags"] == "SYN|ACK"
+    runner.expect_event("egress packet", |e| {
+        matches!(&e.kind, EventKind::Packet { direction: Direction::Egress, flags, .. } if flags == "SYN|ACK")
     });
 
     // Past the reader's poll interval, so a drop at curl's close (its
@@ -80,22 +77,24 @@ fn lifecycle(shape: Shape) {
     std::thread::sleep(Duration::from_millis(300));
     let lines = runner.stop_clean();
     // A healthy exchange loses no packet, so it reports no drop.
-    let drops: Vec<&Value> = lines.iter().filter(|v| is_event(v, "drop")).collect();
+    let drops: Vec<&Event> = events(&lines)
+        .filter(|e| matches!(e.kind, EventKind::Drop { .. }))
+        .collect();
     assert!(
         drops.is_empty(),
         "a healthy exchange reported drops: {drops:?}"
     );
     let summary = summary_of(&lines);
     let flow = flow_where(summary, |f| {
-        f["src"] == cip.as_str() && f["dst"] == format!("{sip}:80").as_str()
+        f.src == Some(client.ip.into()) && f.dst == Some(server_addr)
     });
-    assert_eq!(flow["proto"], "tcp");
-    assert_eq!(flow["connections"], 1, "{flow}");
-    assert!(flow["packets_sent"].as_u64().unwrap() >= 3, "{flow}");
-    assert!(flow["packets_received"].as_u64().unwrap() >= 3, "{flow}");
-    assert!(flow["bytes_received"].as_u64().unwrap() >= size, "{flow}");
-    assert!(flow["rtt"]["count"].as_u64().unwrap() >= 1, "{flow}");
-    assert_eq!(flow["drops"], 0, "{flow}");
+    assert_eq!(flow.proto, Some(Proto::Tcp));
+    assert_eq!(flow.connections, 1, "{flow:?}");
+    assert!(flow.packets_sent >= 3, "{flow:?}");
+    assert!(flow.packets_received >= 3, "{flow:?}");
+    assert!(flow.bytes_received >= size, "{flow:?}");
+    assert!(flow.rtt.is_some_and(|r| r.count >= 1), "{flow:?}");
+    assert_eq!(flow.drops, 0, "{flow:?}");
     // Nothing of ours is left on the pods' interfaces.
     for iface in [&server.host_if, &client.host_if] {
         let left = attached_to(&node.netns, iface);
@@ -123,28 +122,34 @@ fn refused(shape: Shape) {
     runner.ready();
     let (code, _) = curl(&client, &format!("http://{sip}:81/"), 5);
     assert_eq!(code, "000");
-    let dst = format!("{sip}:81");
-    let failed = runner.expect("failed", |v| {
-        is_event(v, "failed") && v["dst"] == dst.as_str()
+    let dst = SocketAddr::new(server.ip.into(), 81);
+    let failed = runner.expect_event("failed", |e| {
+        matches!(e.kind, EventKind::Failed { .. }) && e.dst == dst
     });
-    assert_eq!(failed["error"], "ECONNREFUSED", "{failed}");
-    assert_eq!(failed["comm"], "curl", "{failed}");
-    assert_eq!(ip_of(&failed, "src"), Some(client.ip.into()));
-    runner.expect("reset sent", |v| {
-        is_event(v, "reset") && v["direction"] == "sent" && v["dst"] == dst.as_str()
-    });
-    runner.expect("reset received", |v| {
-        is_event(v, "reset") && v["direction"] == "received" && v["dst"] == dst.as_str()
-    });
-    runner.expect("RST packet", |v| {
-        is_event(v, "packet") && v["flags"].as_str().unwrap_or("").contains("RST")
-    });
+    assert_eq!(
+        failed.kind,
+        EventKind::Failed {
+            error: "ECONNREFUSED".into()
+        },
+        "{failed:?}"
+    );
+    assert_eq!(failed.comm.as_deref(), Some("curl"), "{failed:?}");
+    assert_eq!(failed.src.ip(), IpAddr::from(client.ip));
+    for direction in [ResetDirection::Sent, ResetDirection::Received] {
+        runner.expect_event(&format!("reset {}", direction.as_str()), |e| {
+            e.kind == EventKind::Reset { direction } && e.dst == dst
+        });
+    }
+    runner.expect_event(
+        "RST packet",
+        |e| matches!(&e.kind, EventKind::Packet { flags, .. } if flags.contains("RST")),
+    );
     let lines = runner.stop_clean();
     let summary = summary_of(&lines);
-    let flow = flow_where(summary, |f| f["dst"] == dst.as_str());
-    assert_eq!(flow["failed"], 1, "{flow}");
-    assert_eq!(flow["resets"], 1, "{flow}");
-    assert_eq!(flow["src"], cip.as_str());
+    let flow = flow_where(summary, |f| f.dst == Some(dst));
+    assert_eq!(flow.failed, 1, "{flow:?}");
+    assert_eq!(flow.resets, 1, "{flow:?}");
+    assert_eq!(flow.src, Some(client.ip.into()));
 }
 
 #[test]
@@ -191,18 +196,23 @@ fn retransmits(shape: Shape) {
     let mut seen = None;
     for _ in 0..20 {
         let _ = curl(&client, &format!("http://{sip}/"), 3);
-        seen = runner.wait_for(Duration::from_millis(300), |v| is_event(v, "retransmit"));
+        seen = runner.wait_event(Duration::from_millis(300), |e| {
+            matches!(e.kind, EventKind::Retransmit { .. })
+        });
         if seen.is_some() {
             break;
         }
     }
     let rt = seen.unwrap_or_else(|| panic!("no retransmit; saw:\n{}", runner.dump()));
-    assert_eq!(ip_of(&rt, "src"), Some(client.ip.into()), "{rt}");
-    assert_eq!(port_of(&rt, "dst"), Some(80), "{rt}");
-    assert!(rt["state"].is_string(), "{rt}");
+    assert_eq!(rt.src.ip(), IpAddr::from(client.ip), "{rt:?}");
+    assert_eq!(rt.dst.port(), 80, "{rt:?}");
+    assert!(
+        matches!(rt.kind, EventKind::Retransmit { state: Some(_) }),
+        "{rt:?}"
+    );
     let lines = runner.stop_clean();
     let summary = summary_of(&lines);
-    assert!(total(summary, "retransmits") >= 1, "{summary}");
+    assert!(total(summary, |f| f.retransmits) >= 1, "{summary:?}");
 }
 
 #[test]
@@ -233,14 +243,18 @@ fn nft_drop(shape: Shape) {
     runner.ready();
     let (code, _) = curl(&client, &format!("http://{sip}/"), 2);
     assert_eq!(code, "000");
-    let drop = runner.expect("drop", |v| {
-        is_event(v, "drop") && v["dst"] == format!("{sip}:80").as_str()
+    let to_server = SocketAddr::new(server.ip.into(), 80);
+    let drop = runner.expect_event("drop", |e| {
+        matches!(e.kind, EventKind::Drop { .. }) && e.dst == to_server
     });
-    assert_eq!(drop["reason"], "NETFILTER_DROP", "{drop}");
-    assert_eq!(ip_of(&drop, "src"), Some(client.ip.into()));
+    assert!(
+        matches!(&drop.kind, EventKind::Drop { reason, .. } if reason == "NETFILTER_DROP"),
+        "{drop:?}"
+    );
+    assert_eq!(drop.src.ip(), IpAddr::from(client.ip));
     let lines = runner.stop_clean();
     let summary = summary_of(&lines);
-    assert!(total(summary, "drops") >= 1, "{summary}");
+    assert!(total(summary, |f| f.drops) >= 1, "{summary:?}");
 }
 
 #[test]
@@ -263,19 +277,21 @@ fn udp(shape: Shape) {
     runner.ready();
     let to = std::net::SocketAddr::new(server.ip.into(), 5353);
     udp_send(&client.netns, to, b"hello");
-    let pkt = runner.expect("udp packet", |v| {
-        is_event(v, "packet") && v["proto"] == "udp" && v["dst"] == to.to_string().as_str()
+    let pkt = runner.expect_event("udp packet", |e| {
+        matches!(e.kind, EventKind::Packet { .. }) && e.proto == Proto::Udp && e.dst == to
     });
-    assert_eq!(pkt["first"], true, "{pkt}");
-    assert_eq!(pkt["iface"], server.host_if.as_str(), "{pkt}");
+    assert!(
+        matches!(&pkt.kind, EventKind::Packet { first: true, iface, .. } if *iface == server.host_if),
+        "{pkt:?}"
+    );
     udp_send(&client.netns, to, b"again");
     let lines = runner.stop_clean();
     let summary = summary_of(&lines);
     let flow = flow_where(summary, |f| {
-        f["proto"] == "udp" && f["dst"] == to.to_string().as_str()
+        f.proto == Some(Proto::Udp) && f.dst == Some(to)
     });
-    assert_eq!(flow["src"], client.ip.to_string().as_str());
-    assert!(flow["packets_sent"].as_u64().unwrap() >= 1, "{flow}");
+    assert_eq!(flow.src, Some(client.ip.into()));
+    assert!(flow.packets_sent >= 1, "{flow:?}");
 }
 
 #[test]
@@ -310,19 +326,23 @@ fn others_stay_invisible(shape: Shape) {
     // any) have been read.
     let (code, _) = curl(&other_cli, &format!("http://{tip}/"), 5);
     assert_eq!(code, "200");
-    runner.expect("traced close", |v| {
-        is_event(v, "close") && v["dst"] == format!("{tip}:80").as_str()
+    let traced_addr = SocketAddr::new(traced.ip.into(), 80);
+    runner.expect_event("traced close", |e| {
+        matches!(e.kind, EventKind::Close { .. }) && e.dst == traced_addr
     });
     let lines = runner.stop_clean();
-    let other = other_srv.ip.to_string();
-    for v in &lines {
-        let s = v.to_string();
-        if v["type"] == "ready" {
-            continue;
-        }
+    let other = IpAddr::from(other_srv.ip);
+    for e in events(&lines) {
         assert!(
-            !s.contains(&format!("\"{other}:")) && !s.contains(&format!("\"{other}\"")),
-            "untraced traffic showed: {s}"
+            e.src.ip() != other && e.dst.ip() != other,
+            "untraced traffic showed: {e:?}"
+        );
+    }
+    let summary = summary_of(&lines);
+    for f in &summary.flows {
+        assert!(
+            f.src != Some(other) && f.dst.map(|d| d.ip()) != Some(other),
+            "untraced flow showed: {f:?}"
         );
     }
 }
@@ -359,38 +379,40 @@ fn two_runners_each_see_their_own_node() {
     assert_recursion_cover(&rb);
     let (code, _) = curl(&client, &format!("http://{sip}/"), 10);
     assert_eq!(code, "200");
-    let dst = format!("{sip}:80");
-    ra.expect("connect on node-a", |v| {
-        is_event(v, "connect") && v["dst"] == dst.as_str()
-    });
-    ra.expect("client close on node-a", |v| {
-        is_event(v, "close") && v["dst"] == dst.as_str()
-    });
-    rb.expect("accept on node-b", |v| {
-        is_event(v, "accept") && v["dst"] == dst.as_str()
-    });
-    rb.expect("server close on node-b", |v| {
-        is_event(v, "close") && v["dst"] == dst.as_str()
-    });
+    let dst = SocketAddr::new(server.ip.into(), 80);
+    let is = |kind: &'static str| move |e: &Event| e.kind.name() == kind && e.dst == dst;
+    ra.expect_event("connect on node-a", is("connect"));
+    ra.expect_event("client close on node-a", is("close"));
+    rb.expect_event("accept on node-b", is("accept"));
+    rb.expect_event("server close on node-b", is("close"));
     let (ca, la, ea) = ra.stop();
     let (cb, lb, eb) = rb.stop();
     assert_eq!((ca, cb), (0, 0), "{ea}\n{eb}");
-    if let Some(v) = la.iter().find(|v| v["type"] == "accept") {
-        panic!("node-a saw node-b's accept: {v}");
+    if let Some(e) = events(&la).find(|e| matches!(e.kind, EventKind::Accept)) {
+        panic!("node-a saw node-b's accept: {e:?}");
     }
-    if let Some(v) = lb.iter().find(|v| v["type"] == "connect") {
-        panic!("node-b saw node-a's connect: {v}");
+    if let Some(e) = events(&lb).find(|e| matches!(e.kind, EventKind::Connect)) {
+        panic!("node-b saw node-a's connect: {e:?}");
     }
-    for v in la.iter().filter(|v| v["type"] == "packet") {
-        assert_eq!(v["iface"], client.host_if.as_str(), "{v}");
-        assert_eq!(v["node"], "node-a");
+    let packet_iface = |e: &Event| match &e.kind {
+        EventKind::Packet { iface, .. } => Some(iface.clone()),
+        _ => None,
+    };
+    for e in events(&la) {
+        if let Some(iface) = packet_iface(e) {
+            assert_eq!(iface, client.host_if, "{e:?}");
+            assert_eq!(e.node, "node-a");
+        }
     }
-    for v in lb.iter().filter(|v| v["type"] == "packet") {
-        assert_eq!(v["iface"], server.host_if.as_str(), "{v}");
+    for e in events(&lb) {
+        if let Some(iface) = packet_iface(e) {
+            assert_eq!(iface, server.host_if, "{e:?}");
+        }
     }
     // Establishment counted on both sides.
-    assert!(la.iter().any(|v| v["type"] == "established"));
-    assert!(lb.iter().any(|v| v["type"] == "established"));
+    let established = |e: &Event| matches!(e.kind, EventKind::Established { .. });
+    assert!(events(&la).any(established));
+    assert!(events(&lb).any(established));
 }
 
 /// After SIGTERM nothing of ours remains: no tcx link or clsact filter on
@@ -444,12 +466,8 @@ fn cleanup_after_sigterm(mode: &str) {
     let ready = runner.ready();
     let prefix = if mode == "clsact" { "tc/" } else { "tcx/" };
     assert!(
-        ready["hooks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|h| h["kind"].as_str().unwrap().starts_with(prefix)),
-        "{ready}"
+        ready.hooks.iter().any(|h| h.kind.starts_with(prefix)),
+        "{ready:?}"
     );
     let progs = bpf_prog_ids_of(runner.pid);
     assert!(progs.len() >= 7, "runner holds programs {progs:?}");
@@ -516,7 +534,7 @@ fn cleanup_after_error_mid_attach() {
         let (code, lines, stderr) = runner.finish();
         assert_ne!(code, 0, "{lines:?}");
         assert!(stderr.contains("failing on purpose"), "{stderr}");
-        assert!(!lines.iter().any(|v| v["type"] == "ready"));
+        assert!(!lines.iter().any(|m| matches!(m, Message::Ready(_))));
         for iface in [&a.host_if, &b.host_if] {
             let left = attached_to(&node.netns, iface);
             assert!(left.trim().is_empty(), "{mode}: left on {iface}: {left}");
@@ -577,14 +595,17 @@ fn overflow_is_reported_as_lost() {
     .unwrap();
     // SAFETY: as above.
     unsafe { libc::kill(runner.pid as i32, libc::SIGCONT) };
-    let lost = runner.expect("lost", |v| v["type"] == "lost");
-    assert!(lost["count"].as_u64().unwrap() > 0, "{lost}");
+    let lost = runner.expect("lost", |m| matches!(m, Message::Lost(_)));
+    assert!(
+        matches!(&lost, Message::Lost(l) if l.body.count > 0),
+        "{lost:?}"
+    );
     let lines = runner.stop_clean();
     let summary = summary_of(&lines);
-    assert!(summary["lost"].as_u64().unwrap() > 0, "{summary}");
+    assert!(summary.lost > 0, "{summary:?}");
     // The kernel's counters still saw every datagram.
-    let flow = flow_where(summary, |f| f["proto"] == "udp");
-    assert!(flow["packets_sent"].as_u64().unwrap() >= 19_000, "{flow}");
+    let flow = flow_where(summary, |f| f.proto == Some(Proto::Udp));
+    assert!(flow.packets_sent >= 19_000, "{flow:?}");
 }
 
 /// `--peer-ip` and `--port` filter in the kernel: other traffic of the
@@ -615,17 +636,20 @@ fn peer_and_port_filters() {
     assert_eq!(curl(&stranger, &format!("http://{sip}/"), 5).0, "200");
     assert_eq!(curl(&peer, &format!("http://{sip}:81/"), 5).0, "000");
     assert_eq!(curl(&peer, &format!("http://{sip}/"), 5).0, "200");
-    runner.expect("the peer's close", |v| {
-        is_event(v, "close") && ip_of(v, "src") == Some(peer.ip.into())
+    runner.expect_event("the peer's close", |e| {
+        matches!(e.kind, EventKind::Close { .. }) && e.src.ip() == IpAddr::from(peer.ip)
     });
     let lines = runner.stop_clean();
-    for v in lines.iter().filter(|v| v.get("src").is_some()) {
-        let s = v.to_string();
+    let stranger = IpAddr::from(stranger.ip);
+    for e in events(&lines) {
         assert!(
-            !s.contains(&format!("\"{}:", stranger.ip)),
-            "stranger showed: {s}"
+            e.src.ip() != stranger && e.dst.ip() != stranger,
+            "stranger showed: {e:?}"
         );
-        assert!(!s.contains(":81\""), "port 81 showed: {s}");
+        assert!(
+            e.src.port() != 81 && e.dst.port() != 81,
+            "port 81 showed: {e:?}"
+        );
     }
 }
 
@@ -652,11 +676,11 @@ fn sigterm_during_attach_leaves_nothing() {
         );
         // `hello` is written once the signal handlers are in place, before
         // anything is attached.
-        runner.expect("hello", |v| v["type"] == "hello");
+        runner.expect("hello", |m| matches!(m, Message::Hello(_)));
         let (code, lines, stderr) = runner.stop();
         assert_eq!(code, 0, "{mode}: {stderr}");
         assert!(
-            lines.iter().any(|v| v["type"] == "summary"),
+            lines.iter().any(|m| matches!(m, Message::Summary(_))),
             "{mode}: {lines:?}"
         );
         for iface in [&a.host_if, &b.host_if] {
@@ -754,12 +778,12 @@ fn many_pods_on_a_node_use_the_scope_map() {
     let sip = server.ip.to_string();
     let (code, _) = curl(client, &format!("http://{sip}/"), 10);
     assert_eq!(code, "200");
-    let dst = format!("{sip}:80");
-    runner.expect("connect from p1", |v| {
-        is_event(v, "connect") && v["dst"] == dst.as_str() && v["comm"] == "curl"
+    let dst = SocketAddr::new(server.ip.into(), 80);
+    runner.expect_event("connect from p1", |e| {
+        matches!(e.kind, EventKind::Connect) && e.dst == dst && e.comm.as_deref() == Some("curl")
     });
-    runner.expect("accept on p4", |v| {
-        is_event(v, "accept") && v["dst"] == dst.as_str()
+    runner.expect_event("accept on p4", |e| {
+        matches!(e.kind, EventKind::Accept) && e.dst == dst
     });
     runner.stop_clean();
 }
@@ -784,32 +808,41 @@ fn flow_counters_match_the_packets_reported() {
         assert_eq!(code, "200");
         udp_send(&client.netns, udp_to, b"between");
     }
-    let tcp_to = format!("{sip}:80");
-    runner.expect("the last datagram", |v| {
-        is_event(v, "packet") && v["proto"] == "udp"
+    let tcp_to = SocketAddr::new(server.ip.into(), 80);
+    runner.expect_event("the last datagram", |e| {
+        matches!(e.kind, EventKind::Packet { .. }) && e.proto == Proto::Udp
     });
     // Past the reader's poll interval: every packet event is written.
     std::thread::sleep(Duration::from_millis(300));
     let lines = runner.stop_clean();
     let summary = summary_of(&lines);
-    assert_eq!(summary["lost"], 0, "{summary}");
-    for (proto, to) in [("tcp", tcp_to.as_str()), ("udp", &udp_to.to_string())] {
-        let flow = flow_where(summary, |f| f["proto"] == proto && f["dst"] == to);
+    assert_eq!(summary.lost, 0, "{summary:?}");
+    let client_ip = IpAddr::from(client.ip);
+    for (proto, to) in [(Proto::Tcp, tcp_to), (Proto::Udp, udp_to)] {
+        let flow = flow_where(summary, |f| f.proto == Some(proto) && f.dst == Some(to));
         let packets = |forward: bool| -> (u64, u64) {
-            let evs = lines.iter().filter(|v| {
-                is_event(v, "packet")
-                    && v["proto"] == proto
-                    && ip_of(v, if forward { "src" } else { "dst" }) == Some(client.ip.into())
-                    && v[if forward { "dst" } else { "src" }] == to
-            });
-            evs.fold((0, 0), |(n, b), v| (n + 1, b + v["len"].as_u64().unwrap()))
+            events(&lines)
+                .filter(|e| e.proto == proto)
+                .filter_map(|e| match e.kind {
+                    EventKind::Packet { len, .. } => Some((e, len)),
+                    _ => None,
+                })
+                .filter(|(e, _)| {
+                    let (ours, theirs) = if forward {
+                        (e.src, e.dst)
+                    } else {
+                        (e.dst, e.src)
+                    };
+                    ours.ip() == client_ip && theirs == to
+                })
+                .fold((0, 0), |(n, b), (_, len)| (n + 1, b + u64::from(len)))
         };
         let (sent, sent_bytes) = packets(true);
         let (received, received_bytes) = packets(false);
         assert!(sent >= 3, "{proto}: {sent} packets sent");
-        assert_eq!(flow["packets_sent"], sent, "{flow}");
-        assert_eq!(flow["bytes_sent"], sent_bytes, "{flow}");
-        assert_eq!(flow["packets_received"], received, "{flow}");
-        assert_eq!(flow["bytes_received"], received_bytes, "{flow}");
+        assert_eq!(flow.packets_sent, sent, "{flow:?}");
+        assert_eq!(flow.bytes_sent, sent_bytes, "{flow:?}");
+        assert_eq!(flow.packets_received, received, "{flow:?}");
+        assert_eq!(flow.bytes_received, received_bytes, "{flow:?}");
     }
 }

@@ -56,10 +56,6 @@ while :; do
 done
 "#;
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
 /// Writes the fake runner into `dir`.
 fn fake_runner(dir: &Path) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
@@ -79,7 +75,7 @@ struct Env {
 /// rather than skip, without it.
 async fn sandbox_with(mut config: SandboxConfig) -> Env {
     assert!(
-        is_root(),
+        podtrace_sandbox::is_root(),
         "the sandbox tests need root (network namespaces, eBPF): run them with sudo"
     );
     let dir = tempfile::tempdir().unwrap();

@@ -4,35 +4,31 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead as _, BufReader, Read as _};
 use std::net::{IpAddr, UdpSocket};
 use std::os::fd::AsRawFd as _;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use std::sync::Arc;
-
-use podtrace_netns::{Cluster, Netns, Node, Pod, Shape};
+use podtrace::event::{Event, FlowSummary, Message, Ready, Summary};
+use podtrace_netns::{ChildLines, Cluster, Netns, Node, Pod, Shape};
 use serde_json::Value;
 
 pub const RUNNER: &str = env!("CARGO_BIN_EXE_podtrace-runner");
 
 pub fn require_root() {
-    // SAFETY: geteuid has no preconditions.
     assert!(
-        unsafe { libc::geteuid() } == 0,
+        podtrace_netns::is_root(),
         "these tests load eBPF programs and build namespaces: run as root"
     );
 }
 
-/// A runner process in a node's namespace; killed on drop.
+/// A runner process in a node's namespace, its lines read through the
+/// schema; killed on drop.
 pub struct Runner {
-    child: Child,
-    lines: Receiver<Value>,
-    stderr: Option<std::thread::JoinHandle<String>>,
+    child: ChildLines,
     /// Every line read so far.
-    pub seen: Vec<Value>,
+    pub seen: Vec<Message>,
     pub pid: u32,
 }
 
@@ -42,167 +38,135 @@ impl Runner {
     }
 
     pub fn start_in(ns: &Netns, args: &[&str]) -> Runner {
-        let mut child = ns
-            .command(RUNNER)
-            .args(args)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
+        let child = ChildLines::spawn(ns.command(RUNNER).args(args).env_remove("RUST_LOG"))
             .expect("start podtrace-runner");
-        let stdout = child.stdout.take().unwrap();
-        let mut stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let v: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("runner wrote a non-JSON line {line:?}: {e}"));
-                if tx.send(v).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = stderr.read_to_string(&mut s);
-            s
-        });
-        let pid = child.id();
+        let pid = child.child.id();
         Runner {
             child,
-            lines: rx,
-            stderr: Some(stderr),
             seen: Vec::new(),
             pid,
         }
     }
 
+    /// Reads one more line before `deadline`: its index in `seen`.
+    fn next(&mut self, deadline: Instant) -> Option<usize> {
+        let i = self.child.next_line(deadline)?;
+        let line = &self.child.seen[i];
+        let msg = Message::parse(line)
+            .unwrap_or_else(|e| panic!("runner wrote a line outside the schema {line:?}: {e}"));
+        self.seen.push(msg);
+        Some(self.seen.len() - 1)
+    }
+
     /// Waits for the `ready` line (panics with stderr if the runner dies).
-    pub fn ready(&mut self) -> Value {
-        match self.wait_for(Duration::from_secs(20), |v| v["type"] == "ready") {
-            Some(v) => v,
-            None => {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                let err = self.stderr.take().map(|h| h.join().unwrap_or_default());
-                panic!(
-                    "runner never got ready; stderr: {err:?}; lines: {:?}",
-                    self.seen
-                );
-            }
+    pub fn ready(&mut self) -> Ready {
+        match self.wait_for(Duration::from_secs(20), |m| matches!(m, Message::Ready(_))) {
+            Some(Message::Ready(r)) => r.body,
+            _ => panic!(
+                "runner never got ready; stderr: {:?}; lines: {:?}",
+                self.child.stderr(),
+                self.seen
+            ),
         }
     }
 
     /// The first line (already read or arriving before `timeout`) that
     /// matches.
-    pub fn wait_for(&mut self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
-        if let Some(v) = self.seen.iter().find(|v| pred(v)) {
-            return Some(v.clone());
+    pub fn wait_for(
+        &mut self,
+        timeout: Duration,
+        pred: impl Fn(&Message) -> bool,
+    ) -> Option<Message> {
+        if let Some(m) = self.seen.iter().find(|m| pred(m)) {
+            return Some(m.clone());
         }
         let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(v) => {
-                    let hit = pred(&v);
-                    self.seen.push(v.clone());
-                    if hit {
-                        return Some(v);
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
-                    return None
-                }
+        while let Some(i) = self.next(deadline) {
+            if pred(&self.seen[i]) {
+                return Some(self.seen[i].clone());
             }
+        }
+        None
+    }
+
+    /// [`Runner::wait_for`] of an event.
+    pub fn wait_event(
+        &mut self,
+        timeout: Duration,
+        pred: impl Fn(&Event) -> bool,
+    ) -> Option<Event> {
+        match self.wait_for(timeout, |m| matches!(m, Message::Event(e) if pred(e))) {
+            Some(Message::Event(e)) => Some(e),
+            _ => None,
         }
     }
 
     /// Like [`Runner::wait_for`], panicking with what was seen on timeout.
-    pub fn expect(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        if let Some(v) = self.wait_for(Duration::from_secs(15), pred) {
-            return v;
+    pub fn expect(&mut self, what: &str, pred: impl Fn(&Message) -> bool) -> Message {
+        if let Some(m) = self.wait_for(Duration::from_secs(15), pred) {
+            return m;
         }
-        let alive = self.child.try_wait().ok().flatten().is_none();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let err = self.stderr.take().map(|h| h.join().unwrap_or_default());
+        let alive = self.child.child.try_wait().ok().flatten().is_none();
         panic!(
-            "no {what} within 15 s (runner was {}); stderr: {err:?}; saw:\n{}",
+            "no {what} within 15 s (runner was {}); stderr: {:?}; saw:\n{}",
             if alive { "running" } else { "gone" },
+            self.child.stderr(),
             self.dump()
         )
     }
 
+    /// [`Runner::expect`] of an event.
+    pub fn expect_event(&mut self, what: &str, pred: impl Fn(&Event) -> bool) -> Event {
+        match self.expect(what, |m| matches!(m, Message::Event(e) if pred(e))) {
+            Message::Event(e) => e,
+            m => unreachable!("{m:?}"),
+        }
+    }
+
     pub fn dump(&self) -> String {
-        self.seen
-            .iter()
-            .map(|v| v.to_string())
-            .collect::<Vec<_>>()
-            .join("\n")
+        self.child.seen.join("\n")
     }
 
     /// [`Runner::stop`] for a runner that must exit 0: its lines.
-    pub fn stop_clean(self) -> Vec<Value> {
+    pub fn stop_clean(self) -> Vec<Message> {
         let (code, lines, stderr) = self.stop();
         assert_eq!(code, 0, "{stderr}");
         lines
     }
 
     /// Sends SIGTERM, waits for exit, returns (exit code, all lines, stderr).
-    pub fn stop(self) -> (i32, Vec<Value>, String) {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
+    pub fn stop(self) -> (i32, Vec<Message>, String) {
+        self.child.signal(libc::SIGTERM);
         self.finish()
     }
 
     /// Waits (bounded) for the runner to exit on its own.
-    pub fn finish(mut self) -> (i32, Vec<Value>, String) {
+    pub fn finish(mut self) -> (i32, Vec<Message>, String) {
         let deadline = Instant::now() + Duration::from_secs(20);
         let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
+            if let Some(s) = self.child.child.try_wait().unwrap() {
                 break s;
             }
             assert!(Instant::now() < deadline, "runner did not exit within 20 s");
-            std::thread::sleep(Duration::from_millis(10));
+            // Reading keeps its stdout pipe from filling up.
+            let _ = self.next(Instant::now() + Duration::from_millis(10));
         };
-        while let Ok(v) = self.lines.recv_timeout(Duration::from_secs(5)) {
-            self.seen.push(v);
-        }
-        let err = self
-            .stderr
-            .take()
-            .map(|h| h.join().unwrap_or_default())
-            .unwrap_or_default();
+        let drain = Instant::now() + Duration::from_secs(5);
+        while self.next(drain).is_some() {}
         (
             status.code().unwrap_or(-1),
             std::mem::take(&mut self.seen),
-            err,
+            self.child.stderr(),
         )
     }
 }
 
-impl Drop for Runner {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-pub fn is_event(v: &Value, ty: &str) -> bool {
-    v["type"] == ty
-}
-
-/// `"IP:PORT"` of a JSON address field, as its IP.
-pub fn ip_of(v: &Value, field: &str) -> Option<IpAddr> {
-    let s = v[field].as_str()?;
-    s.parse::<std::net::SocketAddr>().ok().map(|a| a.ip())
-}
-
-pub fn port_of(v: &Value, field: &str) -> Option<u16> {
-    let s = v[field].as_str()?;
-    s.parse::<std::net::SocketAddr>().ok().map(|a| a.port())
+/// The events among `lines`.
+pub fn events(lines: &[Message]) -> impl Iterator<Item = &Event> {
+    lines.iter().filter_map(|m| match m {
+        Message::Event(e) => Some(e),
+        _ => None,
+    })
 }
 
 /// Runs curl in `pod` and returns (http code, bytes downloaded).
@@ -338,31 +302,28 @@ pub fn attached_to(ns: &Netns, iface: &str) -> String {
 }
 
 /// The `summary` line among a stopped runner's lines.
-pub fn summary_of(lines: &[Value]) -> &Value {
+pub fn summary_of(lines: &[Message]) -> &Summary {
     lines
         .iter()
-        .find(|v| v["type"] == "summary")
+        .find_map(|m| match m {
+            Message::Summary(s) => Some(&s.body),
+            _ => None,
+        })
         .unwrap_or_else(|| panic!("no summary line in {lines:?}"))
 }
 
 /// The first flow of `summary` that `pred` accepts.
-pub fn flow_where(summary: &Value, pred: impl Fn(&Value) -> bool) -> &Value {
-    summary["flows"]
-        .as_array()
-        .into_iter()
-        .flatten()
+pub fn flow_where(summary: &Summary, pred: impl Fn(&FlowSummary) -> bool) -> &FlowSummary {
+    summary
+        .flows
+        .iter()
         .find(|f| pred(f))
-        .unwrap_or_else(|| panic!("no such flow in {summary}"))
+        .unwrap_or_else(|| panic!("no such flow in {summary:?}"))
 }
 
 /// `field` summed over every flow of `summary`.
-pub fn total(summary: &Value, field: &str) -> u64 {
-    summary["flows"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|f| f[field].as_u64().unwrap_or(0))
-        .sum()
+pub fn total(summary: &Summary, field: impl Fn(&FlowSummary) -> u64) -> u64 {
+    summary.flows.iter().map(field).sum()
 }
 
 /// One node of `shape` with a server and a client pod on it, named as

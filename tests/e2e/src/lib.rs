@@ -3,12 +3,12 @@
 //! real `kubectl podtrace …` through kubectl's plugin discovery, and reading
 //! its JSON lines with bounded waits.
 
-use std::io::{BufRead as _, BufReader, Read as _};
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use podtrace_sandbox::ChildLines;
 use serde_json::Value;
 
 /// The cargo target directory these tests were built into
@@ -54,65 +54,26 @@ pub fn kubectl_podtrace(kubeconfig: &Path, args: &[&str]) -> Command {
     cmd
 }
 
-/// A child process whose stdout lines are collected on a thread; killed on
-/// drop so a failing test leaves no process behind.
-pub struct Traced {
-    pub child: Child,
-    lines: mpsc::Receiver<String>,
-    /// Every stdout line seen so far.
-    pub seen: Vec<String>,
-    /// When each line of `seen` was read, from `started`.
-    pub seen_at: Vec<Duration>,
-    stderr: std::sync::Arc<std::sync::Mutex<String>>,
-    pub started: Instant,
+/// `kubectl podtrace` running, its stdout lines read as JSON with bounded
+/// waits (a [`ChildLines`]: killed on drop).
+pub struct Traced(ChildLines);
+
+impl Deref for Traced {
+    type Target = ChildLines;
+    fn deref(&self) -> &ChildLines {
+        &self.0
+    }
+}
+
+impl DerefMut for Traced {
+    fn deref_mut(&mut self) -> &mut ChildLines {
+        &mut self.0
+    }
 }
 
 impl Traced {
     pub fn spawn(mut cmd: Command) -> Traced {
-        let started = Instant::now();
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn kubectl podtrace");
-        let (tx, lines) = mpsc::channel();
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let mut err = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = err.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        Traced {
-            child,
-            lines,
-            seen: Vec::new(),
-            seen_at: Vec::new(),
-            stderr,
-            started,
-        }
-    }
-
-    fn push(&mut self, line: String) {
-        self.seen.push(line);
-        self.seen_at.push(self.started.elapsed());
+        Traced(ChildLines::spawn(&mut cmd).expect("spawn kubectl podtrace"))
     }
 
     /// When the first line matching `pred` was read, from `started`.
@@ -125,43 +86,22 @@ impl Traced {
         })
     }
 
-    /// What the process wrote on stderr so far.
-    pub fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
     /// Reads lines until `pred` holds for the JSON objects seen so far, or
     /// `timeout` passes (then panics with everything seen).
     pub fn wait_for(&mut self, timeout: Duration, what: &str, pred: impl Fn(&[Value]) -> bool) {
         let deadline = Instant::now() + timeout;
-        loop {
-            if pred(&self.json()) {
-                return;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+        while !pred(&self.json()) {
+            if self.0.next_line(deadline).is_none() {
+                let why = if Instant::now() >= deadline {
+                    format!("timed out after {timeout:?}")
+                } else {
+                    "output ended".to_owned()
+                };
                 panic!(
-                    "timed out after {timeout:?} waiting for {what}\n--- stdout:\n{}\n--- stderr:\n{}",
+                    "{why} waiting for {what}\n--- stdout:\n{}\n--- stderr:\n{}",
                     self.seen.join("\n"),
                     self.stderr()
                 );
-            }
-            match self
-                .lines
-                .recv_timeout(left.min(Duration::from_millis(200)))
-            {
-                Ok(line) => self.push(line),
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    if !pred(&self.json()) {
-                        panic!(
-                            "output ended while waiting for {what}\n--- stdout:\n{}\n--- stderr:\n{}",
-                            self.seen.join("\n"),
-                            self.stderr()
-                        );
-                    }
-                    return;
-                }
             }
         }
     }
@@ -175,43 +115,17 @@ impl Traced {
             .collect()
     }
 
-    /// Sends `signal` to the process.
-    pub fn signal(&self, signal: i32) {
-        // SAFETY: kill(2) has no memory-safety preconditions.
-        unsafe { libc::kill(self.child.id() as i32, signal) };
-    }
-
     /// Waits (bounded) for the process to exit, collecting the rest of its
     /// output; returns its exit code.
     pub fn wait_exit(&mut self, timeout: Duration) -> i32 {
-        let deadline = Instant::now() + timeout;
-        loop {
-            while let Ok(line) = self.lines.try_recv() {
-                self.push(line);
-            }
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                // Drain what the reader thread still holds.
-                while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
-                    self.push(line);
-                }
-                return status.code().unwrap_or(-1);
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "kubectl podtrace did not exit within {timeout:?}\n--- stdout:\n{}\n--- stderr:\n{}",
-                    self.seen.join("\n"),
-                    self.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        match self.0.wait_exit(timeout) {
+            Some(status) => status.code().unwrap_or(-1),
+            None => panic!(
+                "kubectl podtrace did not exit within {timeout:?}\n--- stdout:\n{}\n--- stderr:\n{}",
+                self.seen.join("\n"),
+                self.stderr()
+            ),
         }
-    }
-}
-
-impl Drop for Traced {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -14,6 +14,10 @@
 //! drop; a slot left by a crashed process is reclaimed (with its namespaces)
 //! the next time it is taken.
 
+mod child;
+
+pub use child::ChildLines;
+
 use std::fs;
 use std::io::{self, Write as _};
 use std::net::Ipv4Addr;
@@ -691,14 +695,16 @@ pub fn netns_exists(name: &str) -> bool {
     Path::new("/run/netns").join(name).exists()
 }
 
+/// Whether this process runs as root (the tests that build namespaces or
+/// load BPF programs need it).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn is_root() -> bool {
-        // SAFETY: geteuid has no preconditions.
-        unsafe { libc::geteuid() == 0 }
-    }
 
     #[test]
     fn pods_reach_each_other_across_nodes_in_both_shapes_and_vanish_on_drop() {

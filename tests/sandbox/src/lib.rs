@@ -73,6 +73,8 @@ mod store;
 mod tls;
 
 pub use kubeconfig::{read_netns_prefix, read_server_and_token};
+/// Test support shared with the other test crates.
+pub use podtrace_netns::{is_root, ChildLines};
 pub use rbac::{Rule, User};
 pub use sandbox::{PodManifest, RunnerCrash, Sandbox, SandboxConfig, ShapeChoice};
 

@@ -242,16 +242,11 @@ impl std::fmt::Debug for Sandbox {
     }
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 impl Sandbox {
     /// Builds the nodes, starts the API server, controllers and kubelet,
     /// writes the kubeconfig and returns once `config.pods` are Running.
     pub async fn start(config: SandboxConfig) -> Result<Sandbox> {
-        if !is_root() {
+        if !podtrace_netns::is_root() {
             return Err(Error::Api(
                 "the sandbox builds network namespaces: run it as root".into(),
             ));

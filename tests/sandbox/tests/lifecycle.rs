@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::BufRead as _;
 use std::time::{Duration, Instant};
 
 use common::{client, fake_runner, netns_with_prefix, runner_job, wait_pod_deleted, WAIT};
@@ -366,16 +365,17 @@ fn the_up_binary_is_ready_fast_serves_kubectl_and_exec_and_cleans_up_on_sigterm(
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     let started = Instant::now();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_podtrace-sandbox"))
-        .args(["up", "--kubeconfig"])
-        .arg(&kubeconfig)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
+    let mut up = podtrace_sandbox::ChildLines::spawn(
+        std::process::Command::new(env!("CARGO_BIN_EXE_podtrace-sandbox"))
+            .args(["up", "--kubeconfig"])
+            .arg(&kubeconfig),
+    )
+    .unwrap();
+    let first = up.wait_for(Duration::from_secs(30), |_| true);
     let ready_in = started.elapsed();
+    let line = first
+        .map(|i| up.seen[i].clone())
+        .unwrap_or_else(|| panic!("podtrace-sandbox up wrote nothing; stderr: {}", up.stderr()));
     assert!(line.starts_with("podtrace-sandbox ready in "), "{line}");
     assert!(ready_in < Duration::from_secs(5), "ready in {ready_in:?}");
     eprintln!("podtrace-sandbox up: ready in {ready_in:?}");
@@ -416,8 +416,8 @@ fn the_up_binary_is_ready_fast_serves_kubectl_and_exec_and_cleans_up_on_sigterm(
         String::from_utf8_lossy(&exec.stderr)
     );
     // SAFETY: kill(2) has no memory-safety preconditions.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert!(child.wait().unwrap().success());
+    unsafe { libc::kill(up.child.id() as i32, libc::SIGTERM) };
+    assert!(up.child.wait().unwrap().success());
     assert!(netns_with_prefix(&prefix).is_empty());
     assert!(!kubeconfig.exists());
 }

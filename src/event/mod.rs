@@ -1,0 +1,246 @@
+// SPDX-License-Identifier: Apache-2.0
+//! The wire schema between `podtrace-runner` and `kubectl-podtrace`.
+//!
+//! The runner writes one JSON object per line on stdout; the plugin reads them
+//! from the pod log. This module is the only definition of those lines: both
+//! sides serialize and parse through these types. The full field reference is
+//! `docs/schema.md`; the version is [`SCHEMA`] and is bumped on any change
+//! that an older reader would misread.
+//!
+//! Every line has a `type`. Control lines are `hello`, `ready`, `lost`,
+//! `warning` and `summary`; everything else is an [`Event`].
+
+use serde::Serialize;
+
+mod control;
+mod json;
+mod record;
+mod time;
+
+pub use control::{FlowSummary, Hello, Hook, Interface, Lost, Ready, Rtt, Summary, Warning};
+pub use record::{Direction, Event, EventKind, Proto, ResetDirection};
+pub use time::{now_rfc3339, rfc3339_nanos, Rfc3339};
+
+/// Version of this schema, carried in the `hello` line.
+pub const SCHEMA: u32 = 1;
+
+/// Any line of the stream.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+#[serde(untagged)]
+pub enum Message {
+    Hello(TypeTagged<Hello>),
+    Ready(TypeTagged<Ready>),
+    Lost(TypeTagged<Lost>),
+    Warning(TypeTagged<Warning>),
+    Summary(TypeTagged<Summary>),
+    Event(Event),
+}
+
+/// A control record serialized with its `type` key first.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct TypeTagged<T> {
+    #[serde(rename = "type")]
+    pub ty: &'static str,
+    #[serde(flatten)]
+    pub body: T,
+}
+
+/// Why a line could not be read as part of the stream.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error("not a JSON object: {0}")]
+    NotJson(#[source] serde_json::Error),
+    #[error("JSON object without a string \"type\" field")]
+    NoType,
+    #[error("bad {ty:?} line: {source}")]
+    Invalid {
+        ty: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl Message {
+    pub fn hello(body: Hello) -> Self {
+        Message::Hello(TypeTagged { ty: "hello", body })
+    }
+    pub fn ready(body: Ready) -> Self {
+        Message::Ready(TypeTagged { ty: "ready", body })
+    }
+    pub fn lost(body: Lost) -> Self {
+        Message::Lost(TypeTagged { ty: "lost", body })
+    }
+    pub fn warning(body: Warning) -> Self {
+        Message::Warning(TypeTagged {
+            ty: "warning",
+            body,
+        })
+    }
+    pub fn summary(body: Summary) -> Self {
+        Message::Summary(TypeTagged {
+            ty: "summary",
+            body,
+        })
+    }
+
+    /// The `type` of this line.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Message::Hello(t) => t.ty,
+            Message::Ready(t) => t.ty,
+            Message::Lost(t) => t.ty,
+            Message::Warning(t) => t.ty,
+            Message::Summary(t) => t.ty,
+            Message::Event(e) => e.kind.name(),
+        }
+    }
+
+    /// Parses one line of runner output.
+    pub fn parse(line: &str) -> Result<Message, ParseError> {
+        let value: serde_json::Value = serde_json::from_str(line).map_err(ParseError::NotJson)?;
+        Self::from_value(value)
+    }
+
+    /// Reads an already-parsed JSON object as a line of the stream.
+    pub fn from_value(value: serde_json::Value) -> Result<Message, ParseError> {
+        let ty = value
+            .get("type")
+            .and_then(|t| t.as_str())
+            .ok_or(ParseError::NoType)?
+            .to_owned();
+        let invalid = |source| ParseError::Invalid {
+            ty: ty.clone(),
+            source,
+        };
+        Ok(match ty.as_str() {
+            "hello" => Message::hello(serde_json::from_value(value).map_err(invalid)?),
+            "ready" => Message::ready(serde_json::from_value(value).map_err(invalid)?),
+            "lost" => Message::lost(serde_json::from_value(value).map_err(invalid)?),
+            "warning" => Message::warning(serde_json::from_value(value).map_err(invalid)?),
+            "summary" => Message::summary(serde_json::from_value(value).map_err(invalid)?),
+            _ => Message::Event(serde_json::from_value(value).map_err(invalid)?),
+        })
+    }
+
+    /// Serializes as one JSON line (no trailing newline).
+    pub fn to_line(&self) -> String {
+        let mut out = Vec::with_capacity(256);
+        self.write_json(&mut out);
+        String::from_utf8(out).expect("JSON is UTF-8")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An event of `kind` with every common field set.
+    pub(crate) fn sample_event(kind: EventKind) -> Event {
+        Event {
+            time: rfc3339_nanos(1_764_081_438_123_456_789),
+            node: "node-1".into(),
+            proto: Proto::Tcp,
+            src: "10.244.1.2:43210".parse().unwrap(),
+            dst: "10.244.2.3:80".parse().unwrap(),
+            pid: Some(42),
+            comm: Some("curl".into()),
+            src_name: None,
+            dst_name: None,
+            kind,
+        }
+    }
+
+    #[test]
+    fn event_line_is_flat_with_type_and_addresses() {
+        let line = Message::Event(sample_event(EventKind::Established { rtt_us: 57 })).to_line();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["type"], "established");
+        assert_eq!(v["src"], "10.244.1.2:43210");
+        assert_eq!(v["dst"], "10.244.2.3:80");
+        assert_eq!(v["rtt_us"], 57);
+        assert_eq!(v["proto"], "tcp");
+        assert!(v.get("src_name").is_none());
+    }
+
+    #[test]
+    fn every_line_round_trips() {
+        let kinds = vec![
+            EventKind::Connect,
+            EventKind::Accept,
+            EventKind::Established { rtt_us: 1 },
+            EventKind::Close {
+                duration_ms: 1.5,
+                bytes_sent: 73,
+                bytes_received: 853,
+            },
+            EventKind::Failed {
+                error: "ECONNREFUSED".into(),
+            },
+            EventKind::Reset {
+                direction: ResetDirection::Received,
+            },
+            EventKind::Retransmit {
+                state: Some("SYN_SENT".into()),
+            },
+            EventKind::Drop {
+                reason: "NETFILTER_DROP".into(),
+                iface: None,
+            },
+            EventKind::Packet {
+                iface: "cali1".into(),
+                direction: Direction::Egress,
+                flags: "SYN".into(),
+                len: 60,
+                first: true,
+            },
+        ];
+        let mut msgs: Vec<Message> = kinds
+            .into_iter()
+            .map(|k| Message::Event(sample_event(k)))
+            .collect();
+        msgs.push(Message::hello(Hello {
+            version: "0.1.0".into(),
+            schema: SCHEMA,
+            node: "n".into(),
+            kernel: "6.18".into(),
+            time: now_rfc3339(),
+        }));
+        msgs.push(Message::lost(Lost {
+            node: "n".into(),
+            time: now_rfc3339(),
+            count: 3,
+            total: 3,
+            skipped: 1,
+        }));
+        msgs.push(Message::summary(Summary {
+            node: "n".into(),
+            time: now_rfc3339(),
+            flows: vec![FlowSummary {
+                proto: Some(Proto::Udp),
+                dst: Some("10.0.0.10:53".parse().unwrap()),
+                rtt: Some(Rtt::default()),
+                ..Default::default()
+            }],
+            lost: 3,
+            events: 10,
+            duration_s: 1.0,
+        }));
+        for m in msgs {
+            let line = m.to_line();
+            let back = Message::parse(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert_eq!(back, m, "{line}");
+            assert_eq!(back.type_name(), m.type_name());
+        }
+    }
+
+    #[test]
+    fn bad_lines_say_what_is_wrong() {
+        assert!(matches!(
+            Message::parse("hello world"),
+            Err(ParseError::NotJson(_))
+        ));
+        assert!(matches!(Message::parse("{}"), Err(ParseError::NoType)));
+        let err = Message::parse(r#"{"type":"connect","src":"nope"}"#).unwrap_err();
+        assert!(err.to_string().starts_with("bad \"connect\" line"), "{err}");
+    }
+}

@@ -1,0 +1,178 @@
+// SPDX-License-Identifier: Apache-2.0
+//! The records of the stream: events (what the kernel saw) and the
+//! fields they share with the control lines.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// Transport protocol of a flow.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which way a packet crossed a pod's host-side interface, from the pod's
+/// point of view: `egress` left the pod, `ingress` entered it.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+impl Direction {
+    /// The wire name (serde's too).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+        }
+    }
+}
+
+/// Whether a reset was sent or received by the traced pod's socket.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum ResetDirection {
+    Sent,
+    Received,
+}
+
+impl ResetDirection {
+    /// The wire name (serde's too).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResetDirection::Sent => "sent",
+            ResetDirection::Received => "received",
+        }
+    }
+}
+
+/// What happened, with the fields particular to it. Serialized flat into the
+/// [`Event`] line, under the `type` key.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    /// Active open: a process in a traced pod called `connect()`.
+    Connect,
+    /// Passive open: a traced pod's listener accepted a connection.
+    Accept,
+    /// Handshake completed.
+    Established {
+        /// Handshake round-trip time (SYN to SYN-ACK, or SYN-ACK to ACK on
+        /// the accepting side).
+        rtt_us: u64,
+    },
+    /// Connection closed.
+    Close {
+        duration_ms: f64,
+        /// Bytes sent by the side the event was seen in.
+        bytes_sent: u64,
+        /// Bytes received by the side the event was seen in.
+        bytes_received: u64,
+    },
+    /// An open that never got established.
+    Failed {
+        /// errno name, e.g. `ECONNREFUSED`, `ETIMEDOUT`.
+        error: String,
+    },
+    /// A TCP reset.
+    Reset { direction: ResetDirection },
+    /// A TCP segment retransmitted.
+    Retransmit {
+        /// TCP state of the socket, e.g. `SYN_SENT`, `ESTABLISHED`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        state: Option<String>,
+    },
+    /// The kernel freed a packet as dropped.
+    Drop {
+        /// `enum skb_drop_reason` name without its prefix, from the running
+        /// kernel's BTF, e.g. `NETFILTER_DROP`, `NO_SOCKET`.
+        reason: String,
+        /// Interface the packet was on, where known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        iface: Option<String>,
+    },
+    /// A packet at a pod's host-side interface.
+    Packet {
+        iface: String,
+        direction: Direction,
+        /// TCP flags, e.g. `SYN`, `SYN|ACK`, `FIN|ACK`; empty for UDP.
+        flags: String,
+        /// Length on the wire (IP header included).
+        len: u32,
+        /// First packet of a flow the kernel had not seen before (UDP flows
+        /// are reported this way without `--packets`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        first: bool,
+    },
+}
+
+impl EventKind {
+    /// The `type` string of this kind.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::Connect => "connect",
+            EventKind::Accept => "accept",
+            EventKind::Established { .. } => "established",
+            EventKind::Close { .. } => "close",
+            EventKind::Failed { .. } => "failed",
+            EventKind::Reset { .. } => "reset",
+            EventKind::Retransmit { .. } => "retransmit",
+            EventKind::Drop { .. } => "drop",
+            EventKind::Packet { .. } => "packet",
+        }
+    }
+
+    /// Connection events orient `src`/`dst` as opener → acceptor; packets and
+    /// drops carry the packet's own direction.
+    pub fn is_connection_event(&self) -> bool {
+        !matches!(self, EventKind::Drop { .. } | EventKind::Packet { .. })
+    }
+}
+
+/// One thing the kernel saw.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Event {
+    /// RFC 3339 with nanoseconds, UTC.
+    pub time: String,
+    pub node: String,
+    pub proto: Proto,
+    /// For connection events the opener; for packets and drops the packet's
+    /// source.
+    pub src: SocketAddr,
+    /// For connection events the acceptor; for packets and drops the
+    /// packet's destination.
+    pub dst: SocketAddr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comm: Option<String>,
+    /// `ns/name` of `src`, added by the plugin when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src_name: Option<String>,
+    /// `ns/name` of `dst`, added by the plugin when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst_name: Option<String>,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}

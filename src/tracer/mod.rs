@@ -1,0 +1,221 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Loads the BPF programs with the runner's filters, attaches them, and
+//! detaches everything again when dropped.
+//!
+//! Two objects, loaded at the same time on two threads: the tracepoint
+//! programs ([`OpenTracepoints`], from `bpf/podtrace.bpf.c`) and the packet
+//! programs ([`Packets`], `bpf/packets.bpf.c`), on maps created once for
+//! both ([`SharedMaps`]). The packet thread attaches to the interfaces as
+//! soon as its object is loaded, so tcx's RCU grace periods overlap the
+//! verifier's work on the tracepoint programs; [`Tracer::new`] joins them.
+//!
+//! Tracepoints are attached as raw tracepoints: they need neither tracefs
+//! (not mounted on many nodes) nor kprobes. Packet programs go on each
+//! pod's host-side interface as tcx links where the kernel has them
+//! (they vanish with the process and sit alongside the CNI's own), else as
+//! clsact filters, which we remove ourselves, with the qdisc only if we
+//! created it.
+
+mod host;
+mod log;
+mod maps;
+mod packets;
+mod recursion;
+mod tc;
+mod tracepoints;
+
+use std::io;
+use std::net::IpAddr;
+
+use libbpf_rs::{Link, RingBuffer};
+
+use crate::bpf::packets::PacketsSkel;
+use crate::bpf::{types, PodtraceSkel};
+use crate::event::Hook;
+
+/// Storage for an open BPF object, which the tracer borrows.
+pub use libbpf_rs::OpenObject;
+
+pub use host::{node_and_kernel, preflight};
+pub use log::set_verbose;
+pub use maps::SharedMaps;
+pub use packets::Packets;
+pub use tracepoints::{OpenTracepoints, Tracepoints};
+
+use tc::TcSet;
+
+/// Why tracing could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "podtrace-runner needs root, or CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN and CAP_SYS_ADMIN \
+         (run it with sudo, or as a privileged pod)"
+    )]
+    NotPrivileged,
+    #[error(
+        "this kernel has no BTF (/sys/kernel/btf/vmlinux is missing): podtrace needs a kernel \
+         built with CONFIG_DEBUG_INFO_BTF=y (Linux 5.8 or later)"
+    )]
+    NoBtf,
+    #[error(
+        "the kernel's BPF verifier rejected program {prog} (run with -v to see libbpf's log){log}"
+    )]
+    Verifier { prog: String, log: String },
+    #[error("failed to {context}")]
+    Bpf {
+        context: String,
+        #[source]
+        source: libbpf_rs::Error,
+    },
+    #[error("failed to attach to {iface}")]
+    AttachTc {
+        iface: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to {context}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn bpf_err(context: impl Into<String>) -> impl FnOnce(libbpf_rs::Error) -> Error {
+    let context = context.into();
+    move |source| Error::Bpf { context, source }
+}
+
+/// What to trace; the filters end up in the kernel.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub pod_ips: Vec<IpAddr>,
+    /// Empty: any peer.
+    pub peer_ips: Vec<IpAddr>,
+    /// Empty: any port.
+    pub ports: Vec<u16>,
+    /// An event for every packet, not only SYN/FIN/RST.
+    pub packets: bool,
+    /// Network namespace inodes whose sockets and drops are in scope.
+    pub netns: Vec<u64>,
+    /// Ring buffer size in bytes (a power of two of at least a page); 0
+    /// keeps the default. Costs twice this in resident memory.
+    pub ring_bytes: u32,
+    /// `skb_drop_reason` values the kernel does not report as drops (see
+    /// [`crate::drop_reason::IGNORED`]); at most 4.
+    pub ignored_drop_reasons: Vec<u32>,
+}
+
+/// How to attach packet programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TcMode {
+    /// tcx when the kernel has it, clsact otherwise.
+    #[default]
+    Auto,
+    Tcx,
+    Clsact,
+}
+
+/// A pod's host-side interface to attach the packet programs to.
+#[derive(Debug, Clone)]
+pub struct Iface {
+    pub name: String,
+    pub index: u32,
+}
+
+/// When to stop attaching early: a stop request, or (test hook) a number
+/// of hooks after which to stop.
+pub struct Stop<'a> {
+    /// Polled between attachments; true means stop attaching.
+    pub requested: &'a (dyn Fn() -> bool + Sync),
+    /// Attach at most this many hooks (tracepoints count first).
+    pub max_hooks: Option<usize>,
+}
+
+impl std::fmt::Debug for Stop<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stop")
+            .field("max_hooks", &self.max_hooks)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Loaded, attached programs. Dropping detaches everything (tc first).
+pub struct Tracer<'obj> {
+    // Field order is drop order: tc attachments, tracepoint links, then
+    // the programs.
+    _tc: TcSet,
+    _links: Vec<Link>,
+    skel: PodtraceSkel<'obj>,
+    packets: PacketsSkel<'obj>,
+    hooks: Vec<Hook>,
+}
+
+impl std::fmt::Debug for Tracer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracer")
+            .field("hooks", &self.hooks)
+            .finish()
+    }
+}
+
+impl<'obj> Tracer<'obj> {
+    /// Both halves together; hooks in order: tracepoints, then interfaces.
+    pub fn new(tracepoints: Tracepoints<'obj>, packets: Packets<'obj>) -> Tracer<'obj> {
+        let Tracepoints {
+            links,
+            skel,
+            mut hooks,
+        } = tracepoints;
+        let Packets { tc, skel: packets } = packets;
+        hooks.extend(tc.hooks.iter().cloned());
+        Tracer {
+            _tc: tc,
+            _links: links,
+            skel,
+            packets,
+            hooks,
+        }
+    }
+
+    /// The hooks attached so far.
+    pub fn hooks(&self) -> &[Hook] {
+        &self.hooks
+    }
+
+    /// A ring buffer that hands each event to `on_event`.
+    pub fn ring_buffer<F>(&self, mut on_event: F) -> Result<RingBuffer<'obj>, Error>
+    where
+        F: FnMut(&types::pt_event) + 'obj,
+    {
+        let mut builder = libbpf_rs::RingBufferBuilder::new();
+        builder
+            .add(&self.skel.maps.events, move |data: &[u8]| {
+                let mut ev = types::pt_event::default();
+                if plain::copy_from_bytes(&mut ev, data).is_ok() {
+                    on_event(&ev);
+                }
+                0
+            })
+            .map_err(bpf_err("set up the ring buffer"))?;
+        builder.build().map_err(bpf_err("set up the ring buffer"))
+    }
+
+    /// Runs of the tracepoint programs the kernel skipped since load and
+    /// nothing made up for (see [`recursion`]): each may have carried an
+    /// event.
+    pub fn skipped_total(&self) -> u64 {
+        recursion::skipped(&self.skel)
+    }
+
+    /// Events the kernel could not queue since load (all CPUs).
+    pub fn lost_total(&self) -> u64 {
+        maps::sum_over_cpus(&self.skel.maps.lost)
+    }
+
+    /// The kernel's per-flow counters, with the counts the CPUs' flow
+    /// caches still hold (see `flow_cache` in packets.bpf.c) added in.
+    pub fn flows(&self) -> Vec<(types::pt_flow_key, types::pt_flow_stats)> {
+        maps::read_flows(&self.skel.maps.flows, &self.packets.maps.flow_cache)
+    }
+}
