@@ -351,6 +351,9 @@ impl Sandbox {
         sandbox
             .tasks
             .push(tokio::spawn(crate::jobs::run(state.clone())));
+        sandbox
+            .tasks
+            .push(tokio::spawn(crate::namespaces::run(state.clone())));
         sandbox.write_kubeconfig()?;
         for pod in &config.pods {
             // Start-up pods may name namespaces nobody created: make them.
