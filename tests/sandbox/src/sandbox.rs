@@ -70,12 +70,12 @@ impl PodManifest {
         self
     }
 
-    /// The brief's `nginx-demo` (image `nginx:latest`).
+    /// The demo's `nginx-demo` (image `nginx:latest`).
     pub fn nginx_demo() -> PodManifest {
         PodManifest::new("default", "nginx-demo", "nginx:latest", &[])
     }
 
-    /// The brief's `curl-demo` (`curlimages/curl`, `sleep infinity`).
+    /// The demo's `curl-demo` (`curlimages/curl`, `sleep infinity`).
     pub fn curl_demo() -> PodManifest {
         PodManifest::new(
             "default",
@@ -137,7 +137,7 @@ impl Default for RunnerCrash {
 }
 
 /// How to start a sandbox. `Default`: two nodes (one routed, one bridged),
-/// the brief's `nginx-demo` and `curl-demo` in `default`, namespace
+/// the demo pods `nginx-demo` and `curl-demo` in `default`, namespace
 /// `podtrace` labelled Pod Security `privileged`, one admin user.
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {

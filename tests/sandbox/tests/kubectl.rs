@@ -65,7 +65,7 @@ async fn start() -> (Sandbox, tempfile::TempDir) {
 }
 
 #[tokio::test]
-async fn kubectl_gets_pods_nodes_and_the_brief_jsonpath() {
+async fn kubectl_gets_pods_nodes_and_the_demo_pod_ip_by_jsonpath() {
     let (sb, _d) = start().await;
     let o = kubectl(&sb, &["get", "pods"]).await;
     assert!(o.status.success(), "{}", stderr(&o));
