@@ -5,7 +5,6 @@
 //! Nothing new may be created in a namespace that is terminating.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -99,19 +98,7 @@ pub fn delete(state: &State, name: &str) -> Result<Value, ApiError> {
 /// namespace (Jobs with their pods, pods gracefully, the rest at once) and
 /// removes the namespace once nothing is left in it.
 pub async fn run(state: Arc<State>) {
-    let mut rx = state.lock().subscribe();
-    loop {
-        reconcile(&state);
-        tokio::select! {
-            r = rx.recv() => {
-                if let Err(tokio::sync::broadcast::error::RecvError::Closed) = r {
-                    return;
-                }
-                while rx.try_recv().is_ok() {}
-            }
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-        }
-    }
+    state.run_controller(|state| reconcile(state)).await;
 }
 
 fn reconcile(state: &State) {

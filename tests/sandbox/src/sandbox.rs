@@ -217,6 +217,24 @@ impl State {
     pub fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// A controller's loop: `pass` now, after every change to the store and
+    /// at least every 200 ms (for deadlines and TTLs), until aborted.
+    pub async fn run_controller(self: Arc<Self>, mut pass: impl FnMut(&Arc<State>)) {
+        let mut rx = self.lock().subscribe();
+        loop {
+            pass(&self);
+            tokio::select! {
+                r = rx.recv() => {
+                    if let Err(tokio::sync::broadcast::error::RecvError::Closed) = r {
+                        return;
+                    }
+                    while rx.try_recv().is_ok() {}
+                }
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    }
 }
 
 /// A running sandbox cluster. Stop it with [`Sandbox::shutdown`]; dropping
