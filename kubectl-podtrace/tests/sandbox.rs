@@ -890,9 +890,7 @@ async fn dry_run_prints_valid_jobs_and_creates_nothing() {
     assert!(env.trace_jobs().await.is_empty());
     // The server accepts it with strict field validation.
     let mut kubectl = env.sandbox.kubectl();
-    // (The sandbox serves no OpenAPI document, so kubectl's own schema
-    // check is off; the server still validates the objects.)
-    kubectl.args(["create", "--dry-run=server", "--validate=false", "-f", "-"]);
+    kubectl.args(["create", "--dry-run=server", "-f", "-"]);
     kubectl
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

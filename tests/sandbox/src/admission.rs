@@ -283,6 +283,38 @@ pub fn admit_pod(pod: &mut Value) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Validates and defaults a Namespace about to be created: a DNS-1123
+/// label for a name, the `kubernetes.io/metadata.name` label, the
+/// `kubernetes` finalizer and phase `Active`, as a real server sets them.
+pub fn admit_namespace(ns: &mut Value) -> Result<(), ApiError> {
+    let name = ns["metadata"]["name"].as_str().unwrap_or("").to_owned();
+    let mut causes = Causes::new();
+    match name.as_str() {
+        "" => required(
+            &mut causes,
+            "metadata.name",
+            "name or generateName is required",
+        ),
+        n if !is_label(n) => invalid(&mut causes, "metadata.name", n, DNS1123_LABEL_MSG),
+        _ => {}
+    }
+    if !causes.is_empty() {
+        return Err(ApiError::invalid(Resource::Namespace, &name, &causes));
+    }
+    set_namespace_defaults(ns);
+    ns["status"] = json!({"phase": "Active"});
+    Ok(())
+}
+
+/// What a real server keeps true of a namespace on create and update.
+pub fn set_namespace_defaults(ns: &mut Value) {
+    let name = ns["metadata"]["name"].clone();
+    ns["metadata"]["labels"]["kubernetes.io/metadata.name"] = name;
+    if ns["spec"]["finalizers"].is_null() {
+        ns["spec"]["finalizers"] = json!(["kubernetes"]);
+    }
+}
+
 /// Pod Security admission for a pod in a namespace labelled `enforce=level`:
 /// `Err(reason)` with the real wording, e.g. `violates PodSecurity
 /// "baseline:latest": host namespaces (hostNetwork=true), privileged (…)`.

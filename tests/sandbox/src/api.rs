@@ -40,14 +40,6 @@ fn store_err(resource: Resource, name: &str) -> impl Fn(StoreError) -> ApiError 
     }
 }
 
-fn namespace_of(state: &State, ns: &str) -> Result<Value, ApiError> {
-    state
-        .lock()
-        .get(&Key::new(Resource::Namespace, "", ns))
-        .cloned()
-        .ok_or_else(|| ApiError::not_found(Resource::Namespace, ns))
-}
-
 /// Decodes a body of `resource` with field validation; returns the
 /// warnings a `Warn` validation sends back as `Warning` headers.
 pub fn decode(
@@ -66,9 +58,17 @@ pub fn decode(
             )));
         }
     }
-    let unknown = match resource {
-        Resource::Job => admission::unknown_fields::<k8s_openapi::api::batch::v1::Job>(body),
-        Resource::Pod => admission::unknown_fields::<k8s_openapi::api::core::v1::Pod>(body),
+    let unknown = unknown_fields(resource, body)?;
+    validate_fields(resource, body.clone(), &unknown, fv)
+}
+
+/// Paths in `body` that the schema of `resource` lacks.
+pub fn unknown_fields(resource: Resource, body: &Value) -> Result<Vec<String>, ApiError> {
+    use k8s_openapi::api::{batch::v1 as batch, core::v1 as core};
+    match resource {
+        Resource::Job => admission::unknown_fields::<batch::Job>(body),
+        Resource::Pod => admission::unknown_fields::<core::Pod>(body),
+        Resource::Namespace => admission::unknown_fields::<core::Namespace>(body),
         _ => Ok(Vec::new()),
     }
     .map_err(|e| {
@@ -77,34 +77,31 @@ pub fn decode(
             resource.kind(),
             resource.kind()
         ))
-    })?;
-    let mut obj = body.clone();
-    match fv {
-        FieldValidation::Strict if !unknown.is_empty() => {
-            return Err(ApiError::strict_decoding(resource, &unknown))
-        }
-        FieldValidation::Ignore | FieldValidation::Strict => Ok((obj, Vec::new())),
-        FieldValidation::Warn => {
-            for path in &unknown {
-                remove_path(&mut obj, path);
-            }
-            Ok((
-                obj,
-                unknown
-                    .iter()
-                    .map(|f| format!("unknown field \"{f}\""))
-                    .collect(),
-            ))
-        }
-    }
-    .map(|(mut o, w)| {
-        if fv == FieldValidation::Ignore {
-            for path in &unknown {
-                remove_path(&mut o, path);
-            }
-        }
-        (o, w)
     })
+}
+
+/// Field validation of `obj`, whose `unknown` fields were found: `Strict`
+/// refuses them, `Warn` drops them with a warning each, `Ignore` drops them.
+pub fn validate_fields(
+    resource: Resource,
+    mut obj: Value,
+    unknown: &[String],
+    fv: FieldValidation,
+) -> Result<(Value, Vec<String>), ApiError> {
+    if fv == FieldValidation::Strict && !unknown.is_empty() {
+        return Err(ApiError::strict_decoding(resource, unknown));
+    }
+    for path in unknown {
+        remove_path(&mut obj, path);
+    }
+    let warnings = match fv {
+        FieldValidation::Warn => unknown
+            .iter()
+            .map(|f| format!("unknown field \"{f}\""))
+            .collect(),
+        _ => Vec::new(),
+    };
+    Ok((obj, warnings))
 }
 
 /// Removes `a.b[0].c` from a JSON value.
@@ -141,7 +138,7 @@ fn remove_path(v: &mut Value, path: &str) {
 }
 
 /// Prepares metadata from a client's body: the server's own fields go.
-fn server_owned_metadata(obj: &mut Value, ns: &str, resource: Resource) {
+pub fn server_owned_metadata(obj: &mut Value, ns: &str, resource: Resource) {
     if !obj["metadata"].is_object() {
         obj["metadata"] = json!({});
     }
@@ -189,11 +186,11 @@ pub fn create_job(
     let (mut job, warnings) = decode(Resource::Job, body, fv)?;
     check_namespace_matches(&job, ns)?;
     server_owned_metadata(&mut job, ns, Resource::Job);
-    namespace_of(state, ns)?;
+    let name = job["metadata"]["name"].as_str().unwrap_or("").to_owned();
+    crate::namespaces::open_for(state, ns, Resource::Job, &name)?;
     let uid = new_uid();
     admission::admit_job(&mut job, &uid)?;
     job["metadata"]["uid"] = json!(uid);
-    let name = job["metadata"]["name"].as_str().unwrap_or("").to_owned();
     let mut st = state.lock();
     let created = st
         .create(Resource::Job, job)
@@ -209,7 +206,7 @@ pub fn create_pod(state: &Arc<State>, mut pod: Value) -> Result<Value, ApiError>
         .to_owned();
     server_owned_metadata(&mut pod, &ns, Resource::Pod);
     let name = pod["metadata"]["name"].as_str().unwrap_or("").to_owned();
-    let namespace = namespace_of(state, &ns)?;
+    let namespace = crate::namespaces::open_for(state, &ns, Resource::Pod, &name)?;
     admission::admit_pod(&mut pod)?;
     let labels = &namespace["metadata"]["labels"];
     if let Some(level) = labels["pod-security.kubernetes.io/enforce"].as_str() {

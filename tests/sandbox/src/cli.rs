@@ -20,7 +20,7 @@ pub struct Cli {
 }
 
 const EXAMPLES: &str = "EXAMPLES:
-  # Start the brief's demo cluster (nginx-demo, curl-demo on two nodes)
+  # Start the demo cluster of curl_to_nginx_across_two_nodes (nginx-demo, curl-demo)
   sudo podtrace-sandbox up
   # In another shell
   export KUBECONFIG=/tmp/podtrace-sandbox/kubeconfig

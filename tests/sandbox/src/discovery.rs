@@ -21,7 +21,8 @@ pub fn api_versions() -> Value {
            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]})
 }
 
-const GROUPS: [(&str, &str); 3] = [
+/// The API groups besides the core one, with their one version.
+pub const GROUPS: [(&str, &str); 3] = [
     ("batch", "v1"),
     ("authorization.k8s.io", "v1"),
     ("authentication.k8s.io", "v1"),
@@ -38,13 +39,20 @@ pub fn api_groups() -> Value {
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
-fn verbs(r: Resource) -> Value {
+/// The verbs the server answers for `r`, as discovery and OpenAPI list them.
+pub fn verbs(r: Resource) -> &'static [&'static str] {
     match r {
-        Resource::Namespace | Resource::Node => json!(["get", "list", "watch"]),
-        Resource::Pod => json!(["create", "delete", "get", "list", "watch"]),
-        Resource::Job => json!(["create", "delete", "get", "list", "watch"]),
-        Resource::Event => json!(["get", "list", "watch"]),
-        Resource::Service => json!(["get", "list", "watch"]),
+        Resource::Namespace => &["create", "delete", "get", "list", "patch", "watch"],
+        Resource::Pod | Resource::Job => &[
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "watch",
+        ],
+        Resource::Node | Resource::Event | Resource::Service => &["get", "list", "watch"],
     }
 }
 

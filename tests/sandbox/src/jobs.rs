@@ -22,20 +22,10 @@ const CONTROLLER: &str = "job-controller";
 /// Runs until aborted, reconciling on every change (and every 200 ms, for
 /// deadlines and TTLs).
 pub async fn run(state: Arc<State>) {
-    let mut rx = state.lock().subscribe();
     let mut memory = Memory::default();
-    loop {
-        reconcile(&state, &mut memory);
-        tokio::select! {
-            r = rx.recv() => {
-                if let Err(tokio::sync::broadcast::error::RecvError::Closed) = r {
-                    return;
-                }
-                while rx.try_recv().is_ok() {}
-            }
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-        }
-    }
+    state
+        .run_controller(|state| reconcile(state, &mut memory))
+        .await;
 }
 
 fn parse_time(v: &Value) -> Option<DateTime<Utc>> {

@@ -29,16 +29,12 @@ pub fn default_namespaces() -> Vec<(String, Vec<(String, String)>)> {
 }
 
 pub fn namespace(name: &str, labels: &[(String, String)]) -> Value {
-    let mut l = serde_json::Map::new();
-    l.insert("kubernetes.io/metadata.name".into(), json!(name));
+    let mut ns = json!({"metadata": {"name": name}, "status": {"phase": "Active"}});
     for (k, v) in labels {
-        l.insert(k.clone(), json!(v));
+        ns["metadata"]["labels"][k] = json!(v);
     }
-    json!({
-        "metadata": {"name": name, "labels": l},
-        "spec": {"finalizers": ["kubernetes"]},
-        "status": {"phase": "Active"},
-    })
+    crate::admission::set_namespace_defaults(&mut ns);
+    ns
 }
 
 fn os_image() -> String {

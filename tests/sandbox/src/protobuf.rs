@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
-//! Just enough of Kubernetes' protobuf encoding to read the one body the
-//! real kubectl sends that way to us: `kubectl auth can-i`'s
-//! SelfSubjectAccessReview (built-in typed clients prefer protobuf).
+//! Just enough of Kubernetes' protobuf encoding to read the bodies the
+//! real kubectl sends that way to us (its built-in typed clients prefer
+//! protobuf): `kubectl auth can-i`'s SelfSubjectAccessReview and
+//! `kubectl create namespace`'s Namespace. Field numbers are those of
+//! k8s.io/api's `generated.proto`.
 
 use serde_json::{json, Value};
 
@@ -46,14 +48,26 @@ fn field<'a>(f: &[(u64, &'a [u8])], n: u64) -> Option<&'a [u8]> {
     f.iter().find(|(k, _)| *k == n).map(|(_, v)| *v)
 }
 
-/// A protobuf-encoded SelfSubjectAccessReview (with its `k8s\0` envelope)
-/// as JSON, or `None` if it is not one.
-pub fn self_subject_access_review(body: &[u8]) -> Option<Value> {
+fn text(b: Option<&[u8]>) -> Option<String> {
+    b.map(|b| String::from_utf8_lossy(b).into_owned())
+}
+
+/// A protobuf body (with its `k8s\0` envelope, a `runtime.Unknown`) as
+/// JSON, or `None` if it is not a kind read here.
+pub fn decode(body: &[u8]) -> Option<Value> {
     let unknown = fields(body.strip_prefix(b"k8s\0")?);
+    let type_meta = fields(field(&unknown, 1)?);
     let raw = field(&unknown, 2)?;
+    match text(field(&type_meta, 2))?.as_str() {
+        "SelfSubjectAccessReview" => Some(self_subject_access_review(raw)),
+        "Namespace" => Some(namespace(raw)),
+        _ => None,
+    }
+}
+
+fn self_subject_access_review(raw: &[u8]) -> Value {
     let ssar = fields(raw);
-    let spec = fields(field(&ssar, 2)?);
-    let text = |b: Option<&[u8]>| b.map(|b| String::from_utf8_lossy(b).into_owned());
+    let spec = fields(field(&ssar, 2).unwrap_or_default());
     let mut out = json!({"spec": {}});
     if let Some(ra) = field(&spec, 1) {
         let ra = fields(ra);
@@ -79,30 +93,83 @@ pub fn self_subject_access_review(body: &[u8]) -> Option<Value> {
         out["spec"]["nonResourceAttributes"] =
             json!({"path": text(field(&nra, 1)), "verb": text(field(&nra, 2))});
     }
-    Some(out)
+    out
+}
+
+/// `ObjectMeta`: what a client may set on create (the server fills in or
+/// drops the rest).
+fn object_meta(raw: &[u8]) -> Value {
+    let meta = fields(raw);
+    let mut out = json!({});
+    for (n, k) in [(1, "name"), (2, "generateName"), (3, "namespace")] {
+        if let Some(v) = text(field(&meta, n)) {
+            out[k] = json!(v);
+        }
+    }
+    // map<string, string>: repeated entries {key = 1, value = 2}.
+    for (n, k) in [(11, "labels"), (12, "annotations")] {
+        for (_, entry) in meta.iter().filter(|(f, _)| *f == n) {
+            let e = fields(entry);
+            let key = text(field(&e, 1)).unwrap_or_default();
+            out[k][key] = json!(text(field(&e, 2)).unwrap_or_default());
+        }
+    }
+    out
+}
+
+fn namespace(raw: &[u8]) -> Value {
+    let ns = fields(raw);
+    let mut out = json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": object_meta(field(&ns, 1).unwrap_or_default())});
+    if let Some(spec) = field(&ns, 2) {
+        let finalizers: Vec<String> = fields(spec)
+            .iter()
+            .filter(|(f, _)| *f == 1)
+            .filter_map(|(_, v)| text(Some(v)))
+            .collect();
+        if !finalizers.is_empty() {
+            out["spec"]["finalizers"] = json!(finalizers);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
+    /// A length-delimited field.
+    fn ld(n: u8, v: &[u8]) -> Vec<u8> {
+        [&[n << 3 | 2, v.len() as u8][..], v].concat()
+    }
+
+    fn envelope(kind: &str, raw: &[u8]) -> Vec<u8> {
+        let type_meta = [ld(1, b"v1"), ld(2, kind.as_bytes())].concat();
+        [b"k8s\0".to_vec(), ld(1, &type_meta), ld(2, raw)].concat()
+    }
+
     #[test]
     fn decodes_an_access_review() {
-        // resourceAttributes{namespace:"ns", verb:"create", resource:"jobs"}
-        let ra = [
-            &[0x0a, 2][..],
-            b"ns",
-            &[0x12, 6],
-            b"create",
-            &[0x2a, 4],
-            b"jobs",
-        ]
-        .concat();
-        let spec = [&[0x0a, ra.len() as u8][..], &ra].concat();
-        let ssar = [&[0x12, spec.len() as u8][..], &spec].concat();
-        let unknown = [&[0x12, ssar.len() as u8][..], &ssar].concat();
-        let body = [&b"k8s\0"[..], &unknown].concat();
-        let v = super::self_subject_access_review(&body).unwrap();
+        let ra = [ld(1, b"ns"), ld(2, b"create"), ld(5, b"jobs")].concat();
+        let ssar = ld(2, &ld(1, &ra));
+        let v = super::decode(&envelope("SelfSubjectAccessReview", &ssar)).unwrap();
         assert_eq!(v["spec"]["resourceAttributes"]["verb"], "create");
         assert_eq!(v["spec"]["resourceAttributes"]["resource"], "jobs");
         assert_eq!(v["spec"]["resourceAttributes"]["namespace"], "ns");
+    }
+
+    #[test]
+    fn decodes_a_namespace_with_labels() {
+        let label = [ld(1, b"team"), ld(2, b"net")].concat();
+        let meta = [ld(1, b"demo"), ld(11, &label)].concat();
+        let raw = [ld(1, &meta), ld(2, &ld(1, b"kubernetes"))].concat();
+        let v = super::decode(&envelope("Namespace", &raw)).unwrap();
+        assert_eq!(v["metadata"]["name"], "demo");
+        assert_eq!(v["metadata"]["labels"]["team"], "net");
+        assert_eq!(v["spec"]["finalizers"][0], "kubernetes");
+    }
+
+    #[test]
+    fn other_kinds_are_not_read() {
+        assert!(super::decode(&envelope("Pod", &[])).is_none());
+        assert!(super::decode(b"{}").is_none());
     }
 }

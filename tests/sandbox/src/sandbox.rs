@@ -70,12 +70,12 @@ impl PodManifest {
         self
     }
 
-    /// The brief's `nginx-demo` (image `nginx:latest`).
+    /// The demo's `nginx-demo` (image `nginx:latest`).
     pub fn nginx_demo() -> PodManifest {
         PodManifest::new("default", "nginx-demo", "nginx:latest", &[])
     }
 
-    /// The brief's `curl-demo` (`curlimages/curl`, `sleep infinity`).
+    /// The demo's `curl-demo` (`curlimages/curl`, `sleep infinity`).
     pub fn curl_demo() -> PodManifest {
         PodManifest::new(
             "default",
@@ -137,7 +137,7 @@ impl Default for RunnerCrash {
 }
 
 /// How to start a sandbox. `Default`: two nodes (one routed, one bridged),
-/// the brief's `nginx-demo` and `curl-demo` in `default`, namespace
+/// the demo pods `nginx-demo` and `curl-demo` in `default`, namespace
 /// `podtrace` labelled Pod Security `privileged`, one admin user.
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
@@ -216,6 +216,24 @@ pub(crate) struct State {
 impl State {
     pub fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A controller's loop: `pass` now, after every change to the store and
+    /// at least every 200 ms (for deadlines and TTLs), until aborted.
+    pub async fn run_controller(self: Arc<Self>, mut pass: impl FnMut(&Arc<State>)) {
+        let mut rx = self.lock().subscribe();
+        loop {
+            pass(&self);
+            tokio::select! {
+                r = rx.recv() => {
+                    if let Err(tokio::sync::broadcast::error::RecvError::Closed) = r {
+                        return;
+                    }
+                    while rx.try_recv().is_ok() {}
+                }
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
     }
 }
 
@@ -346,6 +364,9 @@ impl Sandbox {
         sandbox
             .tasks
             .push(tokio::spawn(crate::jobs::run(state.clone())));
+        sandbox
+            .tasks
+            .push(tokio::spawn(crate::namespaces::run(state.clone())));
         sandbox.write_kubeconfig()?;
         for pod in &config.pods {
             // Start-up pods may name namespaces nobody created: make them.

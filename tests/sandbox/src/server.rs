@@ -127,6 +127,7 @@ struct Req {
     path: Vec<String>,
     query: HashMap<String, String>,
     accept: String,
+    content_type: String,
     body: Bytes,
     user: User,
 }
@@ -152,6 +153,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     };
     let auth = header("authorization");
     let accept = header("accept");
+    let content_type = header("content-type");
     let user = match auth.strip_prefix("Bearer ") {
         Some(token) => match state
             .rbac
@@ -191,6 +193,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         path,
         query,
         accept,
+        content_type,
         body,
         user,
     };
@@ -204,7 +207,10 @@ fn json_body(r: &Req) -> Result<Value, ApiError> {
         return Ok(Value::Null);
     }
     if r.body.starts_with(b"k8s\0") {
-        return Err(ApiError::unsupported_media_type());
+        // Protobuf, from kubectl's typed clients: read for the kinds they
+        // send it for; JSON or YAML for the rest.
+        return crate::protobuf::decode(&r.body)
+            .ok_or_else(|| ApiError::unsupported_media_type("application/json, application/yaml"));
     }
     serde_json::from_slice(&r.body)
         .or_else(|_| serde_yaml::from_slice::<Value>(&r.body))
@@ -228,6 +234,16 @@ async fn route(state: &Arc<State>, r: &Req) -> Result<Reply, ApiError> {
             &r.user.name,
             &format!("/{}", r.path.join("/")),
         ));
+    }
+    // What RBAC's system:discovery role lets every authenticated user read.
+    match p.as_slice() {
+        ["openapi", "v3"] if is_get => return Ok(Reply::Json(200, crate::openapi::root(), vec![])),
+        ["openapi", "v3", gv @ ..] if is_get => {
+            return crate::openapi::group_version(&gv.join("/"))
+                .map(|d| Reply::Json(200, d, vec![]))
+                .ok_or_else(ApiError::not_found_path)
+        }
+        _ => {}
     }
     // Aggregated discovery is refused by content type: kubectl then falls
     // back to the legacy documents below.
@@ -318,15 +334,25 @@ async fn route(state: &Arc<State>, r: &Req) -> Result<Reply, ApiError> {
         ("create", None) => create(state, r, resource, ns.unwrap_or("")),
         ("delete", None) => delete(state, r, resource, ns.unwrap_or(""), name.unwrap_or("")),
         ("deletecollection", None) => delete_collection(state, r, resource, ns),
+        ("patch", None) if discovery::verbs(resource).contains(&"patch") => {
+            let fv = FieldValidation::parse(r.q("fieldValidation"))?;
+            let (obj, warnings) = crate::patch::patch(
+                state,
+                resource,
+                ns.unwrap_or(""),
+                name.unwrap_or(""),
+                &r.content_type,
+                &r.body,
+                fv,
+            )?;
+            Ok(Reply::Json(200, obj, warnings))
+        }
         _ => Err(ApiError::method_not_allowed()),
     }
 }
 
 fn access_review(r: &Req) -> Result<Reply, ApiError> {
-    let body = match crate::protobuf::self_subject_access_review(&r.body) {
-        Some(b) => b,
-        None => json_body(r)?,
-    };
+    let body = json_body(r)?;
     let spec = body["spec"].clone();
     let a = &spec["resourceAttributes"];
     let allowed = if a.is_object() {
@@ -485,6 +511,16 @@ fn create(state: &Arc<State>, r: &Req, resource: Resource, ns: &str) -> Result<R
             let created = api::create_pod(state, pod)?;
             Ok(Reply::Json(201, created, warnings))
         }
+        Resource::Namespace if dry_run => {
+            let (mut ns, w) = api::decode(resource, &body, fv)?;
+            api::server_owned_metadata(&mut ns, "", resource);
+            crate::admission::admit_namespace(&mut ns)?;
+            Ok(Reply::Json(201, ns, w))
+        }
+        Resource::Namespace => {
+            let (created, warnings) = crate::namespaces::create(state, &body, fv)?;
+            Ok(Reply::Json(201, created, warnings))
+        }
         _ => Err(ApiError::method_not_allowed()),
     }
 }
@@ -528,6 +564,11 @@ fn delete(
             };
             Ok(Reply::Json(code, obj, vec![]))
         }
+        Resource::Namespace => Ok(Reply::Json(
+            200,
+            crate::namespaces::delete(state, name)?,
+            vec![],
+        )),
         _ => Err(ApiError::method_not_allowed()),
     }
 }

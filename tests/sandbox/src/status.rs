@@ -80,14 +80,20 @@ impl ApiError {
         )
     }
 
-    /// A protobuf body we cannot read.
-    pub fn unsupported_media_type() -> ApiError {
+    /// A body in a format not read here (`accepted`: the media types that are).
+    pub fn unsupported_media_type(accepted: &str) -> ApiError {
         ApiError::new(
             415,
             "UnsupportedMediaType",
-            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml".into(),
+            format!("the body of the request was in an unknown format - accepted media types include: {accepted}"),
             Value::Null,
         )
+    }
+
+    /// A well-formed request that cannot be carried out (a JSON patch
+    /// whose operations do not apply).
+    pub fn unprocessable(message: String) -> ApiError {
+        ApiError::new(422, "Invalid", message, Value::Null)
     }
 
     pub fn unauthorized() -> ApiError {

@@ -89,7 +89,7 @@ async fn discovery_nodes_namespaces_and_demo_pods() {
     );
     assert_ne!(ns1, ns2, "demo pods are spread over the two nodes");
     let ip = nginx.status.unwrap().pod_ip.unwrap();
-    // The brief's check: curl-demo reaches nginx-demo.
+    // The check of curl_to_nginx_across_two_nodes: curl-demo reaches nginx-demo.
     let out = sb
         .exec(
             "default",

@@ -24,6 +24,29 @@ async fn kubectl(sb: &Sandbox, args: &[&str]) -> Output {
     out
 }
 
+/// `kubectl ARGS -f -` with `manifest` on stdin.
+async fn kubectl_stdin(sb: &Sandbox, args: &[&str], manifest: &str) -> Output {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let mut cmd = sb.kubectl();
+    cmd.args(args)
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let manifest = manifest.to_owned();
+    let run = move || {
+        let mut child = cmd.spawn()?;
+        child.stdin.take().unwrap().write_all(manifest.as_bytes())?;
+        child.wait_with_output()
+    };
+    tokio::time::timeout(WAIT, tokio::task::spawn_blocking(run))
+        .await
+        .expect("kubectl timed out")
+        .unwrap()
+        .unwrap()
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -42,7 +65,7 @@ async fn start() -> (Sandbox, tempfile::TempDir) {
 }
 
 #[tokio::test]
-async fn kubectl_gets_pods_nodes_and_the_brief_jsonpath() {
+async fn kubectl_gets_pods_nodes_and_the_demo_pod_ip_by_jsonpath() {
     let (sb, _d) = start().await;
     let o = kubectl(&sb, &["get", "pods"]).await;
     assert!(o.status.success(), "{}", stderr(&o));
@@ -244,5 +267,183 @@ async fn kubectl_sees_rbac_denials_worded_like_a_real_server() {
     assert_eq!(stdout(&o).trim(), "no");
     let o = kubectl(&sb, &["auth", "can-i", "create", "jobs", "-n", "podtrace"]).await;
     assert_eq!(stdout(&o).trim(), "yes");
+    sb.shutdown().await;
+}
+
+/// A pod whose process ends on SIGTERM, or (`stubborn`) ignores it and so
+/// stays for its whole 60 s grace period.
+fn pod(ns: &str, name: &str, stubborn: bool) -> String {
+    let trap = if stubborn { "trap '' TERM; " } else { "" };
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  namespace: {ns}
+spec:
+  terminationGracePeriodSeconds: 60
+  containers:
+  - name: c
+    image: busybox
+    command: ["sh", "-c", "{trap}while true; do sleep 0.1; done"]
+"#
+    )
+}
+
+#[tokio::test]
+async fn kubectl_creates_lists_and_deletes_namespaces_with_their_pods() {
+    let (sb, _d) = start().await;
+    // kubectl sends this one in protobuf.
+    let o = kubectl(&sb, &["create", "namespace", "team-a"]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "namespace/team-a created\n");
+    let o = kubectl(&sb, &["create", "namespace", "team-a"]).await;
+    assert_eq!(
+        stderr(&o).trim(),
+        "Error from server (AlreadyExists): namespaces \"team-a\" already exists"
+    );
+    let o = kubectl(&sb, &["get", "ns"]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.starts_with("NAME "), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.split_whitespace().take(2).eq(["team-a", "Active"])),
+        "{text}"
+    );
+    let o = kubectl(
+        &sb,
+        &[
+            "get",
+            "ns",
+            "team-a",
+            "-o",
+            "jsonpath={.metadata.labels.kubernetes\\.io/metadata\\.name}",
+        ],
+    )
+    .await;
+    assert_eq!(stdout(&o), "team-a", "{}", stderr(&o));
+    for (name, stubborn) in [("quick", false), ("stays", true)] {
+        let o = kubectl_stdin(&sb, &["apply"], &pod("team-a", name, stubborn)).await;
+        assert!(o.status.success(), "{}", stderr(&o));
+        sb.wait_for_pod_phase("team-a", name, "Running", WAIT)
+            .await
+            .unwrap();
+    }
+    // Terminating while its pods stop; nothing new may start in it.
+    let o = kubectl(&sb, &["delete", "namespace", "team-a", "--wait=false"]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = kubectl(
+        &sb,
+        &["get", "ns", "team-a", "-o", "jsonpath={.status.phase}"],
+    )
+    .await;
+    assert_eq!(stdout(&o), "Terminating", "{}", stderr(&o));
+    let o = kubectl_stdin(&sb, &["create"], &pod("team-a", "late", false)).await;
+    assert_eq!(
+        stderr(&o).trim(),
+        "Error from server (Forbidden): error when creating \"STDIN\": pods \"late\" is forbidden: unable to create new content in namespace team-a because it is being terminated"
+    );
+    // The namespace controller deleted both pods: one is gone, the other
+    // is in its grace period, and the namespace waits for it.
+    let o = kubectl(
+        &sb,
+        &[
+            "wait",
+            "--for=delete",
+            "-n",
+            "team-a",
+            "pod/quick",
+            "--timeout=20s",
+        ],
+    )
+    .await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stays = sb.get_object("Pod", "team-a", "stays").unwrap();
+    assert!(
+        stays["metadata"]["deletionTimestamp"].is_string(),
+        "{stays}"
+    );
+    assert!(sb.get_object("Namespace", "", "team-a").is_some());
+    let o = kubectl(
+        &sb,
+        &[
+            "delete",
+            "-n",
+            "team-a",
+            "pod/stays",
+            "--grace-period=0",
+            "--force",
+        ],
+    )
+    .await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = kubectl(
+        &sb,
+        &["wait", "--for=delete", "namespace/team-a", "--timeout=20s"],
+    )
+    .await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = kubectl(&sb, &["get", "ns", "team-a"]).await;
+    assert_eq!(
+        stderr(&o).trim(),
+        "Error from server (NotFound): namespaces \"team-a\" not found"
+    );
+    let o = kubectl(&sb, &["delete", "namespace", "default"]).await;
+    assert_eq!(
+        stderr(&o).trim(),
+        "Error from server (Forbidden): namespaces \"default\" is forbidden: this namespace may not be deleted"
+    );
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn kubectl_applies_namespaces_and_pods_with_validation_on() {
+    let (sb, _d) = start().await;
+    let ns = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team-b\n";
+    let o = kubectl_stdin(&sb, &["apply"], ns).await;
+    assert_eq!(stdout(&o), "namespace/team-b created\n", "{}", stderr(&o));
+    let o = kubectl_stdin(&sb, &["apply"], ns).await;
+    assert_eq!(stdout(&o), "namespace/team-b unchanged\n", "{}", stderr(&o));
+    // A change is a PATCH.
+    let labelled = format!("{ns}  labels:\n    team: b\n");
+    let o = kubectl_stdin(&sb, &["apply"], &labelled).await;
+    assert_eq!(
+        stdout(&o),
+        "namespace/team-b configured\n",
+        "{}",
+        stderr(&o)
+    );
+    let labels = &sb.get_object("Namespace", "", "team-b").unwrap()["metadata"]["labels"];
+    assert_eq!(labels["team"], "b");
+    assert_eq!(labels["kubernetes.io/metadata.name"], "team-b");
+    let o = kubectl_stdin(&sb, &["apply"], &pod("team-b", "web", false)).await;
+    assert_eq!(stdout(&o), "pod/web created\n", "{}", stderr(&o));
+    // kubectl explain reads the same OpenAPI document.
+    let o = kubectl(&sb, &["explain", "pod.spec.hostNetwork"]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("FIELD: hostNetwork <boolean>"),
+        "{}",
+        stdout(&o)
+    );
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn kubectl_apply_refuses_unknown_fields_and_missing_namespaces() {
+    let (sb, _d) = start().await;
+    let bad = pod("default", "odd", false).replace("spec:\n", "spec:\n  foo: 1\n");
+    let o = kubectl_stdin(&sb, &["apply"], &bad).await;
+    assert_eq!(
+        stderr(&o).trim(),
+        "Error from server (BadRequest): error when creating \"STDIN\": Pod in version \"v1\" cannot be handled as a Pod: strict decoding error: unknown field \"spec.foo\""
+    );
+    assert!(sb.get_object("Pod", "default", "odd").is_none());
+    let o = kubectl_stdin(&sb, &["apply"], &pod("nowhere", "lost", false)).await;
+    assert_eq!(
+        stderr(&o).trim(),
+        "Error from server (NotFound): error when creating \"STDIN\": namespaces \"nowhere\" not found"
+    );
     sb.shutdown().await;
 }
