@@ -158,6 +158,8 @@ static __always_inline void fill_conn(struct pt_event *e, const struct sk_tuple 
 	e->oriented = active >= 0;
 	if (active < 0)
 		active = t->lport >= t->rport;
+	/* The local end is the opener exactly when it is oriented as saddr. */
+	e->by_opener = active != 0;
 	if (active) {
 		e->saddr = t->local;
 		e->sport = t->lport;

@@ -117,7 +117,7 @@ struct pt_event {
 	__u8 first;           /* packet: first packet of a flow the kernel had not seen */
 	__u8 has_pid;         /* pid/comm are valid */
 	__u8 oriented;        /* connection events: saddr/daddr known to be opener/acceptor (else guessed from the ports) */
-	__u8 pad;
+	__u8 by_opener;       /* connection events: 1 if the opener's socket reported it (saddr is local), 0 the acceptor's */
 	char comm[PT_COMM_LEN];
 };
 

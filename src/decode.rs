@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use crate::abi::{c_str, ip_from_key, push_tcp_flags, tcp_state_name};
 use crate::bpf::types;
 use crate::drop_reason::DropReasons;
-use crate::event::{Direction, Event, EventKind, Proto, ResetDirection, Rfc3339};
+use crate::event::{Direction, End, Event, EventKind, Proto, ResetDirection, Rfc3339};
 
 /// Converts events; holds what that needs (clock offset, names).
 #[derive(Debug)]
@@ -98,7 +98,27 @@ impl Decoder {
         ev.src = SocketAddr::new(ip_from_key(&raw.saddr.addr), raw.sport);
         ev.dst = SocketAddr::new(ip_from_key(&raw.daddr.addr), raw.dport);
         if ev.kind.is_connection_event() {
+            ev.end = Some(if raw.by_opener != 0 {
+                End::Client
+            } else {
+                End::Server
+            });
             match_accepted(&mut self.accepted, raw, ev);
+            // The socket counted its own sent and received: the server's
+            // are the flow's the other way round.
+            if let (
+                Some(End::Server),
+                EventKind::Close {
+                    bytes_sent,
+                    bytes_received,
+                    ..
+                },
+            ) = (ev.end, &mut ev.kind)
+            {
+                std::mem::swap(bytes_sent, bytes_received);
+            }
+        } else {
+            ev.end = None;
         }
         self.clock.format_into(unix_ns, &mut ev.time);
         set(&mut ev.node, &self.node);
@@ -130,6 +150,7 @@ fn empty_event() -> Event {
         comm: None,
         src_name: None,
         dst_name: None,
+        end: None,
         kind: EventKind::Connect,
     }
 }
@@ -248,7 +269,9 @@ fn match_accepted(
     let key = if accepted.contains_key(&(e.src, e.dst)) {
         (e.src, e.dst)
     } else if accepted.contains_key(&(e.dst, e.src)) {
+        // The guess took the local end for the other one.
         std::mem::swap(&mut e.src, &mut e.dst);
+        e.end = e.end.map(End::other);
         (e.src, e.dst)
     } else {
         return;
@@ -311,6 +334,11 @@ mod tests {
                 proto: libc::IPPROTO_TCP as u8,
                 ts_ns,
                 oriented,
+                // All from the server's socket: the opener's end when it
+                // is (wrongly) `saddr`.
+                by_opener: u8::from(!forward),
+                bytes_sent: 854,
+                bytes_received: 73,
                 sport: sp,
                 dport: tp,
                 ..Default::default()
@@ -325,6 +353,7 @@ mod tests {
             .event(&conn(types::pt_kind::PT_ACCEPT, 1_000_000, 1, true))
             .unwrap();
         assert_eq!((accept.src, accept.dst), (client, server));
+        assert_eq!(accept.end, Some(End::Server));
         // 45000 > 8080: the kernel's port guess has it backwards.
         let est = d
             .event(&conn(types::pt_kind::PT_ESTABLISHED, 1_100_000, 0, false))
@@ -334,9 +363,15 @@ mod tests {
             .event(&conn(types::pt_kind::PT_CLOSE, 4_500_000, 0, false))
             .unwrap();
         assert_eq!((close.src, close.dst), (client, server));
-        assert!(
-            matches!(close.kind, EventKind::Close { duration_ms, .. } if duration_ms == 3.5),
-            "{close:?}"
+        assert_eq!((est.end, close.end), (Some(End::Server), Some(End::Server)));
+        // The server sent the 854 bytes: client -> server is the 73.
+        assert_eq!(
+            close.kind,
+            EventKind::Close {
+                duration_ms: 3.5,
+                bytes_sent: 73,
+                bytes_received: 854
+            }
         );
         // Closed: forgotten, so a guess stays a guess, without a duration.
         let again = d

@@ -3,6 +3,8 @@
 //!
 //! - [`event`]: the JSON-lines wire schema between `podtrace-runner` and the
 //!   `kubectl-podtrace` plugin (the only definition of it).
+//! - [`flows`]: per-flow totals, and the rule that merges what several
+//!   observers saw of one flow.
 //! - behind the `bpf` feature (Linux): the skeletons compiled from `bpf/`
 //!   ([`bpf`]), the loader over them ([`tracer`]), the conversion of kernel
 //!   events into the schema ([`decode`], [`drop_reason`]) and finding pods'
@@ -11,6 +13,7 @@
 #[cfg(feature = "bpf")]
 pub mod abi;
 pub mod event;
+pub mod flows;
 pub mod render;
 
 #[cfg(feature = "bpf")]

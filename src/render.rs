@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
-use crate::event::{Event, EventKind, FlowSummary, Lost, Rtt};
+use crate::event::{Event, EventKind, FlowSummary, Lost, Rtt, SessionSummary};
 
 /// How text is drawn.
 #[derive(Debug, Clone, Copy, Default)]
@@ -103,6 +103,8 @@ pub fn event_line(e: &Event, style: Style) -> String {
     let (color, details) = match &e.kind {
         EventKind::Connect | EventKind::Accept => (CYAN, String::new()),
         EventKind::Established { rtt_us } => (GREEN, format!("rtt={}", micros(*rtt_us))),
+        // Bytes per direction of the flow, under its `src -> dst` arrow,
+        // whichever end reported them.
         EventKind::Close {
             duration_ms,
             bytes_sent,
@@ -110,7 +112,7 @@ pub fn event_line(e: &Event, style: Style) -> String {
         } => (
             "",
             format!(
-                "duration={duration_ms:.1}ms sent={} received={}",
+                "duration={duration_ms:.1}ms ->{} <-{}",
                 bytes(*bytes_sent),
                 bytes(*bytes_received)
             ),
@@ -151,6 +153,16 @@ pub fn event_line(e: &Event, style: Style) -> String {
         }
     };
     let mut details = details;
+    // Which end's socket saw it, where the kind does not say (connect and
+    // failed are the client's, accept the server's).
+    if let (Some(end), EventKind::Established { .. } | EventKind::Close { .. })
+    | (Some(end), EventKind::Reset { .. } | EventKind::Retransmit { .. }) = (e.end, &e.kind)
+    {
+        if !details.is_empty() {
+            details.push(' ');
+        }
+        let _ = write!(details, "by={}", end.as_str());
+    }
     if let Some(comm) = &e.comm {
         let who = match e.pid {
             Some(pid) => format!("{comm}[{pid}]"),
@@ -210,7 +222,7 @@ fn rtt_text(r: &Option<Rtt>) -> String {
         Some(r) if r.count > 0 => format!(
             "{}/{}/{}",
             micros(r.min_us),
-            micros(r.avg_us),
+            micros(r.avg_us()),
             micros(r.max_us)
         ),
         _ => "-".into(),
@@ -225,8 +237,8 @@ pub fn summary_table(flows: &[FlowSummary], lost: u64, style: Style) -> String {
         "FAILED".into(),
         "PACKETS ->/<-".into(),
         "BYTES ->/<-".into(),
-        "RETRANS".into(),
-        "RESETS".into(),
+        "RETRANS ->/<-".into(),
+        "RESETS ->/<-".into(),
         "DROPS".into(),
         "RTT min/avg/max".into(),
     ]];
@@ -247,8 +259,8 @@ pub fn summary_table(flows: &[FlowSummary], lost: u64, style: Style) -> String {
             f.failed.to_string(),
             format!("{}/{}", f.packets_sent, f.packets_received),
             format!("{}/{}", bytes(f.bytes_sent), bytes(f.bytes_received)),
-            f.retransmits.to_string(),
-            f.resets.to_string(),
+            format!("{}/{}", f.retransmits_sent, f.retransmits_received),
+            format!("{}/{}", f.resets_sent, f.resets_received),
             f.drops.to_string(),
             rtt_text(&f.rtt),
         ]);
@@ -273,7 +285,7 @@ pub fn summary_table(flows: &[FlowSummary], lost: u64, style: Style) -> String {
         let line = line.trim_end().to_string();
         let bad = i > 0 && {
             let f = &flows[i - 1];
-            f.failed + f.resets + f.drops > 0
+            f.failed + f.resets() + f.drops > 0
         };
         out.push_str(&if bad { paint(style, RED, &line) } else { line });
         out.push('\n');
@@ -288,6 +300,19 @@ pub fn summary_table(flows: &[FlowSummary], lost: u64, style: Style) -> String {
             &format!("{lost} events were lost: counts above may be low"),
         ));
         out.push('\n');
+    }
+    out
+}
+
+/// The session's summary as the plugin prints it at the end.
+pub fn session_summary(s: &SessionSummary, style: Style) -> String {
+    let mut out = format!("\nSUMMARY\n{}", summary_table(&s.flows, s.lost, style));
+    if !s.counted_from_events.is_empty() {
+        let _ = writeln!(
+            out,
+            "(no summary came from node {}: its flows are counted from the events shown)",
+            s.counted_from_events.join(", ")
+        );
     }
     out
 }
@@ -308,6 +333,7 @@ mod tests {
             comm: Some("curl".into()),
             src_name: Some("default/curl-demo".into()),
             dst_name: Some("default/nginx-demo".into()),
+            end: None,
             kind,
         }
     }
@@ -347,6 +373,53 @@ mod tests {
         );
         assert!(line.contains("\x1b[31mtcp drop"), "{line}");
         assert!(line.contains("reason=NETFILTER_DROP"), "{line}");
+    }
+
+    #[test]
+    fn close_says_bytes_per_direction_of_the_flow() {
+        // The server's socket closed: 73 bytes came from the client, 854
+        // went back, under the client -> server arrow.
+        let mut e = ev(EventKind::Close {
+            duration_ms: 0.43,
+            bytes_sent: 73,
+            bytes_received: 854,
+        });
+        e.end = Some(crate::event::End::Server);
+        e.comm = None;
+        let line = event_line(&e, PLAIN);
+        assert!(
+            line.ends_with("default/curl-demo:43210        -> default/nginx-demo:80           duration=0.4ms ->73B <-854B by=server"),
+            "{line}"
+        );
+        let mut reset = ev(EventKind::Reset {
+            direction: crate::event::ResetDirection::Sent,
+        });
+        reset.end = Some(crate::event::End::Client);
+        assert!(
+            event_line(&reset, PLAIN).ends_with("sent by=client curl[42]"),
+            "{}",
+            event_line(&reset, PLAIN)
+        );
+    }
+
+    #[test]
+    fn session_summary_names_nodes_counted_from_events() {
+        let s = SessionSummary {
+            time: "t".into(),
+            flows: Vec::new(),
+            lost: 2,
+            nodes: vec!["a".into()],
+            counted_from_events: vec!["b".into()],
+        };
+        let text = session_summary(&s, PLAIN);
+        assert!(text.starts_with("\nSUMMARY\nFLOW"), "{text}");
+        assert!(text.contains("2 events were lost"), "{text}");
+        assert!(
+            text.ends_with(
+                "(no summary came from node b: its flows are counted from the events shown)\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
@@ -426,15 +499,16 @@ mod tests {
                 dst: Some("10.244.2.3:81".parse().unwrap()),
                 connections: 1,
                 failed: 1,
-                resets: 1,
+                resets_received: 1,
+                retransmits_sent: 2,
                 ..Default::default()
             },
         ];
         let t = summary_table(&flows, 0, PLAIN);
         let expected = "\
-FLOW                                            CONN  FAILED  PACKETS ->/<-    BYTES ->/<-  RETRANS  RESETS  DROPS  RTT min/avg/max
-tcp default/curl-demo -> default/nginx-demo:80     3       0          18/12  1.2KiB/2.5KiB        0       0      0  52µs/52µs/52µs
-tcp 10.244.1.2 -> 10.244.2.3:81                    1       1            0/0          0B/0B        0       1      0  -
+FLOW                                            CONN  FAILED  PACKETS ->/<-    BYTES ->/<-  RETRANS ->/<-  RESETS ->/<-  DROPS  RTT min/avg/max
+tcp default/curl-demo -> default/nginx-demo:80     3       0          18/12  1.2KiB/2.5KiB            0/0           0/0      0  52µs/52µs/52µs
+tcp 10.244.1.2 -> 10.244.2.3:81                    1       1            0/0          0B/0B            2/0           0/1      0  -
 ";
         assert_eq!(t, expected);
         assert!(summary_table(&[], 3, PLAIN).contains("3 events were lost"));

@@ -6,7 +6,6 @@ mod cli;
 mod output;
 mod run;
 mod signals;
-mod summary;
 
 use std::process::ExitCode;
 

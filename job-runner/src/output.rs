@@ -171,6 +171,10 @@ fn control_text(msg: &Message, out: &mut String, style: Style) {
                 render::summary_table(&s.flows, s.lost, style).trim_end()
             );
         }
+        // The plugin's line; a runner never writes one.
+        Message::SessionSummary(s) => {
+            out.push_str(render::session_summary(&s.body, style).trim_end())
+        }
         Message::Event(e) => out.push_str(&render::event_line(e, style)),
     }
 }
@@ -192,6 +196,7 @@ mod tests {
             comm: Some("curl".into()),
             src_name: None,
             dst_name: None,
+            end: Some(podtrace::event::End::Client),
             kind: EventKind::Established { rtt_us: 68 },
         };
         let style = Style {
@@ -201,6 +206,6 @@ mod tests {
         let mut out = String::new();
         control_text(&Message::Event(e.clone()), &mut out, style);
         assert_eq!(out, render::event_line(&e, style));
-        assert!(out.contains("rtt=68µs curl[11079]"), "{out}");
+        assert!(out.contains("rtt=68µs by=client curl[11079]"), "{out}");
     }
 }

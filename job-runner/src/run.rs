@@ -18,12 +18,12 @@ use podtrace::drop_reason::DropReasons;
 use podtrace::event::{
     now_rfc3339, Hello, Interface, Lost, Message, Proto, Ready, Summary, SCHEMA,
 };
+use podtrace::flows::{Counters, Flows};
 use podtrace::tracer::{self, Config, Iface, OpenObject, OpenTracepoints, Packets, Stop, Tracer};
 
 use crate::cli::Cli;
 use crate::output::Output;
 use crate::signals;
-use crate::summary::{Counters, Flows};
 
 /// How long one ring-buffer poll may block: the kernel only wakes us for a
 /// filling buffer, so this bounds how late a quiet event shows up.

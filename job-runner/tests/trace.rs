@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use common::*;
-use podtrace::event::{Direction, Event, EventKind, Message, Proto, ResetDirection};
+use podtrace::event::{Direction, End, Event, EventKind, Message, Proto, ResetDirection};
 use podtrace_netns::{Cluster, Shape};
 
 /// curl -> nginx on one node with both pods traced: the whole lifecycle,
@@ -50,17 +50,21 @@ fn lifecycle(shape: Shape) {
         matches!(e.kind, EventKind::Established { rtt_us } if rtt_us > 0) && to_server(e)
     });
     assert!(est.time.ends_with('Z'));
+    // Bytes per direction of the flow whichever end reports the close:
+    // the page is server -> client (`bytes_received`) in both.
     runner.expect_event("client close with the page", |e| {
         matches!(e.kind, EventKind::Close { bytes_received, .. } if bytes_received >= size)
             && to_server(e)
+            && e.end == Some(End::Client)
             && e.comm.as_deref() == Some("curl")
     });
     // The kernel keeps no state for accepted sockets: the runner orients
     // and times their close from the accept event.
     runner.expect_event("server close, oriented and timed", |e| {
-        matches!(e.kind, EventKind::Close { bytes_sent, duration_ms, .. }
-            if bytes_sent >= size && duration_ms > 0.0)
+        matches!(e.kind, EventKind::Close { bytes_sent, bytes_received, duration_ms }
+            if bytes_received >= size && bytes_sent < size && duration_ms > 0.0)
             && to_server(e)
+            && e.end == Some(End::Server)
             && e.comm.is_none()
     });
     for iface in [&server.host_if, &client.host_if] {
@@ -135,9 +139,13 @@ fn refused(shape: Shape) {
     );
     assert_eq!(failed.comm.as_deref(), Some("curl"), "{failed:?}");
     assert_eq!(failed.src.ip(), IpAddr::from(client.ip));
-    for direction in [ResetDirection::Sent, ResetDirection::Received] {
+    // One reset, sent by the server's kernel, received by the client.
+    for (direction, end) in [
+        (ResetDirection::Sent, End::Server),
+        (ResetDirection::Received, End::Client),
+    ] {
         runner.expect_event(&format!("reset {}", direction.as_str()), |e| {
-            e.kind == EventKind::Reset { direction } && e.dst == dst
+            e.kind == EventKind::Reset { direction } && e.dst == dst && e.end == Some(end)
         });
     }
     runner.expect_event(
@@ -148,7 +156,8 @@ fn refused(shape: Shape) {
     let summary = summary_of(&lines);
     let flow = flow_where(summary, |f| f.dst == Some(dst));
     assert_eq!(flow.failed, 1, "{flow:?}");
-    assert_eq!(flow.resets, 1, "{flow:?}");
+    // Server -> client, seen sent and received: counted once.
+    assert_eq!((flow.resets_sent, flow.resets_received), (0, 1), "{flow:?}");
     assert_eq!(flow.src, Some(client.ip.into()));
 }
 
@@ -212,7 +221,17 @@ fn retransmits(shape: Shape) {
     );
     let lines = runner.stop_clean();
     let summary = summary_of(&lines);
-    assert!(total(summary, |f| f.retransmits) >= 1, "{summary:?}");
+    assert!(total(summary, |f| f.retransmits()) >= 1, "{summary:?}");
+    // Every retransmit line is in the summary, in its end's direction.
+    if summary.lost == 0 {
+        let by = |end| {
+            events(&lines)
+                .filter(|e| matches!(e.kind, EventKind::Retransmit { .. }) && e.end == Some(end))
+                .count() as u64
+        };
+        assert_eq!(total(summary, |f| f.retransmits_sent), by(End::Client));
+        assert_eq!(total(summary, |f| f.retransmits_received), by(End::Server));
+    }
 }
 
 #[test]
@@ -377,7 +396,7 @@ fn two_runners_each_see_their_own_node() {
     // pt_set_state (see set_state_cover in podtrace.bpf.c).
     assert_recursion_cover(&ra);
     assert_recursion_cover(&rb);
-    let (code, _) = curl(&client, &format!("http://{sip}/"), 10);
+    let (code, size) = curl(&client, &format!("http://{sip}/"), 10);
     assert_eq!(code, "200");
     let dst = SocketAddr::new(server.ip.into(), 80);
     let is = |kind: &'static str| move |e: &Event| e.kind.name() == kind && e.dst == dst;
@@ -413,6 +432,24 @@ fn two_runners_each_see_their_own_node() {
     let established = |e: &Event| matches!(e.kind, EventKind::Established { .. });
     assert!(events(&la).any(established));
     assert!(events(&lb).any(established));
+    // The two summaries merged (as the plugin does): one connection, seen
+    // by both ends; the packets both saw; both ends' RTT samples.
+    let merged = podtrace::flows::merge([
+        summary_of(&la).flows.as_slice(),
+        summary_of(&lb).flows.as_slice(),
+    ]);
+    let flow = merged
+        .iter()
+        .find(|f| f.dst == Some(dst))
+        .unwrap_or_else(|| panic!("no flow to {dst}: {merged:?}"));
+    assert_eq!(flow.src, Some(client.ip.into()), "{flow:?}");
+    assert_eq!(flow.connections, 1, "{flow:?}");
+    assert!(
+        flow.packets_sent >= 3 && flow.packets_received >= 3,
+        "{flow:?}"
+    );
+    assert!(flow.bytes_received >= size, "{flow:?}");
+    assert_eq!(flow.rtt.map(|r| r.count), Some(2), "{flow:?}");
 }
 
 /// After SIGTERM nothing of ours remains: no tcx link or clsact filter on

@@ -39,15 +39,19 @@ while [ $# -gt 0 ]; do case "$1" in
 esac; done
 now() { date -u +%Y-%m-%dT%H:%M:%S.%NZ; }
 src=${pods[0]}; dst=${peers[0]:-10.96.0.10}
+# One flow, client on node-1: each node reports its end of it (the client
+# retransmitted 55 times, the server 3; the server's node missed a packet).
+if [ "$node" = node-1 ]; then client=$src server=$dst rt='55,"retransmits_received":0' pk=6
+else client=$dst server=$src rt='0,"retransmits_received":3' pk=5; fi
 summary() {
-  echo "{\"type\":\"summary\",\"node\":\"$node\",\"time\":\"$(now)\",\"flows\":[{\"proto\":\"tcp\",\"src\":\"$src\",\"dst\":\"$dst:80\",\"connections\":1,\"failed\":0,\"packets_sent\":6,\"bytes_sent\":400,\"packets_received\":4,\"bytes_received\":900,\"retransmits\":0,\"resets\":0,\"drops\":0}],\"lost\":2,\"events\":3,\"duration_s\":1.0}"
+  echo "{\"type\":\"summary\",\"node\":\"$node\",\"time\":\"$(now)\",\"flows\":[{\"proto\":\"tcp\",\"src\":\"$client\",\"dst\":\"$server:80\",\"connections\":1,\"failed\":0,\"packets_sent\":$pk,\"bytes_sent\":400,\"packets_received\":4,\"bytes_received\":900,\"retransmits_sent\":$rt,\"resets_sent\":0,\"resets_received\":0,\"drops\":0}],\"lost\":2,\"events\":3,\"duration_s\":1.0}"
   exit 0
 }
 trap summary TERM INT
-echo "{\"type\":\"hello\",\"version\":\"0.1.0\",\"schema\":1,\"node\":\"$node\",\"kernel\":\"$(uname -r)\",\"time\":\"$(now)\"}"
+echo "{\"type\":\"hello\",\"version\":\"0.1.0\",\"schema\":2,\"node\":\"$node\",\"kernel\":\"$(uname -r)\",\"time\":\"$(now)\"}"
 echo "fake-runner: attaching to ${pods[*]}" >&2
 echo "{\"type\":\"ready\",\"node\":\"$node\",\"time\":\"$(now)\",\"hooks\":[{\"kind\":\"tracepoint/sock/inet_sock_set_state\"}],\"interfaces\":[],\"pod_ips\":[\"$src\"],\"peer_ips\":[],\"ports\":[],\"startup_ms\":5.0}"
-echo "{\"type\":\"connect\",\"time\":\"$(now)\",\"node\":\"$node\",\"proto\":\"tcp\",\"src\":\"$src:40000\",\"dst\":\"$dst:80\",\"pid\":42,\"comm\":\"curl\"}"
+echo "{\"type\":\"connect\",\"time\":\"$(now)\",\"node\":\"$node\",\"proto\":\"tcp\",\"src\":\"$src:40000\",\"dst\":\"$dst:80\",\"pid\":42,\"comm\":\"curl\",\"end\":\"client\"}"
 echo "{\"type\":\"lost\",\"node\":\"$node\",\"time\":\"$(now)\",\"count\":2,\"total\":2}"
 [ -n "$dur" ] && end=$((SECONDS+dur))
 while :; do
@@ -365,6 +369,7 @@ async fn two_pods_on_two_nodes_get_two_jobs_json_passthrough_and_cleanup() {
                 Message::Lost(l) => l.body.node.clone(),
                 Message::Event(e) => e.node.clone(),
                 Message::Warning(w) => w.body.node.clone(),
+                Message::SessionSummary(_) => String::new(),
             })
             .collect();
         n.sort();
@@ -400,6 +405,24 @@ async fn two_pods_on_two_nodes_get_two_jobs_json_passthrough_and_cleanup() {
         stderr.contains("fake-runner: attaching"),
         "non-JSON runner output is shown as a warning:\n{stderr}"
     );
+    // Last, the nodes' summaries merged: what the text summary shows.
+    let Some(Message::SessionSummary(s)) = msgs.last() else {
+        panic!("no session_summary last:\n{stdout}");
+    };
+    let s = &s.body;
+    assert_eq!(s.flows.len(), 1, "one flow seen from both ends: {s:?}");
+    let f = &s.flows[0];
+    assert_eq!(f.src_name.as_deref(), Some("default/curl-demo"), "{f:?}");
+    assert_eq!(f.dst_name.as_deref(), Some("default/nginx-demo"), "{f:?}");
+    // Each end's retransmits add up; both ends saw the same packets.
+    assert_eq!((f.retransmits_sent, f.retransmits_received), (55, 3));
+    assert_eq!(
+        (f.connections, f.packets_sent, f.packets_received),
+        (1, 6, 4)
+    );
+    assert_eq!(s.lost, 4);
+    assert_eq!(s.nodes, both);
+    assert!(s.counted_from_events.is_empty());
     env.assert_nothing_left().await;
 }
 
@@ -421,9 +444,23 @@ async fn text_output_is_aligned_with_names_and_ends_with_a_summary() {
         "{stdout}"
     );
     assert!(stdout.contains("\nSUMMARY\nFLOW"), "{stdout}");
+    let flows: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("FLOW"))
+        .skip(1)
+        .collect();
+    assert_eq!(
+        flows.len(),
+        2,
+        "one merged flow, then the lost line:\n{stdout}"
+    );
     assert!(
-        stdout.contains("tcp default/curl-demo -> default/nginx-demo:80"),
+        flows[0].starts_with("tcp default/curl-demo -> default/nginx-demo:80"),
         "{stdout}"
+    );
+    assert!(
+        flows[0].contains(" 55/3 "),
+        "retransmits of both ends:\n{stdout}"
     );
     assert!(!stdout.contains('\x1b'), "no colour when not a terminal");
     env.assert_nothing_left().await;

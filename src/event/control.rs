@@ -92,24 +92,63 @@ pub struct Warning {
 }
 
 /// Round-trip time statistics over a flow's connections, in microseconds.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Default)]
+/// Kept as a sum and a count, so the average stays exact however many
+/// samples come; `avg_us` is written for readers, and a line without
+/// `sum_us` (schema 1) is read back from it.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(from = "RttWire", into = "RttWire")]
 pub struct Rtt {
     pub min_us: u64,
-    pub avg_us: u64,
     pub max_us: u64,
     /// Number of samples.
     pub count: u64,
+    /// Sum of the samples.
+    pub sum_us: u64,
+}
+
+/// [`Rtt`] as written: with its average.
+#[derive(Serialize, Deserialize)]
+struct RttWire {
+    min_us: u64,
+    avg_us: u64,
+    max_us: u64,
+    count: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sum_us: Option<u64>,
+}
+
+impl From<Rtt> for RttWire {
+    fn from(r: Rtt) -> Self {
+        RttWire {
+            min_us: r.min_us,
+            avg_us: r.avg_us(),
+            max_us: r.max_us,
+            count: r.count,
+            sum_us: Some(r.sum_us),
+        }
+    }
+}
+
+impl From<RttWire> for Rtt {
+    fn from(w: RttWire) -> Self {
+        Rtt {
+            min_us: w.min_us,
+            max_us: w.max_us,
+            count: w.count,
+            sum_us: w.sum_us.unwrap_or_else(|| w.avg_us.saturating_mul(w.count)),
+        }
+    }
 }
 
 impl Rtt {
     /// Adds one sample.
     pub fn add(&mut self, us: u64) {
-        if self.count == 0 || us < self.min_us {
-            self.min_us = us;
-        }
-        self.max_us = self.max_us.max(us);
-        self.avg_us = (self.avg_us * self.count + us) / (self.count + 1);
-        self.count += 1;
+        self.merge(&Rtt {
+            min_us: us,
+            max_us: us,
+            count: 1,
+            sum_us: us,
+        });
     }
 
     /// Folds another set of samples into this one.
@@ -123,9 +162,13 @@ impl Rtt {
         }
         self.min_us = self.min_us.min(other.min_us);
         self.max_us = self.max_us.max(other.max_us);
-        let n = self.count + other.count;
-        self.avg_us = (self.avg_us * self.count + other.avg_us * other.count) / n;
-        self.count = n;
+        self.count += other.count;
+        self.sum_us = self.sum_us.saturating_add(other.sum_us);
+    }
+
+    /// The mean sample (0 without samples).
+    pub fn avg_us(&self) -> u64 {
+        self.sum_us.checked_div(self.count).unwrap_or(0)
     }
 }
 
@@ -148,18 +191,40 @@ pub struct FlowSummary {
     pub connections: u64,
     /// Opens that failed (refused, timed out).
     pub failed: u64,
-    /// Packets and bytes from `src` to `dst`, counted at the pods' host-side
-    /// interfaces.
+    /// Packets and bytes from `src` to `dst` (client to server), counted
+    /// at the pods' host-side interfaces.
     pub packets_sent: u64,
     pub bytes_sent: u64,
     /// Packets and bytes from `dst` back to `src`.
     pub packets_received: u64,
     pub bytes_received: u64,
-    pub retransmits: u64,
-    pub resets: u64,
+    /// Segments the client retransmitted (from `src` to `dst`).
+    #[serde(default)]
+    pub retransmits_sent: u64,
+    /// Segments the server retransmitted (from `dst` to `src`).
+    #[serde(default)]
+    pub retransmits_received: u64,
+    /// Resets from `src` to `dst` (sent by the client).
+    #[serde(default)]
+    pub resets_sent: u64,
+    /// Resets from `dst` to `src` (sent by the server).
+    #[serde(default)]
+    pub resets_received: u64,
     pub drops: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rtt: Option<Rtt>,
+}
+
+impl FlowSummary {
+    /// Retransmits both ways.
+    pub fn retransmits(&self) -> u64 {
+        self.retransmits_sent + self.retransmits_received
+    }
+
+    /// Resets both ways.
+    pub fn resets(&self) -> u64 {
+        self.resets_sent + self.resets_received
+    }
 }
 
 /// Last line of a runner's output.
@@ -176,6 +241,23 @@ pub struct Summary {
     pub duration_s: f64,
 }
 
+/// The plugin's last line with `-o json`: the whole session's flows, each
+/// merged over the nodes that saw it (see `flows`), as the text summary
+/// shows them.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct SessionSummary {
+    pub time: String,
+    pub flows: Vec<FlowSummary>,
+    /// Events lost over all nodes' runs.
+    pub lost: u64,
+    /// Nodes whose runner's `summary` was merged.
+    pub nodes: Vec<String>,
+    /// Nodes whose `summary` never came: their flows are counted from the
+    /// events they streamed.
+    #[serde(default)]
+    pub counted_from_events: Vec<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,6 +271,35 @@ mod tests {
         b.add(5);
         a.merge(&b);
         assert_eq!((a.min_us, a.max_us, a.count), (5, 30, 3));
-        assert_eq!(a.avg_us, 15);
+        assert_eq!(a.avg_us(), 15);
+    }
+
+    #[test]
+    fn rtt_average_follows_every_sample() {
+        // An integer running average stuck at 50: each 60 moved it by
+        // (60 - 50) / n, which rounds to 0 after ten samples.
+        let mut r = Rtt::default();
+        for _ in 0..10_000 {
+            r.add(50);
+        }
+        for _ in 0..10_000 {
+            r.add(60);
+        }
+        assert_eq!(r.avg_us(), 55);
+        assert_eq!((r.min_us, r.max_us, r.count), (50, 60, 20_000));
+    }
+
+    #[test]
+    fn rtt_reads_schema_1_lines_and_writes_its_average() {
+        let old: Rtt =
+            serde_json::from_str(r#"{"min_us":10,"avg_us":20,"max_us":30,"count":3}"#).unwrap();
+        assert_eq!((old.sum_us, old.avg_us()), (60, 20));
+        let mut r = Rtt::default();
+        r.add(10);
+        r.add(21);
+        let v = serde_json::to_value(r).unwrap();
+        assert_eq!(v["avg_us"], 15);
+        assert_eq!(v["sum_us"], 31);
+        assert_eq!(serde_json::from_value::<Rtt>(v).unwrap(), r);
     }
 }

@@ -55,6 +55,9 @@ impl Event {
         if let Some(n) = &self.dst_name {
             j.str(key!("dst_name"), n);
         }
+        if let Some(end) = self.end {
+            j.raw_str(key!("end"), end.as_str());
+        }
         j.raw_str(key!("type"), self.kind.name());
         match &self.kind {
             EventKind::Connect | EventKind::Accept => {}

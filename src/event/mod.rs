@@ -8,7 +8,8 @@
 //! that an older reader would misread.
 //!
 //! Every line has a `type`. Control lines are `hello`, `ready`, `lost`,
-//! `warning` and `summary`; everything else is an [`Event`].
+//! `warning` and `summary` (and the plugin's `session_summary`); everything
+//! else is an [`Event`].
 
 use serde::Serialize;
 
@@ -17,12 +18,14 @@ mod json;
 mod record;
 mod time;
 
-pub use control::{FlowSummary, Hello, Hook, Interface, Lost, Ready, Rtt, Summary, Warning};
-pub use record::{Direction, Event, EventKind, Proto, ResetDirection};
+pub use control::{
+    FlowSummary, Hello, Hook, Interface, Lost, Ready, Rtt, SessionSummary, Summary, Warning,
+};
+pub use record::{Direction, End, Event, EventKind, Proto, ResetDirection};
 pub use time::{now_rfc3339, rfc3339_nanos, Rfc3339};
 
 /// Version of this schema, carried in the `hello` line.
-pub const SCHEMA: u32 = 1;
+pub const SCHEMA: u32 = 2;
 
 /// Any line of the stream.
 #[derive(Serialize, Debug, Clone, PartialEq)]
@@ -33,6 +36,7 @@ pub enum Message {
     Lost(TypeTagged<Lost>),
     Warning(TypeTagged<Warning>),
     Summary(TypeTagged<Summary>),
+    SessionSummary(TypeTagged<SessionSummary>),
     Event(Event),
 }
 
@@ -83,6 +87,13 @@ impl Message {
         })
     }
 
+    pub fn session_summary(body: SessionSummary) -> Self {
+        Message::SessionSummary(TypeTagged {
+            ty: "session_summary",
+            body,
+        })
+    }
+
     /// The `type` of this line.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -91,6 +102,7 @@ impl Message {
             Message::Lost(t) => t.ty,
             Message::Warning(t) => t.ty,
             Message::Summary(t) => t.ty,
+            Message::SessionSummary(t) => t.ty,
             Message::Event(e) => e.kind.name(),
         }
     }
@@ -118,6 +130,9 @@ impl Message {
             "lost" => Message::lost(serde_json::from_value(value).map_err(invalid)?),
             "warning" => Message::warning(serde_json::from_value(value).map_err(invalid)?),
             "summary" => Message::summary(serde_json::from_value(value).map_err(invalid)?),
+            "session_summary" => {
+                Message::session_summary(serde_json::from_value(value).map_err(invalid)?)
+            }
             _ => Message::Event(serde_json::from_value(value).map_err(invalid)?),
         })
     }
@@ -146,6 +161,7 @@ mod tests {
             comm: Some("curl".into()),
             src_name: None,
             dst_name: None,
+            end: kind.is_connection_event().then_some(End::Server),
             kind,
         }
     }
@@ -224,6 +240,18 @@ mod tests {
             lost: 3,
             events: 10,
             duration_s: 1.0,
+        }));
+        msgs.push(Message::session_summary(SessionSummary {
+            time: now_rfc3339(),
+            flows: vec![FlowSummary {
+                proto: Some(Proto::Tcp),
+                retransmits_sent: 55,
+                retransmits_received: 3,
+                ..Default::default()
+            }],
+            lost: 0,
+            nodes: vec!["a".into()],
+            counted_from_events: vec!["b".into()],
         }));
         for m in msgs {
             let line = m.to_line();

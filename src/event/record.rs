@@ -67,6 +67,33 @@ impl ResetDirection {
     }
 }
 
+/// Which end of a connection reported an event: the socket of the side
+/// that opened it (`client`) or of the side that accepted it (`server`).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum End {
+    Client,
+    Server,
+}
+
+impl End {
+    /// The wire name (serde's too).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            End::Client => "client",
+            End::Server => "server",
+        }
+    }
+
+    /// The far end.
+    pub fn other(self) -> End {
+        match self {
+            End::Client => End::Server,
+            End::Server => End::Client,
+        }
+    }
+}
+
 /// What happened, with the fields particular to it. Serialized flat into the
 /// [`Event`] line, under the `type` key.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -85,9 +112,10 @@ pub enum EventKind {
     /// Connection closed.
     Close {
         duration_ms: f64,
-        /// Bytes sent by the side the event was seen in.
+        /// Bytes from `src` to `dst` (client to server), whichever end
+        /// reported the close.
         bytes_sent: u64,
-        /// Bytes received by the side the event was seen in.
+        /// Bytes from `dst` to `src` (server to client).
         bytes_received: u64,
     },
     /// An open that never got established.
@@ -173,6 +201,9 @@ pub struct Event {
     /// `ns/name` of `dst`, added by the plugin when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dst_name: Option<String>,
+    /// Connection events: the end whose socket reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<End>,
     #[serde(flatten)]
     pub kind: EventKind,
 }

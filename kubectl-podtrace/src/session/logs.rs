@@ -147,7 +147,7 @@ impl Session<'_> {
                     }
                 }
                 self.names.annotate(&mut e);
-                self.nodes[i].tally.add(&e);
+                self.nodes[i].tally.record(&e);
                 match self.console.output {
                     Output::Json => self.console.line(&Message::Event(e).to_line()),
                     Output::Text => {
@@ -218,6 +218,11 @@ impl Session<'_> {
                 }
                 self.nodes[i].summary = Some(s.body);
             }
+            // The plugin's own line: no runner writes one.
+            Message::SessionSummary(_) => self.console.warn(&format!(
+                "node {node}: unexpected runner output (a session_summary line, which only the \
+                 plugin writes): {line}"
+            )),
         }
     }
 }

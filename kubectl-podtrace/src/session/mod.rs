@@ -21,6 +21,7 @@ use kube::api::{Api, PostParams};
 use tokio::sync::{mpsc, watch};
 
 use podtrace::event::Summary;
+use podtrace::flows::Flows;
 
 pub(crate) use signals::interrupts;
 
@@ -32,7 +33,6 @@ use crate::names::Names;
 use crate::progress::Stage;
 use crate::resolve::{NodePlan, Target};
 use crate::stream::LogEvent;
-use crate::summary::Tally;
 use console::Console;
 use startup::AbortOnDrop;
 
@@ -71,7 +71,8 @@ struct NodeState {
     ready: bool,
     ended: bool,
     summary: Option<Summary>,
-    tally: Tally,
+    /// Its flows counted from its events, for when `summary` never comes.
+    tally: Flows,
     last_lines: VecDeque<String>,
     /// Output that is not a runner message (a diagnostic on its stderr),
     /// held while the runner is not ready: should it exit, the error shows
@@ -149,7 +150,7 @@ impl<'a> Session<'a> {
                 ready: false,
                 ended: false,
                 summary: None,
-                tally: Tally::default(),
+                tally: Flows::from_packet_events(),
                 last_lines: VecDeque::new(),
                 held_output: Vec::new(),
             })
