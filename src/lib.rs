@@ -12,6 +12,7 @@
 pub mod abi;
 pub mod event;
 pub mod render;
+pub mod runner_args;
 
 #[cfg(feature = "bpf")]
 pub mod bpf;
