@@ -21,6 +21,9 @@ use podtrace::runner_args::{Format, RunnerArgs};
 use crate::cli::Security;
 use crate::resolve::NodePlan;
 
+mod dry_run;
+pub use dry_run::to_yaml;
+
 /// Label every object of ours carries.
 pub const NAME_LABEL: &str = "app.kubernetes.io/name";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -254,22 +257,6 @@ pub fn job_spec(input: &JobInput<'_>) -> Job {
         }),
         ..Default::default()
     }
-}
-
-/// `--dry-run` output: the Jobs as one YAML stream.
-pub fn to_yaml(jobs: &[Job]) -> String {
-    let mut out = String::new();
-    for job in jobs {
-        let mut value = serde_json::to_value(job).unwrap_or_default();
-        if let Some(obj) = value.as_object_mut() {
-            // k8s-openapi leaves apiVersion/kind to the client; kubectl needs them.
-            obj.insert("apiVersion".into(), "batch/v1".into());
-            obj.insert("kind".into(), "Job".into());
-        }
-        out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(&value).unwrap_or_default());
-    }
-    out
 }
 
 #[cfg(test)]
