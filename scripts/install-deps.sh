@@ -9,6 +9,7 @@ packages=(
   bpftool iproute2 nftables iptables                      # attach checks, tc, firewall faults
   nginx-light curl procps                                 # the brief's pods
   tcpdump bpftrace wrk hyperfine                          # benchmarks' baselines
+  python3-venv                                            # the Kubernetes schema validator below
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -46,5 +47,15 @@ fi
 if ! command -v cargo >/dev/null; then
   echo "install-deps: cargo is not on the PATH: install Rust >= 1.89 with rustup (https://rustup.rs)" >&2
   exit 1
+fi
+# The official schemas' validator, run on `--dry-run` output by the tests
+# (kubectl-podtrace/src/jobspec/dry_run.rs). Debian's pip refuses system-wide
+# installs, so it gets a venv of its own.
+validator_venv=/opt/kubernetes-validate
+validator_version=1.37.0
+if ! "$validator_venv/bin/kubernetes-validate" --version 2>/dev/null | grep -qx "$validator_version"; then
+  echo "install-deps: installing kubernetes-validate $validator_version in $validator_venv" >&2
+  /usr/bin/python3 -m venv "$validator_venv"
+  "$validator_venv/bin/pip" install --quiet --disable-pip-version-check "kubernetes-validate==$validator_version"
 fi
 echo "install-deps: ok" >&2

@@ -15,6 +15,7 @@ pub mod abi;
 pub mod event;
 pub mod flows;
 pub mod render;
+pub mod runner_args;
 
 #[cfg(feature = "bpf")]
 pub mod bpf;

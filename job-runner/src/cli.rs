@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 //! Command line.
 
-use std::net::IpAddr;
-
 use clap::{Parser, ValueEnum};
+pub use podtrace::runner_args::Format;
+use podtrace::runner_args::RunnerArgs;
 
 const EXAMPLES: &str = "\
 EXAMPLES:
@@ -11,10 +11,14 @@ EXAMPLES:
   podtrace-runner --pod-ip 10.244.1.5
 
   # Only its traffic with one peer on port 80, every packet, for 30 s
-  podtrace-runner --pod-ip 10.244.1.5 --peer-ip 10.244.2.7 --port 80 --packets --duration 30
+  podtrace-runner --pod-ip 10.244.1.5 --peer-ip 10.244.2.7 --port 80 --packets --duration 30s
 
   # Readable output on a node's shell
-  sudo podtrace-runner --pod-ip 10.244.1.5 --format text";
+  sudo podtrace-runner --pod-ip 10.244.1.5 --format text
+
+EXIT STATUS:
+  0  stopped cleanly: SIGINT, SIGTERM, SIGHUP, --duration, or stdout closed
+  1  any error, a bad flag or value included (one line on stderr)";
 
 /// Traces what the kernel sees of pods on this node (connects, handshakes,
 /// resets, retransmits, drops with reasons, packets at their host-side
@@ -22,33 +26,9 @@ EXAMPLES:
 #[derive(Parser, Debug, Clone)]
 #[command(name = "podtrace-runner", version, after_help = EXAMPLES)]
 pub struct Cli {
-    /// IP of a pod on this node to trace (repeatable).
-    #[arg(long = "pod-ip", value_name = "IP", required = true)]
-    pub pod_ips: Vec<IpAddr>,
-
-    /// Only trace traffic between the pods and these peers (repeatable).
-    #[arg(long = "peer-ip", value_name = "IP")]
-    pub peer_ips: Vec<IpAddr>,
-
-    /// Only trace traffic from or to these ports (repeatable).
-    #[arg(long = "port", value_name = "N")]
-    pub ports: Vec<u16>,
-
-    /// Write an event for every packet (headers only), not just SYN, FIN and RST.
-    #[arg(long)]
-    pub packets: bool,
-
-    /// Stop after this many seconds (default: until SIGINT/SIGTERM).
-    #[arg(long, value_name = "SECS")]
-    pub duration: Option<f64>,
-
-    /// Output format: JSON lines for the plugin, or text for humans.
-    #[arg(long, value_enum, default_value_t = Format::Json)]
-    pub format: Format,
-
-    /// Node name written in every line (default: the host name).
-    #[arg(long, env = "NODE_NAME", value_name = "NAME")]
-    pub node_name: Option<String>,
+    /// What the plugin asks for: the contract shared with `kubectl-podtrace`.
+    #[command(flatten)]
+    pub trace: RunnerArgs,
 
     /// How to attach to pod interfaces: tcx links (Linux 6.6+), legacy
     /// clsact filters, or whichever the kernel supports.
@@ -69,6 +49,11 @@ pub struct Cli {
     pub fail_after_hooks: Option<usize>,
 }
 
+/// The command line, or exit: 0 for `--help`/`--version`, 1 for a usage error.
+pub fn parse() -> Cli {
+    podtrace::runner_args::parse_or_exit()
+}
+
 fn parse_ring_mib(s: &str) -> Result<u32, String> {
     let n: u32 = s.parse().map_err(|e| format!("{e}"))?;
     if n.is_power_of_two() && n <= 1024 {
@@ -76,12 +61,6 @@ fn parse_ring_mib(s: &str) -> Result<u32, String> {
     } else {
         Err("must be a power of two from 1 to 1024".into())
     }
-}
-
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Json,
-    Text,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,9 +104,50 @@ mod tests {
             "text",
         ])
         .unwrap();
-        assert_eq!(c.pod_ips.len(), 2);
-        assert_eq!(c.ports, vec![80]);
-        assert_eq!(c.format, Format::Text);
+        assert_eq!(c.trace.pod_ips.len(), 2);
+        assert_eq!(c.trace.ports, vec![80]);
+        assert_eq!(c.trace.format, Format::Text);
         assert!(Cli::try_parse_from(["podtrace-runner"]).is_err());
+    }
+
+    /// What the plugin writes into the Job is what this parser reads.
+    #[test]
+    fn the_plugins_args_parse_back_to_the_same_contract() {
+        let sent = RunnerArgs {
+            pod_ips: vec!["10.244.1.2".parse().unwrap(), "fd00::2".parse().unwrap()],
+            peer_ips: vec!["10.244.2.3".parse().unwrap()],
+            ports: vec![80, 443],
+            packets: true,
+            duration: Some(std::time::Duration::from_millis(1500)),
+            format: Format::Json,
+            node_name: Some("-node-with-a-dash".into()),
+        };
+        let argv = std::iter::once("podtrace-runner".to_string()).chain(sent.to_args());
+        let cli = Cli::try_parse_from(argv).unwrap();
+        assert_eq!(cli.trace, sent);
+        assert_eq!(cli.tc_mode, TcMode::Auto);
+        assert_eq!(cli.ring_buffer_mib, 2);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = |args: &[&str]| {
+            let argv = ["podtrace-runner", "--pod-ip", "10.0.0.1"]
+                .iter()
+                .chain(args);
+            Cli::try_parse_from(argv).unwrap_err().to_string()
+        };
+        for (args, says) in [
+            (
+                &["--duration", "inf"][..],
+                "invalid value 'inf' for '--duration <D>'",
+            ),
+            (&["--duration", "1e30"], "unknown unit \"e\""),
+            (&["--duration", "-5s"], "durations cannot be negative"),
+            (&["--port", "0"], "port 0 matches no traffic"),
+        ] {
+            let e = err(args);
+            assert!(e.contains(says), "{args:?}: {e}");
+        }
     }
 }

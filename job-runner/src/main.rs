@@ -9,11 +9,9 @@ mod signals;
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
-
 fn main() -> ExitCode {
     let started = std::time::Instant::now();
-    let cli = cli::Cli::parse();
+    let cli = cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(false)

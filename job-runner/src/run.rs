@@ -34,8 +34,8 @@ pub fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
     tracer::set_verbose(cli.verbose);
     tracer::preflight()?;
     let (hostname, kernel) = tracer::node_and_kernel();
-    let node = cli.node_name.clone().unwrap_or(hostname);
-    let mut out = Output::new(cli.format, &node);
+    let node = cli.trace.node_name.clone().unwrap_or(hostname);
+    let mut out = Output::new(cli.trace.format, &node);
     out.write(&Message::hello(Hello {
         version: env!("CARGO_PKG_VERSION").into(),
         schema: SCHEMA,
@@ -68,10 +68,10 @@ pub fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
 /// What the filters in the kernel get from the command line.
 fn config(cli: &Cli) -> Config {
     Config {
-        pod_ips: cli.pod_ips.clone(),
-        peer_ips: cli.peer_ips.clone(),
-        ports: cli.ports.clone(),
-        packets: cli.packets,
+        pod_ips: cli.trace.pod_ips.clone(),
+        peer_ips: cli.trace.peer_ips.clone(),
+        ports: cli.trace.ports.clone(),
+        packets: cli.trace.packets,
         netns: Vec::new(),
         ring_bytes: cli.ring_buffer_mib << 20,
         ignored_drop_reasons: Vec::new(),
@@ -103,7 +103,7 @@ fn start<'obj>(
     let mode = cli.tc_mode.into();
     let (found, reasons, tracer) = std::thread::scope(|s| -> anyhow::Result<_> {
         let found = s.spawn(|| {
-            let r = discover(&cli.pod_ips);
+            let r = discover(&cli.trace.pod_ips);
             tracing::debug!(ms = ms(started), "found the pods' interfaces");
             r
         });
@@ -173,9 +173,9 @@ fn ready(
                 kind: p.kind.as_str().into(),
             })
             .collect(),
-        pod_ips: cli.pod_ips.clone(),
-        peer_ips: cli.peer_ips.clone(),
-        ports: cli.ports.clone(),
+        pod_ips: cli.trace.pod_ips.clone(),
+        peer_ips: cli.trace.peer_ips.clone(),
+        ports: cli.trace.ports.clone(),
         startup_ms: ms(started),
     })
 }
@@ -239,9 +239,7 @@ fn drain(
     let sink = Rc::new(RefCell::new(sink));
     let cb_sink = Rc::clone(&sink);
     let rb = tracer.ring_buffer(move |ev| cb_sink.borrow_mut().on_event(ev))?;
-    let deadline = cli
-        .duration
-        .map(|s| trace_start + Duration::from_secs_f64(s.max(0.0)));
+    let deadline = cli.trace.duration.map(|d| trace_start + d);
     let (mut lost_reported, mut skipped_reported) = (0u64, 0u64);
     let mut counters_read = Instant::now();
     loop {

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use podtrace::runner_args::{parse_duration, parse_port};
 
 /// The runner image this build of the plugin pairs with.
 pub const DEFAULT_IMAGE: &str = concat!(
@@ -26,7 +27,13 @@ EXAMPLES:
   kubectl podtrace curl-demo nginx-demo --dry-run
 
   # Remove trace Jobs a killed session left behind (yours; --all for everyone's)
-  kubectl podtrace cleanup";
+  kubectl podtrace cleanup
+
+EXIT STATUS:
+  0    the trace ended (Ctrl-C, --duration, or the runners stopped), or --dry-run,
+       cleanup, version or --help succeeded
+  1    any error, a bad flag or value included (one sentence on stderr)
+  130  a second Ctrl-C cut the clean-up short (run `kubectl podtrace cleanup`)";
 
 /// Trace what the kernel sees between two pods: connects, handshake RTTs,
 /// refused connections, resets, retransmits, packets and drops with their
@@ -141,7 +148,7 @@ pub struct TraceArgs {
     pub output: Output,
 
     /// Trace only this port (either side); repeat for more ports.
-    #[arg(long = "port", value_name = "N")]
+    #[arg(long = "port", value_name = "N", value_parser = parse_port)]
     pub ports: Vec<u16>,
 
     /// Report every packet (headers only), not just SYN, FIN and RST.
@@ -149,7 +156,8 @@ pub struct TraceArgs {
     pub packets: bool,
 
     /// Stop by itself after this long, e.g. 30s, 5m (default: until Ctrl-C).
-    #[arg(long, value_parser = parse_duration, value_name = "D")]
+    // Hyphen values reach the parser, which says why `-5s` is wrong.
+    #[arg(long, value_parser = parse_duration, value_name = "D", allow_hyphen_values = true)]
     pub duration: Option<Duration>,
 
     /// The runner image (default: the runner release matching this plugin).
@@ -158,11 +166,23 @@ pub struct TraceArgs {
 
     /// Server-side deadline: the cluster stops the trace after this long even
     /// if this plugin is gone.
-    #[arg(long, value_parser = parse_duration, default_value = "1h", value_name = "D")]
+    #[arg(
+        long,
+        value_parser = parse_duration,
+        default_value = "1h",
+        value_name = "D",
+        allow_hyphen_values = true
+    )]
     pub max_duration: Duration,
 
     /// Give up if the runners are not tracing after this long.
-    #[arg(long, value_parser = parse_duration, default_value = "2m", value_name = "D")]
+    #[arg(
+        long,
+        value_parser = parse_duration,
+        default_value = "2m",
+        value_name = "D",
+        allow_hyphen_values = true
+    )]
     pub start_timeout: Duration,
 
     /// Print the trace Job(s) as YAML and create nothing.
@@ -172,53 +192,6 @@ pub struct TraceArgs {
     /// Privileges of the runner's container.
     #[arg(long, value_enum, default_value_t = Security::Privileged)]
     pub security: Security,
-}
-
-/// Parses `90`, `90s`, `5m`, `1h30m`, `500ms` into a [`Duration`].
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Err("empty duration".into());
-    }
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(format!(
-                "invalid duration {s:?}: expected e.g. 30s, 5m, 1h30m"
-            ));
-        }
-        let n: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("invalid duration {s:?}: number too large"))?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        total += match unit {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n * 60),
-            "h" => Duration::from_secs(n * 3600),
-            _ => {
-                return Err(format!(
-                    "invalid duration {s:?}: unknown unit {unit:?} (use ms, s, m or h)"
-                ))
-            }
-        };
-    }
-    if total.is_zero() {
-        return Err(format!("invalid duration {s:?}: must be more than zero"));
-    }
-    Ok(total)
 }
 
 /// A pod as the user named it.
@@ -369,7 +342,7 @@ mod tests {
     }
 
     #[test]
-    fn help_ends_with_examples() {
+    fn help_ends_with_examples_and_exit_codes() {
         let help = Cli::try_parse_from(["kubectl-podtrace", "--help"])
             .unwrap_err()
             .to_string();
@@ -378,7 +351,12 @@ mod tests {
             "{help}"
         );
         assert!(
-            help.trim_end().ends_with("kubectl podtrace cleanup"),
+            help.contains("  kubectl podtrace cleanup\n\nEXIT STATUS:\n"),
+            "{help}"
+        );
+        assert!(
+            help.trim_end()
+                .ends_with("(run `kubectl podtrace cleanup`)"),
             "{help}"
         );
         for flag in [
@@ -393,16 +371,22 @@ mod tests {
     }
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("m").is_err());
-        assert!(parse_duration("3d").unwrap_err().contains("unknown unit"));
+    fn bad_values_say_what_is_wrong() {
+        let err = |args: &[&str]| {
+            let argv = ["kubectl-podtrace", "a"].iter().chain(args);
+            Cli::try_parse_from(argv).unwrap_err().to_string()
+        };
+        for (args, says) in [
+            (&["--duration", "-5s"][..], "durations cannot be negative"),
+            (&["--duration", "99999999999999999h"], "too long"),
+            (&["--duration", "18446744073709551615s1s"], "too long"),
+            (&["--max-duration", "-1h"], "durations cannot be negative"),
+            (&["--start-timeout", "0s"], "must be more than zero"),
+            (&["--port", "0"], "port 0 matches no traffic"),
+        ] {
+            let e = err(args);
+            assert!(e.contains(says), "{args:?}: {e}");
+        }
     }
 
     #[test]

@@ -16,9 +16,13 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use podtrace::runner_args::{Format, RunnerArgs};
 
 use crate::cli::Security;
 use crate::resolve::NodePlan;
+
+mod dry_run;
+pub use dry_run::to_yaml;
 
 /// Label every object of ours carries.
 pub const NAME_LABEL: &str = "app.kubernetes.io/name";
@@ -91,26 +95,16 @@ pub fn label_value(s: &str) -> String {
 }
 
 /// The runner's command line for a node.
-pub fn runner_args(input: &JobInput<'_>) -> Vec<String> {
-    let mut args = Vec::new();
-    for ip in &input.plan.pod_ips {
-        args.extend(["--pod-ip".to_string(), ip.to_string()]);
+pub fn runner_args(input: &JobInput<'_>) -> RunnerArgs {
+    RunnerArgs {
+        pod_ips: input.plan.pod_ips.clone(),
+        peer_ips: input.plan.peer_ips.clone(),
+        ports: input.ports.to_vec(),
+        packets: input.packets,
+        duration: input.duration,
+        format: Format::Json,
+        node_name: Some(input.plan.node.clone()),
     }
-    for ip in &input.plan.peer_ips {
-        args.extend(["--peer-ip".to_string(), ip.to_string()]);
-    }
-    for port in input.ports {
-        args.extend(["--port".to_string(), port.to_string()]);
-    }
-    if input.packets {
-        args.push("--packets".into());
-    }
-    if let Some(d) = input.duration {
-        args.extend(["--duration".to_string(), d.as_secs().max(1).to_string()]);
-    }
-    args.extend(["--format".to_string(), "json".to_string()]);
-    args.extend(["--node-name".to_string(), input.plan.node.clone()]);
-    args
 }
 
 /// Builds one node's trace Job.
@@ -173,7 +167,7 @@ pub fn job_spec(input: &JobInput<'_>) -> Job {
         image: Some(s(input.image)),
         image_pull_policy: Some(s("IfNotPresent")),
         command: Some(vec![s("/podtrace-runner")]),
-        args: Some(runner_args(input)),
+        args: Some(runner_args(input).to_args()),
         env: Some(vec![EnvVar {
             name: s("NODE_NAME"),
             value_from: Some(EnvVarSource {
@@ -263,22 +257,6 @@ pub fn job_spec(input: &JobInput<'_>) -> Job {
         }),
         ..Default::default()
     }
-}
-
-/// `--dry-run` output: the Jobs as one YAML stream.
-pub fn to_yaml(jobs: &[Job]) -> String {
-    let mut out = String::new();
-    for job in jobs {
-        let mut value = serde_json::to_value(job).unwrap_or_default();
-        if let Some(obj) = value.as_object_mut() {
-            // k8s-openapi leaves apiVersion/kind to the client; kubectl needs them.
-            obj.insert("apiVersion".into(), "batch/v1".into());
-            obj.insert("kind".into(), "Job".into());
-        }
-        out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(&value).unwrap_or_default());
-    }
-    out
 }
 
 #[cfg(test)]
@@ -384,6 +362,21 @@ mod tests {
         let sc = pod.containers[0].security_context.clone().unwrap();
         assert_eq!(sc.read_only_root_filesystem, Some(true));
         assert_eq!(sc.privileged, Some(true));
+    }
+
+    #[test]
+    fn the_jobs_runner_args_read_back_as_the_contract() {
+        let targets = vec!["default/a".to_string()];
+        let p = plan("-node", &["10.0.0.1", "fd00::1"], &["10.0.0.2"]);
+        let mut i = input(&p, &targets);
+        i.ports = &[53, 8080];
+        i.duration = Some(Duration::from_millis(2500));
+        let job = job_spec(&i);
+        let args = job.spec.unwrap().template.spec.unwrap().containers[0]
+            .args
+            .clone()
+            .unwrap();
+        assert_eq!(RunnerArgs::from_args(args).unwrap(), runner_args(&i));
     }
 
     #[test]

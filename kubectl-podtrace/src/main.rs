@@ -4,11 +4,11 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::Parser as _;
 use kubectl_podtrace::cli::Cli;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Usage errors exit 1, as kubectl's do (clap's own convention is 2).
+    let cli: Cli = podtrace::runner_args::parse_or_exit();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -2,8 +2,8 @@
 //! The plugin against the local cluster sandbox: every behaviour and error
 //! path, through the built binary (and once through the real `kubectl`).
 //!
-//! The runner here is a small script speaking the runner's wire schema
-//! ([`fake_runner`]), so these tests exercise the plugin, not the kernel;
+//! The runner here is a stand-in speaking the runner's contract and wire
+//! schema ([`fake_runner_bin`]), so these tests exercise the plugin, not the kernel;
 //! `real_runner_traces_curl_to_nginx` uses the real runner when it is built.
 //! Needs root (the sandbox builds network namespaces): CI runs as root; as
 //! another user the tests say so and pass without running.
@@ -25,46 +25,33 @@ use podtrace_sandbox::{PodManifest, Rule, RunnerCrash, Sandbox, SandboxConfig, U
 const PLUGIN: &str = env!("CARGO_BIN_EXE_kubectl-podtrace");
 const SELECTOR: &str = "app.kubernetes.io/managed-by=kubectl-podtrace";
 
-/// A runner stand-in: parses the runner's flags, writes `hello`, a stderr
-/// diagnostic, `ready`, one `connect` event and one `lost` line, then idles
-/// until SIGTERM/SIGINT or `--duration`, and writes its `summary`.
-const FAKE_RUNNER: &str = r#"#!/bin/bash
-node=unknown; pods=(); peers=(); dur=
-while [ $# -gt 0 ]; do case "$1" in
-  --node-name) node=$2; shift 2;;
-  --pod-ip) pods+=("$2"); shift 2;;
-  --peer-ip) peers+=("$2"); shift 2;;
-  --duration) dur=$2; shift 2;;
-  *) shift;;
-esac; done
-now() { date -u +%Y-%m-%dT%H:%M:%S.%NZ; }
-src=${pods[0]}; dst=${peers[0]:-10.96.0.10}
-# One flow, client on node-1: each node reports its end of it (the client
-# retransmitted 55 times, the server 3; the server's node missed a packet).
-if [ "$node" = node-1 ]; then client=$src server=$dst rt='55,"retransmits_received":0' pk=6
-else client=$dst server=$src rt='0,"retransmits_received":3' pk=5; fi
-summary() {
-  echo "{\"type\":\"summary\",\"node\":\"$node\",\"time\":\"$(now)\",\"flows\":[{\"proto\":\"tcp\",\"src\":\"$client\",\"dst\":\"$server:80\",\"connections\":1,\"failed\":0,\"packets_sent\":$pk,\"bytes_sent\":400,\"packets_received\":4,\"bytes_received\":900,\"retransmits_sent\":$rt,\"resets_sent\":0,\"resets_received\":0,\"drops\":0}],\"lost\":2,\"events\":3,\"duration_s\":1.0}"
-  exit 0
+/// The runner stand-in (`tests/sandbox/src/bin/fake_runner.rs`): it reads
+/// the runner's command-line contract and writes `hello`, a stderr
+/// diagnostic, `ready`, one `connect` event and one `lost` line through the
+/// schema's types, idles until SIGTERM/SIGINT or `--duration`, then writes
+/// its `summary`. Built with the workspace, next to the plugin.
+fn fake_runner_bin() -> PathBuf {
+    let bin = Path::new(PLUGIN).with_file_name("podtrace-fake-runner");
+    assert!(
+        bin.is_file(),
+        "{} is not built: run `cargo build --workspace`",
+        bin.display()
+    );
+    bin
 }
-trap summary TERM INT
-echo "{\"type\":\"hello\",\"version\":\"0.1.0\",\"schema\":2,\"node\":\"$node\",\"kernel\":\"$(uname -r)\",\"time\":\"$(now)\"}"
-echo "fake-runner: attaching to ${pods[*]}" >&2
-echo "{\"type\":\"ready\",\"node\":\"$node\",\"time\":\"$(now)\",\"hooks\":[{\"kind\":\"tracepoint/sock/inet_sock_set_state\"}],\"interfaces\":[],\"pod_ips\":[\"$src\"],\"peer_ips\":[],\"ports\":[],\"startup_ms\":5.0}"
-echo "{\"type\":\"connect\",\"time\":\"$(now)\",\"node\":\"$node\",\"proto\":\"tcp\",\"src\":\"$src:40000\",\"dst\":\"$dst:80\",\"pid\":42,\"comm\":\"curl\",\"end\":\"client\"}"
-echo "{\"type\":\"lost\",\"node\":\"$node\",\"time\":\"$(now)\",\"count\":2,\"total\":2}"
-[ -n "$dur" ] && end=$((SECONDS+dur))
-while :; do
-  sleep 0.1 & wait $!
-  if [ -n "$end" ] && [ $SECONDS -ge $end ]; then summary; fi
-done
-"#;
 
-/// Writes the fake runner into `dir`.
-fn fake_runner(dir: &Path) -> PathBuf {
+/// The fake runner, given its own `flags` (e.g. `--stop-delay 8s`) before
+/// the runner's: a two-line wrapper in `dir`, since the kubelet runs the
+/// runner binary with the Job's arguments only.
+fn fake_runner(dir: &Path, flags: &[&str]) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join("podtrace-runner");
-    std::fs::write(&path, FAKE_RUNNER).unwrap();
+    let script = format!(
+        "#!/bin/sh\nexec '{}' {} \"$@\"\n",
+        fake_runner_bin().display(),
+        flags.join(" ")
+    );
+    std::fs::write(&path, script).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     path
 }
@@ -84,7 +71,7 @@ async fn sandbox_with(mut config: SandboxConfig) -> Env {
     );
     let dir = tempfile::tempdir().unwrap();
     if config.runner_bin.is_none() {
-        config.runner_bin = Some(fake_runner(dir.path()));
+        config.runner_bin = Some(fake_runner_bin());
     }
     let sandbox = Sandbox::start(config).await.expect("sandbox starts");
     Env { sandbox, _dir: dir }
@@ -490,15 +477,8 @@ async fn second_ctrl_c_exits_at_once_and_cleanup_removes_the_leftovers() {
     // A runner slow to stop, so the first Ctrl-C's clean-up is still
     // waiting when the second comes.
     let dir = tempfile::tempdir().unwrap();
-    let slow = dir.path().join("podtrace-runner");
-    std::fs::write(
-        &slow,
-        FAKE_RUNNER.replace("trap summary TERM INT", "trap 'sleep 8; summary' TERM INT"),
-    )
-    .unwrap();
-    std::fs::set_permissions(&slow, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let config = SandboxConfig {
-        runner_bin: Some(slow),
+        runner_bin: Some(fake_runner(dir.path(), &["--stop-delay", "8s"])),
         ..two_nodes()
     };
     let env = sandbox_with(config).await;
@@ -1177,18 +1157,8 @@ async fn a_host_network_pod_is_traced_with_a_warning() {
 async fn a_runner_dying_mid_trace_stops_the_session_and_the_summary_comes_from_its_events() {
     // A runner that dies right after its first events, without a summary.
     let dir = tempfile::tempdir().unwrap();
-    let dying = dir.path().join("podtrace-runner");
-    std::fs::write(
-        &dying,
-        FAKE_RUNNER.replace(
-            "[ -n \"$dur\" ] && end=",
-            "sleep 0.5; exit 3\n[ -n \"$dur\" ] && end=",
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&dying, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let config = SandboxConfig {
-        runner_bin: Some(dying),
+        runner_bin: Some(fake_runner(dir.path(), &["--die-with", "3"])),
         ..two_nodes()
     };
     let env = sandbox_with(config).await;
