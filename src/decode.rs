@@ -1,13 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 //! Turns the kernel's `pt_event` into the wire schema's owned [`Event`].
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use crate::abi::{c_str, ip_from_key, push_tcp_flags, tcp_state_name};
 use crate::bpf::types;
+use crate::discover::{Discovery, PodIface};
 use crate::drop_reason::DropReasons;
-use crate::event::{Direction, End, Event, EventKind, Proto, ResetDirection, Rfc3339};
+use crate::event::{Direction, DropSite, End, Event, EventKind, Proto, ResetDirection, Rfc3339};
 
 /// Converts events; holds what that needs (clock offset, names).
 #[derive(Debug)]
@@ -19,6 +19,8 @@ pub struct Decoder {
     /// Interface names in the node's namespace, by index.
     ifnames: foldhash::HashMap<u32, String>,
     own_netns: u32,
+    /// The traced pods, to say which one a drop concerns.
+    pods: Vec<PodIface>,
     clock: Rfc3339,
     /// Connections accepted while tracing, (opener, acceptor) → accept
     /// time: the kernel keeps no state for accepted sockets (see `socks`
@@ -46,19 +48,16 @@ fn clock_ns(clock: libc::clockid_t) -> i128 {
 }
 
 impl Decoder {
-    pub fn new(
-        node: String,
-        ifnames: HashMap<u32, String>,
-        own_netns: u64,
-        drop_reasons: DropReasons,
-    ) -> Self {
+    pub fn new(node: String, found: &Discovery, drop_reasons: DropReasons) -> Self {
         let realtime_offset = clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC);
         Decoder {
             node,
             realtime_offset,
             drop_reasons,
-            ifnames: ifnames.into_iter().collect(),
-            own_netns: own_netns as u32,
+            ifnames: found.links.iter().map(|(i, n)| (*i, n.clone())).collect(),
+            // The kernel's ns.inum is 32 bits.
+            own_netns: found.own_netns as u32,
+            pods: found.pods.clone(),
             clock: Rfc3339::default(),
             accepted: Default::default(),
             reuse: Default::default(),
@@ -87,7 +86,6 @@ impl Decoder {
             raw,
             &self.drop_reasons,
             &self.ifnames,
-            self.own_netns,
         );
         let ev = slot.as_mut().filter(|_| known)?;
         ev.proto = if i32::from(raw.proto) == libc::IPPROTO_UDP {
@@ -97,6 +95,24 @@ impl Decoder {
         };
         ev.src = SocketAddr::new(ip_from_key(&raw.saddr.addr), raw.sport);
         ev.dst = SocketAddr::new(ip_from_key(&raw.daddr.addr), raw.dport);
+        if let EventKind::Drop {
+            iface,
+            direction,
+            at,
+            ..
+        } = &mut ev.kind
+        {
+            let site = drop_site(
+                &self.pods,
+                self.own_netns,
+                raw.netns,
+                ev.src.ip(),
+                ev.dst.ip(),
+            );
+            *at = site.map(|s| s.at);
+            *iface = site.map(|s| s.pod.ifname.clone());
+            *direction = site.and_then(|s| s.direction);
+        }
         if ev.kind.is_connection_event() {
             ev.end = Some(if raw.by_opener != 0 {
                 End::Client
@@ -171,7 +187,6 @@ fn set_kind(
     raw: &types::pt_event,
     drop_reasons: &DropReasons,
     ifnames: &foldhash::HashMap<u32, String>,
-    own_netns: u32,
 ) -> bool {
     let ifname = |s: &mut String| match ifnames.get(&raw.ifindex) {
         Some(n) => set(s, n),
@@ -200,13 +215,12 @@ fn set_kind(
         (types::pt_kind::PT_RETRANSMIT, _) => EventKind::Retransmit {
             state: Some(tcp_state_name(raw.reason).to_owned()),
         },
+        // Where: see `drop_site`, once the addresses are decoded.
         (types::pt_kind::PT_DROP, _) => EventKind::Drop {
             reason: drop_reasons.name(raw.reason),
-            iface: (raw.ifindex != 0 && raw.netns == own_netns).then(|| {
-                let mut s = String::new();
-                ifname(&mut s);
-                s
-            }),
+            iface: None,
+            direction: None,
+            at: None,
         },
         // The hot one (every SYN, FIN and RST; every packet with
         // --packets): updated in place.
@@ -242,11 +256,66 @@ fn set_kind(
                 len: 0,
                 first: false,
             };
-            return set_kind(e, raw, drop_reasons, ifnames, own_netns);
+            return set_kind(e, raw, drop_reasons, ifnames);
         }
         _ => return false,
     };
     true
+}
+
+/// Which traced pod a drop concerns, and how.
+#[derive(Debug, Clone, Copy)]
+struct Site<'a> {
+    pod: &'a PodIface,
+    direction: Option<Direction>,
+    at: DropSite,
+}
+
+/// Places a drop in the namespace `netns` of a packet `src` -> `dst`.
+///
+/// From the namespace and the addresses only, never from the device the
+/// kernel held the packet on: for one and the same drop that is the
+/// sending pod's veth when routed, the bridge or the receiving port when
+/// bridged, or a pod's own eth0. In a pod's namespace: that pod, `ingress`
+/// when the packet was addressed to it, `egress` when it came from it. On
+/// the node: the pod it was on its way into, else the pod it came out of.
+/// `None` when it is neither (nothing is guessed).
+fn drop_site<'a>(
+    pods: &'a [PodIface],
+    own_netns: u32,
+    netns: u32,
+    src: IpAddr,
+    dst: IpAddr,
+) -> Option<Site<'a>> {
+    let by_ip = |ip| pods.iter().find(|p| p.pod_ip == ip);
+    if netns == own_netns {
+        let (pod, direction) = match (by_ip(dst), by_ip(src)) {
+            (Some(p), _) => (p, Direction::Ingress),
+            (None, Some(p)) => (p, Direction::Egress),
+            (None, None) => return None,
+        };
+        return Some(Site {
+            pod,
+            direction: Some(direction),
+            at: DropSite::Node,
+        });
+    }
+    let in_pod = |p: &&PodIface| p.netns as u32 == netns;
+    let pod = pods.iter().find(in_pod)?;
+    // A pod may own several addresses (dual stack): any of them.
+    let owns = |ip| pods.iter().filter(in_pod).any(|p| p.pod_ip == ip);
+    let direction = if owns(dst) {
+        Some(Direction::Ingress)
+    } else if owns(src) {
+        Some(Direction::Egress)
+    } else {
+        None
+    };
+    Some(Site {
+        pod,
+        direction,
+        at: DropSite::Pod,
+    })
 }
 
 /// Remembers accepts; orients (and, at close, times) the later events of
@@ -320,7 +389,7 @@ mod tests {
 
     #[test]
     fn accepted_connections_are_oriented_and_timed_from_their_accept() {
-        let mut d = Decoder::new("n1".into(), HashMap::new(), 1, DropReasons::default());
+        let mut d = Decoder::new("n1".into(), &node(Vec::new()), DropReasons::default());
         let conn = |kind: types::pt_kind, ts_ns: u64, oriented: u8, forward: bool| {
             // The client 10.1.2.3:45000 opened it to the server 10.1.1.2:8080.
             let (a, ap, b, bp) = ("10.1.2.3", 45000, "10.1.1.2", 8080);
@@ -381,13 +450,17 @@ mod tests {
         assert!(matches!(again.kind, EventKind::Close { duration_ms, .. } if duration_ms == 0.0));
     }
 
+    /// The node's namespace is 1; `pods` hang off it.
+    fn node(pods: Vec<PodIface>) -> Discovery {
+        Discovery {
+            own_netns: 1,
+            pods,
+            links: [(7, "veth7".to_owned())].into(),
+        }
+    }
+
     fn veth7_decoder() -> Decoder {
-        Decoder::new(
-            "n1".into(),
-            HashMap::from([(7, "veth7".into())]),
-            1,
-            DropReasons::default(),
-        )
+        Decoder::new("n1".into(), &node(Vec::new()), DropReasons::default())
     }
 
     fn syn_ack_on_veth7() -> types::pt_event {
@@ -440,6 +513,68 @@ mod tests {
         raw.rtt_us = 9;
         let est = d.decode(&raw).unwrap();
         assert_eq!(est.kind, EventKind::Established { rtt_us: 9 });
+    }
+
+    #[test]
+    fn drops_name_the_pod_interface_its_direction_and_where() {
+        use crate::discover::IfaceKind;
+        // Server 10.1.1.2 (namespace 20, host side cali2), client 10.1.1.3
+        // (namespace 30, cali3); the node is namespace 1.
+        let pod = |ip: &str, ifname: &str, netns| PodIface {
+            pod_ip: ip.parse().unwrap(),
+            ifname: ifname.into(),
+            ifindex: 0,
+            kind: IfaceKind::Veth,
+            netns,
+        };
+        let mut d = Decoder::new(
+            "n1".into(),
+            &node(vec![
+                pod("10.1.1.2", "cali2", 20),
+                pod("10.1.1.3", "cali3", 30),
+            ]),
+            DropReasons::default(),
+        );
+        let mut drop = |netns, ifindex, src: &str, dst: &str| {
+            let mut raw = types::pt_event {
+                kind: types::pt_kind::PT_DROP.0 as u8,
+                proto: libc::IPPROTO_TCP as u8,
+                netns,
+                ifindex,
+                ..Default::default()
+            };
+            raw.saddr.addr = crate::abi::ip_key(src.parse().unwrap());
+            raw.daddr.addr = crate::abi::ip_key(dst.parse().unwrap());
+            match d.event(&raw).unwrap().kind {
+                EventKind::Drop {
+                    iface,
+                    direction,
+                    at,
+                    ..
+                } => (iface, direction, at),
+                k => panic!("{k:?}"),
+            }
+        };
+        let (ingress, egress) = (Some(Direction::Ingress), Some(Direction::Egress));
+        let (pod, on_node) = (Some(DropSite::Pod), Some(DropSite::Node));
+        let (cali2, cali3) = (Some("cali2".to_owned()), Some("cali3".to_owned()));
+        let (cli, srv, far) = ("10.1.1.3", "10.1.1.2", "10.9.9.9");
+        #[rustfmt::skip]
+        let cases = [
+            ("in the server (its input chain, no socket)", 20, 2, cli, srv, (cali2.clone(), ingress, pod)),
+            ("in the client (its output chain)", 30, 0, cli, srv, (cali3.clone(), egress, pod)),
+            // Whatever device it was on: the client's veth when routed,
+            // the bridge or the server's port when bridged.
+            ("on the node, no device", 1, 0, cli, srv, (cali2.clone(), ingress, on_node)),
+            ("on the node, a device", 1, 7, cli, srv, (cali2.clone(), ingress, on_node)),
+            ("on the node, to elsewhere", 1, 7, cli, far, (cali3.clone(), egress, on_node)),
+            ("in a pod, neither address its own", 30, 0, far, far, (cali3, None, pod)),
+            ("on the node, no traced pod", 1, 7, far, far, (None, None, None)),
+            ("in a namespace not ours", 40, 7, cli, srv, (None, None, None)),
+        ];
+        for (what, netns, dev, src, dst, want) in cases {
+            assert_eq!(drop(netns, dev, src, dst), want, "{what}");
+        }
     }
 
     #[test]

@@ -126,13 +126,32 @@ pub fn event_line(e: &Event, style: Style) -> String {
                 .map(|s| format!("state={s}"))
                 .unwrap_or_default(),
         ),
-        EventKind::Drop { reason, iface } => (
-            RED,
-            match iface {
-                Some(i) => format!("reason={reason} iface={i}"),
-                None => format!("reason={reason}"),
-            },
-        ),
+        // Worded as for packets: `ingress cali1` on its way into the pod
+        // behind cali1; `at=` where the kernel freed it.
+        EventKind::Drop {
+            reason,
+            iface,
+            direction,
+            at,
+        } => {
+            let mut d = format!("reason={reason}");
+            match (direction, iface) {
+                (Some(dir), Some(i)) => {
+                    let _ = write!(d, " {} {i}", dir.as_str());
+                }
+                (None, Some(i)) => {
+                    let _ = write!(d, " iface={i}");
+                }
+                (Some(dir), None) => {
+                    let _ = write!(d, " {}", dir.as_str());
+                }
+                (None, None) => {}
+            }
+            if let Some(at) = at {
+                let _ = write!(d, " at={}", at.as_str());
+            }
+            (RED, d)
+        }
         EventKind::Packet {
             iface,
             direction,
@@ -320,7 +339,7 @@ pub fn session_summary(s: &SessionSummary, style: Style) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Proto;
+    use crate::event::{Direction, DropSite, Proto};
 
     fn ev(kind: EventKind) -> Event {
         Event {
@@ -365,6 +384,8 @@ mod tests {
             &ev(EventKind::Drop {
                 reason: "NETFILTER_DROP".into(),
                 iface: None,
+                direction: None,
+                at: None,
             }),
             Style {
                 color: true,
@@ -372,7 +393,38 @@ mod tests {
             },
         );
         assert!(line.contains("\x1b[31mtcp drop"), "{line}");
-        assert!(line.contains("reason=NETFILTER_DROP"), "{line}");
+        assert!(line.ends_with("reason=NETFILTER_DROP curl[42]"), "{line}");
+    }
+
+    #[test]
+    fn drop_says_which_pod_interface_which_way_and_where() {
+        let drop = |iface: Option<&str>, direction, at| {
+            let mut e = ev(EventKind::Drop {
+                reason: "NO_SOCKET".into(),
+                iface: iface.map(Into::into),
+                direction,
+                at,
+            });
+            e.pid = None;
+            e.comm = None;
+            event_line(&e, PLAIN)
+        };
+        let line = drop(Some("cali1"), Some(Direction::Ingress), Some(DropSite::Pod));
+        assert!(
+            line.ends_with("  reason=NO_SOCKET ingress cali1 at=pod"),
+            "{line}"
+        );
+        let line = drop(Some("cni0p"), Some(Direction::Egress), Some(DropSite::Node));
+        assert!(
+            line.ends_with("  reason=NO_SOCKET egress cni0p at=node"),
+            "{line}"
+        );
+        // What is not known is not printed.
+        let line = drop(Some("cali1"), None, Some(DropSite::Pod));
+        assert!(
+            line.ends_with("  reason=NO_SOCKET iface=cali1 at=pod"),
+            "{line}"
+        );
     }
 
     #[test]

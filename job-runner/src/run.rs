@@ -56,7 +56,7 @@ pub fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
         .and_then(|()| out.flush())
         .context("write to stdout")?;
 
-    let decoder = Decoder::new(node.clone(), found.links.clone(), found.own_netns, reasons);
+    let decoder = Decoder::new(node.clone(), &found, reasons);
     let drained = drain(cli, &tracer, Sink::new(out, decoder), &node, trace_start)?;
     let counters = tracer.flows();
     // Detach everything before the summary, so a reader that stops at the

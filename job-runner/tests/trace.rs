@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use common::*;
-use podtrace::event::{Direction, End, Event, EventKind, Message, Proto, ResetDirection};
+use podtrace::event::{Direction, DropSite, End, Event, EventKind, Message, Proto, ResetDirection};
 use podtrace_netns::{Cluster, Shape};
 
 /// curl -> nginx on one node with both pods traced: the whole lifecycle,
@@ -244,46 +244,73 @@ fn retransmits_bridge() {
     retransmits(Shape::Bridge);
 }
 
-/// An nftables drop rule in the server pod shows as a drop with its reason.
-fn nft_drop(shape: Shape) {
-    require_root();
-    let (cluster, node, server, client) = one_node_two_pods(shape, "srv", "cli");
-    let _nginx = server.start_nginx(80, None).unwrap();
-    let sip = server.ip.to_string();
-    let rules = "table inet podtrace_test {\n chain input {\n  type filter hook input priority 0;\n  tcp dport 80 drop\n }\n}\n";
-    let rules_file = std::env::temp_dir().join(format!("{}nft-drop.nft", cluster.prefix()));
-    std::fs::write(&rules_file, rules).unwrap();
-    server
-        .netns
-        .exec("nft", &["-f", rules_file.to_str().unwrap()])
-        .unwrap();
-    let _ = std::fs::remove_file(&rules_file);
-    let mut runner = Runner::start(&node, &["--pod-ip", &sip]);
-    runner.ready();
-    let (code, _) = curl(&client, &format!("http://{sip}/"), 2);
-    assert_eq!(code, "000");
-    let to_server = SocketAddr::new(server.ip.into(), 80);
-    let drop = runner.expect_event("drop", |e| {
-        matches!(e.kind, EventKind::Drop { .. }) && e.dst == to_server
-    });
-    assert!(
-        matches!(&drop.kind, EventKind::Drop { reason, .. } if reason == "NETFILTER_DROP"),
-        "{drop:?}"
+/// An nftables rule in `ns` that drops TCP to `port` at the `chain` hook.
+fn drop_rule(ns: &podtrace_netns::Netns, chain: &str, port: u16) {
+    let rules = format!(
+        "table inet podtrace_test {{\n chain {chain} {{\n  type filter hook {chain} priority 0;\n  tcp dport {port} drop\n }}\n}}\n"
     );
-    assert_eq!(drop.src.ip(), IpAddr::from(client.ip));
+    let file = std::env::temp_dir().join(format!("{}-drop.nft", ns.name()));
+    std::fs::write(&file, rules).unwrap();
+    let loaded = ns.exec("nft", &["-f", file.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&file);
+    loaded.unwrap();
+}
+
+/// The common drop sites, each with its reason, the traced pod's
+/// host-side interface, the way the packet was going and where it died:
+/// the same in both CNI shapes, whatever device the kernel held it on.
+fn drop_sites(shape: Shape) {
+    require_root();
+    let (_cluster, node, server, client) = one_node_two_pods(shape, "srv", "cli");
+    // The node's firewall (bridged traffic too: br_netfilter), one in
+    // each pod; nothing listens on 81.
+    drop_rule(&node.netns, "forward", 82);
+    drop_rule(&server.netns, "input", 83);
+    drop_rule(&client.netns, "output", 84);
+    let (sip, cip) = (server.ip.to_string(), client.ip.to_string());
+    let mut runner = Runner::start(&node, &["--pod-ip", &sip, "--pod-ip", &cip]);
+    runner.ready();
+    let (into_server, out_of_client) = (
+        (server.host_if.as_str(), Direction::Ingress),
+        (client.host_if.as_str(), Direction::Egress),
+    );
+    for (port, reason, (iface, direction), at) in [
+        (82, "NETFILTER_DROP", into_server, DropSite::Node),
+        (83, "NETFILTER_DROP", into_server, DropSite::Pod),
+        (81, "NO_SOCKET", into_server, DropSite::Pod),
+        (84, "NETFILTER_DROP", out_of_client, DropSite::Pod),
+    ] {
+        let (code, _) = curl(&client, &format!("http://{sip}:{port}/"), 1);
+        assert_eq!(code, "000");
+        let dst = SocketAddr::new(server.ip.into(), port);
+        let drop = runner.expect_event(&format!("drop to {dst}"), |e| {
+            matches!(e.kind, EventKind::Drop { .. }) && e.dst == dst
+        });
+        assert_eq!(drop.src.ip(), IpAddr::from(client.ip), "{drop:?}");
+        assert_eq!(
+            drop.kind,
+            EventKind::Drop {
+                reason: reason.into(),
+                iface: Some(iface.into()),
+                direction: Some(direction),
+                at: Some(at),
+            },
+            "{shape:?}, port {port}"
+        );
+    }
     let lines = runner.stop_clean();
     let summary = summary_of(&lines);
-    assert!(total(summary, |f| f.drops) >= 1, "{summary:?}");
+    assert!(total(summary, |f| f.drops) >= 4, "{summary:?}");
 }
 
 #[test]
-fn nft_drop_routed() {
-    nft_drop(Shape::Routed);
+fn drop_sites_routed() {
+    drop_sites(Shape::Routed);
 }
 
 #[test]
-fn nft_drop_bridge() {
-    nft_drop(Shape::Bridge);
+fn drop_sites_bridge() {
+    drop_sites(Shape::Bridge);
 }
 
 /// A datagram to a UDP listener shows as a first packet and a UDP flow.

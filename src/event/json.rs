@@ -78,10 +78,21 @@ impl Event {
                     j.str(key!("state"), st);
                 }
             }
-            EventKind::Drop { reason, iface } => {
+            EventKind::Drop {
+                reason,
+                iface,
+                direction,
+                at,
+            } => {
                 j.str(key!("reason"), reason);
                 if let Some(i) = iface {
                     j.str(key!("iface"), i);
+                }
+                if let Some(d) = direction {
+                    j.raw_str(key!("direction"), d.as_str());
+                }
+                if let Some(a) = at {
+                    j.raw_str(key!("at"), a.as_str());
                 }
             }
             EventKind::Packet {
@@ -200,7 +211,7 @@ impl JsonObject<'_> {
 #[cfg(test)]
 mod tests {
     use crate::event::tests::sample_event;
-    use crate::event::{Direction, EventKind, Message, ResetDirection};
+    use crate::event::{Direction, DropSite, EventKind, Message, ResetDirection};
 
     #[test]
     fn fast_event_json_is_what_serde_writes() {
@@ -235,10 +246,20 @@ mod tests {
             EventKind::Drop {
                 reason: "NO_SOCKET".into(),
                 iface: Some("eth0".into()),
+                direction: Some(Direction::Ingress),
+                at: Some(DropSite::Pod),
             },
             EventKind::Drop {
                 reason: "X".into(),
                 iface: None,
+                direction: None,
+                at: None,
+            },
+            EventKind::Drop {
+                reason: "NETFILTER_DROP".into(),
+                iface: Some("cni0".into()),
+                direction: Some(Direction::Egress),
+                at: Some(DropSite::Node),
             },
             EventKind::Packet {
                 iface: "cali\"1".into(),

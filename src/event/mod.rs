@@ -21,7 +21,7 @@ mod time;
 pub use control::{
     FlowSummary, Hello, Hook, Interface, Lost, Ready, Rtt, SessionSummary, Summary, Warning,
 };
-pub use record::{Direction, End, Event, EventKind, Proto, ResetDirection};
+pub use record::{Direction, DropSite, End, Event, EventKind, Proto, ResetDirection};
 pub use time::{now_rfc3339, rfc3339_nanos, Rfc3339};
 
 /// Version of this schema, carried in the `hello` line.
@@ -200,7 +200,9 @@ mod tests {
             },
             EventKind::Drop {
                 reason: "NETFILTER_DROP".into(),
-                iface: None,
+                iface: Some("cali1".into()),
+                direction: Some(Direction::Ingress),
+                at: Some(DropSite::Node),
             },
             EventKind::Packet {
                 iface: "cali1".into(),

@@ -30,8 +30,9 @@ impl fmt::Display for Proto {
     }
 }
 
-/// Which way a packet crossed a pod's host-side interface, from the pod's
-/// point of view: `egress` left the pod, `ingress` entered it.
+/// Which way a packet crossed (or, dropped, was crossing) a pod's host-side
+/// interface, from the pod's point of view: `egress` out of the pod,
+/// `ingress` into it.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
@@ -45,6 +46,25 @@ impl Direction {
         match self {
             Direction::Ingress => "ingress",
             Direction::Egress => "egress",
+        }
+    }
+}
+
+/// Where the kernel freed a dropped packet: inside the traced pod's own
+/// network namespace, or in the node's (routing, forwarding, the bridge).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum DropSite {
+    Pod,
+    Node,
+}
+
+impl DropSite {
+    /// The wire name (serde's too).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropSite::Pod => "pod",
+            DropSite::Node => "node",
         }
     }
 }
@@ -136,9 +156,17 @@ pub enum EventKind {
         /// `enum skb_drop_reason` name without its prefix, from the running
         /// kernel's BTF, e.g. `NETFILTER_DROP`, `NO_SOCKET`.
         reason: String,
-        /// Interface the packet was on, where known.
+        /// Host-side interface of the traced pod the packet was going to
+        /// or coming from, where known.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         iface: Option<String>,
+        /// From that pod's point of view, as for packets: `ingress` on
+        /// its way into the pod, `egress` on its way out.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        direction: Option<Direction>,
+        /// Where the kernel freed it: in that pod's namespace or on the node.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<DropSite>,
     },
     /// A packet at a pod's host-side interface.
     Packet {

@@ -238,6 +238,8 @@ fn packet_events_count_each_packet_once_in_its_direction() {
         EventKind::Drop {
             reason: "NETFILTER_DROP".into(),
             iface: None,
+            direction: None,
+            at: None,
         },
         SERVER,
         CLIENT,
