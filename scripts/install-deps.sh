@@ -7,7 +7,7 @@ set -euo pipefail
 packages=(
   clang-16 llvm-16 libelf-dev zlib1g-dev pkg-config make  # BPF build (libbpf-sys, libbpf-cargo)
   bpftool iproute2 nftables iptables                      # attach checks, tc, firewall faults
-  nginx-light curl procps                                 # the brief's pods
+  nginx-light curl procps                                 # the demo's pods
   tcpdump bpftrace wrk hyperfine                          # benchmarks' baselines
   python3-venv                                            # the Kubernetes schema validator below
 )
@@ -44,8 +44,15 @@ if ! command -v kubectl >/dev/null; then
   echo "install-deps: kubectl is not on the PATH: install it (https://kubernetes.io/docs/tasks/tools/), any version >= 1.28" >&2
   exit 1
 fi
+# The minimum Rust is the workspace's rust-version, stated once in Cargo.toml.
+rust_min=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' "$(dirname "$0")/../Cargo.toml")
 if ! command -v cargo >/dev/null; then
-  echo "install-deps: cargo is not on the PATH: install Rust >= 1.89 with rustup (https://rustup.rs)" >&2
+  echo "install-deps: cargo is not on the PATH: install Rust >= $rust_min with rustup (https://rustup.rs)" >&2
+  exit 1
+fi
+rust_have=$(rustc --version | awk '{print $2}')
+if [ "$(printf '%s\n%s\n' "$rust_min" "$rust_have" | sort -V | head -n1)" != "$rust_min" ]; then
+  echo "install-deps: Rust $rust_have is older than the $rust_min this workspace needs: rustup update" >&2
   exit 1
 fi
 # The official schemas' validator, run on `--dry-run` output by the tests
