@@ -17,6 +17,8 @@ fn lifecycle(shape: Shape) {
     require_root();
     let (_cluster, node, server, client) = one_node_two_pods(shape, "nginx", "curl");
     let _nginx = server.start_nginx(80, None).unwrap();
+    let marker_to = SocketAddr::new(server.ip.into(), 5353);
+    let _listener = udp_listener(&server.netns, marker_to.ip(), marker_to.port());
     let (sip, cip) = (server.ip.to_string(), client.ip.to_string());
     let mut runner = Runner::start(&node, &["--pod-ip", &sip, "--pod-ip", &cip]);
     let ready = runner.ready();
@@ -76,9 +78,13 @@ fn lifecycle(shape: Shape) {
         matches!(&e.kind, EventKind::Packet { direction: Direction::Egress, flags, .. } if flags == "SYN|ACK")
     });
 
-    // Past the reader's poll interval, so a drop at curl's close (its
-    // socket's queue purged, QUEUE_PURGE) would have been written.
-    std::thread::sleep(Duration::from_millis(300));
+    // A datagram after both closes: its event comes after anything the
+    // closes made the kernel report (one ring buffer, in order), such as
+    // a drop when a socket's queue is purged (QUEUE_PURGE).
+    udp_send(&client.netns, marker_to, b"marker");
+    runner.expect_event("the marker datagram", |e| {
+        matches!(e.kind, EventKind::Packet { .. }) && e.proto == Proto::Udp && e.dst == marker_to
+    });
     let lines = runner.stop_clean();
     // A healthy exchange loses no packet, so it reports no drop.
     let drops: Vec<&Event> = events(&lines)
@@ -873,11 +879,15 @@ fn flow_counters_match_the_packets_reported() {
         udp_send(&client.netns, udp_to, b"between");
     }
     let tcp_to = SocketAddr::new(server.ip.into(), 80);
-    runner.expect_event("the last datagram", |e| {
+    // A connection's last packet (the client's final ACK) closes the
+    // server's socket: after three closes and three datagrams, every
+    // packet has been counted and its event written.
+    runner.expect_events("server closes", 3, |e| {
+        matches!(e.kind, EventKind::Close { .. }) && e.dst == tcp_to
+    });
+    runner.expect_events("datagrams", 3, |e| {
         matches!(e.kind, EventKind::Packet { .. }) && e.proto == Proto::Udp
     });
-    // Past the reader's poll interval: every packet event is written.
-    std::thread::sleep(Duration::from_millis(300));
     let lines = runner.stop_clean();
     let summary = summary_of(&lines);
     assert_eq!(summary.lost, 0, "{summary:?}");

@@ -101,6 +101,24 @@ impl Runner {
         }
     }
 
+    /// Waits (at most 15 s) until `n` events that match have been read;
+    /// panics with what was seen if they do not come.
+    pub fn expect_events(&mut self, what: &str, n: usize, pred: impl Fn(&Event) -> bool) {
+        let matches = |m: &Message| matches!(m, Message::Event(e) if pred(e));
+        let mut count = self.seen.iter().filter(|m| matches(m)).count();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while count < n {
+            match self.next(deadline) {
+                Some(i) => count += usize::from(matches(&self.seen[i])),
+                None => panic!(
+                    "{count} of {n} {what} within 15 s; stderr: {:?}; saw:\n{}",
+                    self.child.stderr(),
+                    self.dump()
+                ),
+            }
+        }
+    }
+
     /// Like [`Runner::wait_for`], panicking with what was seen on timeout.
     pub fn expect(&mut self, what: &str, pred: impl Fn(&Message) -> bool) -> Message {
         if let Some(m) = self.wait_for(Duration::from_secs(15), pred) {
