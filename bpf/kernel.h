@@ -51,6 +51,11 @@ struct sock {
 	__u16 sk_protocol;
 } __pai;
 
+/* A listener's half-open connection: only its sock_common is read. */
+struct request_sock {
+	struct sock_common __req_common;
+} __pai;
+
 /* inet_sport stays set after close, unlike skc_num (zeroed on unhash). */
 struct inet_sock {
 	__be16 inet_sport;

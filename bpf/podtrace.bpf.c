@@ -451,6 +451,26 @@ int BPF_PROG(pt_retransmit, const struct sock *sk, const struct sk_buff *skb)
 	return 0;
 }
 
+/* A SYN|ACK sent again (its timer, or the client's SYN again): the
+ * listener's request socket, whose sock_common holds the connection, in
+ * state NEW_SYN_RECV; reported as SYN_RECV, the TCP state ss shows. */
+SEC("tp_btf/tcp_retransmit_synack")
+int BPF_PROG(pt_retransmit_synack, const struct sock *sk, const struct request_sock *req)
+{
+	struct sk_tuple t = {};
+	__u32 inum;
+
+	inum = sk_netns(sk);
+	if (!netns_in_scope(inum) || !read_sk_tuple((const struct sock *)&req->__req_common, &t))
+		return 0;
+	if (should_discard(&t.local, t.lport, &t.remote, t.rport))
+		return 0;
+	struct pt_sock passive = {}; /* active = 0: this side accepts */
+
+	emit_conn(PT_RETRANSMIT, &t, &passive, inum, 0, PT_TCP_SYN_RECV);
+	return 0;
+}
+
 SEC("tp_btf/tcp_receive_reset")
 int BPF_PROG(pt_receive_reset, const struct sock *sk)
 {

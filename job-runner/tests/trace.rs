@@ -597,8 +597,9 @@ fn cleanup_after_error_mid_attach() {
                 &b.ip.to_string(),
                 "--tc-mode",
                 mode,
+                // The 7 tracepoint programs, then one interface of two.
                 "--fail-after-hooks",
-                "7",
+                "8",
             ],
         );
         let (code, lines, stderr) = runner.finish();
