@@ -45,11 +45,33 @@ struct sock_common {
 	struct in6_addr skc_v6_rcv_saddr;
 } __pai;
 
+struct sk_buff;
+
+struct sk_buff_head {
+	struct sk_buff *prev;
+	__u32 qlen;
+} __pai;
+
 struct sock {
 	struct sock_common __sk_common;
 	int sk_err;
+	int sk_err_soft;
+	struct sk_buff_head sk_error_queue;
 	__u16 sk_protocol;
 } __pai;
+
+/* An error queued on a socket (MSG_ERRQUEUE), in its skb's cb. */
+struct sock_extended_err {
+	__u32 ee_errno;
+	__u8 ee_origin;
+} __pai;
+
+struct sock_exterr_skb {
+	struct sock_extended_err ee;
+} __pai;
+
+#define PT_SO_EE_ORIGIN_ICMP 2
+#define PT_SO_EE_ORIGIN_ICMP6 3
 
 /* A listener's half-open connection: only its sock_common is read. */
 struct request_sock {
@@ -73,6 +95,7 @@ struct net_device {
 } __pai;
 
 struct sk_buff {
+	char cb[48];
 	struct net_device *dev;
 	struct sock *sk;
 	unsigned char *head;

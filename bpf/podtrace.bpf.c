@@ -279,8 +279,17 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 	if (newstate == PT_TCP_CLOSE) {
 		flush_connect(s, &t, inum);
 		if (oldstate == PT_TCP_SYN_SENT) {
-			int err = sk->sk_err;
+			/* What SO_ERROR gives the caller: sk_err, else the soft
+			 * error (an ICMP error that came while connect() held
+			 * the socket). SO_ERROR clears what it returns, so when
+			 * the caller has asked already, the error reported
+			 * before (pt_error_report). */
+			__u32 err = sk->sk_err;
 
+			if (!err)
+				err = sk->sk_err_soft;
+			if (!err && s)
+				err = s->err;
 			emit_conn(PT_FAILED, &t, s, inum, 0, err);
 		} else if (oldstate != PT_TCP_LISTEN) {
 			struct pt_event *e = reserve_event();
@@ -468,6 +477,39 @@ int BPF_PROG(pt_retransmit_synack, const struct sock *sk, const struct request_s
 	struct pt_sock passive = {}; /* active = 0: this side accepts */
 
 	emit_conn(PT_RETRANSMIT, &t, &passive, inum, 0, PT_TCP_SYN_RECV);
+	return 0;
+}
+
+/* An error reported on a socket (fires only then). A connect()ing socket
+ * keeps it: its caller may take it with SO_ERROR, which clears it, before
+ * the socket closes, and the close reports it. An ICMP error that comes
+ * while connect() holds the socket is queued (the report is for that)
+ * before the kernel sets sk_err_soft: then it is read from the queue. */
+SEC("tp_btf/inet_sk_error_report")
+int BPF_PROG(pt_error_report, const struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+	struct pt_sock *s;
+	__u32 err;
+
+	if (sk->__sk_common.skc_state != PT_TCP_SYN_SENT)
+		return 0;
+	err = sk->sk_err;
+	if (!err)
+		err = sk->sk_err_soft;
+	if (!err && sk->sk_error_queue.qlen) {
+		struct sk_buff *last = sk->sk_error_queue.prev;
+		struct sock_exterr_skb *serr = (void *)last->cb;
+		__u8 origin = BPF_CORE_READ(serr, ee.ee_origin);
+
+		if (origin == PT_SO_EE_ORIGIN_ICMP || origin == PT_SO_EE_ORIGIN_ICMP6)
+			err = BPF_CORE_READ(serr, ee.ee_errno);
+	}
+	if (!err)
+		return 0;
+	s = bpf_map_lookup_elem(&socks, &key);
+	if (s)
+		s->err = err;
 	return 0;
 }
 

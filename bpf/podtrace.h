@@ -107,7 +107,7 @@ struct pt_event {
 	__u32 len;            /* packet: bytes from the IP header on */
 	__u32 ifindex;        /* packet/drop: interface (in netns `netns`), 0 if none */
 	__u32 netns;          /* inode of the network namespace it was seen in */
-	__u32 reason;         /* drop: enum skb_drop_reason; failed: errno; retransmit: enum pt_tcp_state */
+	__u32 reason;         /* drop: enum skb_drop_reason; failed: errno (0: none known); retransmit: enum pt_tcp_state */
 	__u16 sport;          /* host byte order */
 	__u16 dport;          /* host byte order */
 	__u8 kind;            /* enum pt_kind */
@@ -154,6 +154,7 @@ struct pt_flow_cache {
 struct pt_sock {
 	__u64 start_ns;       /* when connect() / the passive open happened */
 	__u32 pid;
+	__u32 err;            /* SYN_SENT: the error last reported on it (errno), 0 if none */
 	__u8 active;          /* 1: connect() side, 0: accepted side */
 	__u8 connect_pending; /* connect event not yet written (no local port yet) */
 	__u8 has_pid;

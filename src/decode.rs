@@ -362,11 +362,11 @@ fn push_comm(raw: &[i8; 16], out: &mut String) {
     out.push_str(&c_str(&raw.map(|c| c as u8)));
 }
 
-/// errno names for the ways a TCP open fails (0: closed before any
-/// answer, e.g. the caller gave up).
-pub fn errno_name(errno: u32) -> String {
+/// errno names for the ways a TCP open fails; none for 0 (no error
+/// recorded: closed before any answer, e.g. the caller gave up).
+pub fn errno_name(errno: u32) -> Option<String> {
     let name = match errno as i32 {
-        0 => "ECONNABORTED",
+        0 => return None,
         libc::ECONNREFUSED => "ECONNREFUSED",
         libc::ETIMEDOUT => "ETIMEDOUT",
         libc::ECONNRESET => "ECONNRESET",
@@ -378,9 +378,9 @@ pub fn errno_name(errno: u32) -> String {
         libc::EACCES => "EACCES",
         libc::EPERM => "EPERM",
         libc::EADDRNOTAVAIL => "EADDRNOTAVAIL",
-        _ => return format!("errno {errno}"),
+        _ => return Some(format!("errno {errno}")),
     };
-    name.to_owned()
+    Some(name.to_owned())
 }
 
 #[cfg(test)]
@@ -611,7 +611,7 @@ mod tests {
         assert_eq!(
             e.kind,
             EventKind::Failed {
-                error: "ECONNREFUSED".into()
+                error: Some("ECONNREFUSED".into())
             }
         );
     }

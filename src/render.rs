@@ -117,7 +117,7 @@ pub fn event_line(e: &Event, style: Style) -> String {
                 bytes(*bytes_received)
             ),
         ),
-        EventKind::Failed { error } => (RED, error.clone()),
+        EventKind::Failed { error } => (RED, error.clone().unwrap_or_default()),
         EventKind::Reset { direction } => (RED, direction.as_str().into()),
         EventKind::Retransmit { state } => (
             YELLOW,
@@ -369,7 +369,7 @@ mod tests {
             "14:37:18.123456  node-1  tcp connect      default/curl-demo:43210        -> default/nginx-demo:80           curl[42]"
         );
         let mut e = ev(EventKind::Failed {
-            error: "ECONNREFUSED".into(),
+            error: Some("ECONNREFUSED".into()),
         });
         e.dst_name = None;
         e.pid = None;

@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
-//! Opening a connection, as the runner reports it: a lost SYN|ACK. Real
-//! eBPF in network namespace pods; needs root (CI runs as root).
+//! Opening a connection, as the runner reports it: a lost SYN|ACK, a
+//! connect the network refuses. Real eBPF in network namespace pods;
+//! needs root (CI runs as root).
 
 mod common;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::time::Duration;
 
 use common::*;
 use podtrace::event::{End, EventKind};
@@ -16,6 +18,16 @@ fn nft(ns: &Netns, prefix: &str, name: &str, rules: &str) {
     std::fs::write(&file, rules).unwrap();
     ns.exec("nft", &["-f", file.to_str().unwrap()]).unwrap();
     let _ = std::fs::remove_file(&file);
+}
+
+/// connect() from inside `ns` with a timeout (non-blocking, then poll and
+/// SO_ERROR, as most clients do): what the caller got.
+fn connect_in(ns: &Netns, to: SocketAddr, timeout: Duration) -> std::io::Result<()> {
+    in_netns(ns, move || {
+        TcpStream::connect_timeout(&to, timeout).map(drop)
+    })
+    .join()
+    .unwrap()
 }
 
 /// The server's first SYN|ACK is lost (dropped in the client pod): the
@@ -60,4 +72,37 @@ fn a_lost_syn_ack_shows_as_the_servers_retransmit() {
     assert_eq!(flow.src, Some(client.ip.into()), "{flow:?}");
     // Sent by the server: retransmitted server → client.
     assert!(flow.retransmits_received >= 1, "{flow:?}");
+}
+
+/// A connect the network answers with ICMP net unreachable (a `throw`
+/// route on the node) is reported with the error its caller got,
+/// ENETUNREACH; a refused one still with ECONNREFUSED.
+#[test]
+fn a_failed_connect_reports_the_callers_error() {
+    require_root();
+    let (cluster, node, server, client) = one_node_two_pods(Shape::Routed, "srv", "cli");
+    // No pod has an address in 10.{slot}.99.0/24.
+    let nowhere = Ipv4Addr::new(10, cluster.slot(), 99, 1);
+    node.netns
+        .ip(&["route", "add", "throw", &format!("{nowhere}/32")])
+        .unwrap();
+    let mut runner = Runner::start(&node, &["--pod-ip", &client.ip.to_string()]);
+    runner.ready();
+    let nowhere = SocketAddr::new(nowhere.into(), 80);
+    let closed_port = SocketAddr::new(server.ip.into(), 81);
+    for (to, errno, name) in [
+        (nowhere, libc::ENETUNREACH, "ENETUNREACH"),
+        (closed_port, libc::ECONNREFUSED, "ECONNREFUSED"),
+    ] {
+        let err = connect_in(&client.netns, to, Duration::from_secs(5)).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(errno), "{to}: {err}");
+        let ev = runner.expect_event(&format!("failed to {to}"), |e| {
+            matches!(e.kind, EventKind::Failed { .. }) && e.dst == to
+        });
+        let error = Some(name.to_owned());
+        assert_eq!(ev.kind, EventKind::Failed { error }, "{ev:?}");
+        assert_eq!(ev.src.ip(), IpAddr::from(client.ip), "{ev:?}");
+        assert_eq!(ev.end, Some(End::Client), "{ev:?}");
+    }
+    runner.stop_clean();
 }

@@ -139,7 +139,7 @@ fn refused(shape: Shape) {
     assert_eq!(
         failed.kind,
         EventKind::Failed {
-            error: "ECONNREFUSED".into()
+            error: Some("ECONNREFUSED".into())
         },
         "{failed:?}"
     );
@@ -597,9 +597,9 @@ fn cleanup_after_error_mid_attach() {
                 &b.ip.to_string(),
                 "--tc-mode",
                 mode,
-                // The 7 tracepoint programs, then one interface of two.
+                // The 8 tracepoint programs, then one interface of two.
                 "--fail-after-hooks",
-                "8",
+                "9",
             ],
         );
         let (code, lines, stderr) = runner.finish();

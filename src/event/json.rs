@@ -71,7 +71,11 @@ impl Event {
                 j.int(key!("bytes_sent"), *bytes_sent);
                 j.int(key!("bytes_received"), *bytes_received);
             }
-            EventKind::Failed { error } => j.str(key!("error"), error),
+            EventKind::Failed { error } => {
+                if let Some(err) = error {
+                    j.str(key!("error"), err);
+                }
+            }
             EventKind::Reset { direction } => j.raw_str(key!("direction"), direction.as_str()),
             EventKind::Retransmit { state } => {
                 if let Some(st) = state {
@@ -231,8 +235,9 @@ mod tests {
                 bytes_received: 854,
             },
             EventKind::Failed {
-                error: "ECONNREFUSED".into(),
+                error: Some("ECONNREFUSED".into()),
             },
+            EventKind::Failed { error: None },
             EventKind::Reset {
                 direction: ResetDirection::Sent,
             },

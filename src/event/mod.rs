@@ -190,8 +190,9 @@ mod tests {
                 bytes_received: 853,
             },
             EventKind::Failed {
-                error: "ECONNREFUSED".into(),
+                error: Some("ECONNREFUSED".into()),
             },
+            EventKind::Failed { error: None },
             EventKind::Reset {
                 direction: ResetDirection::Received,
             },

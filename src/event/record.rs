@@ -140,8 +140,11 @@ pub enum EventKind {
     },
     /// An open that never got established.
     Failed {
-        /// errno name, e.g. `ECONNREFUSED`, `ETIMEDOUT`.
-        error: String,
+        /// errno name of what the caller got, e.g. `ECONNREFUSED`,
+        /// `ETIMEDOUT`; absent when the kernel recorded no error (the
+        /// socket was closed before any answer, e.g. the caller gave up).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
     },
     /// A TCP reset.
     Reset { direction: ResetDirection },

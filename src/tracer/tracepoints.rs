@@ -18,7 +18,7 @@ use crate::bpf::{OpenPodtraceSkel, PodtraceSkel, PodtraceSkelBuilder};
 use crate::event::Hook;
 
 /// Tracepoints we attach: (group, name), in the programs' order below.
-pub(super) const TRACEPOINTS: usize = 7;
+pub(super) const TRACEPOINTS: usize = 8;
 
 /// The tracepoint object, opened with its filters set and on the shared
 /// maps, not loaded yet.
@@ -118,6 +118,7 @@ impl<'obj> OpenTracepoints<'obj> {
                 (&progs.pt_set_state_nested, "sock", "inet_sock_set_state"),
                 (&progs.pt_retransmit, "tcp", "tcp_retransmit_skb"),
                 (&progs.pt_retransmit_synack, "tcp", "tcp_retransmit_synack"),
+                (&progs.pt_error_report, "sock", "inet_sk_error_report"),
                 (&progs.pt_send_reset, "tcp", "tcp_send_reset"),
                 (&progs.pt_receive_reset, "tcp", "tcp_receive_reset"),
                 (&progs.pt_kfree_skb, "skb", "kfree_skb"),
