@@ -197,6 +197,11 @@ static __always_inline void handle_packet(struct __sk_buff *skb, __u8 direction)
 			return;
 	}
 
+	/* A connect()ing pod's SYN, leaving it: its connect event first (the
+	 * socket stays attached across the veth). */
+	if (!entering && opener_is_src == 1 && proto == IPPROTO_TCP)
+		flush_connect_of((__u64)skb->sk, flags, &src, sport, &dst, dport);
+
 	__u32 len = skb->len > ETH_HLEN ? skb->len - ETH_HLEN : 0;
 	__u32 zero = 0;
 	struct pt_flow_cache *c = bpf_map_lookup_elem(&flow_cache, &zero);

@@ -55,23 +55,6 @@ struct {
 	__type(value, __u8);
 } netns_scope SEC(".maps");
 
-/*
- * socks: sockets connect()ed while tracing, keyed by struct sock address,
- * for the caller's pid/comm, the open time and the orientation.
- * Inserted by pt_set_state on SYN_SENT; deleted by pt_set_state on CLOSE.
- * LRU evicts sockets whose CLOSE we never saw. Accepted sockets are not
- * kept here: their state changes run in the softirq that also feeds the
- * listener, where an LRU insert and delete per connection cost the most;
- * the runner matches their later events to the `accept` event instead
- * (orientation, duration).
- */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, PT_MAX_SOCKS);
-	__type(key, __u64);
-	__type(value, struct pt_sock);
-} socks SEC(".maps");
-
 /* `sk` is a BTF tracepoint argument: direct loads below. Where the kernel
  * has bpf_rdonly_cast (6.2), through an untrusted cast of it: the loads
  * stay plain (fault-guarded) loads, but the verifier no longer searches
@@ -185,15 +168,13 @@ static __always_inline void fill_task(struct pt_event *e, const struct pt_sock *
 }
 
 static __always_inline void emit_conn(__u8 kind, const struct sk_tuple *t, const struct pt_sock *s,
-				      __u32 inum, __u64 ts, __u32 reason)
+				      __u32 inum, __u32 reason)
 {
 	struct pt_event *e = reserve_event();
 
 	if (!e)
 		return;
 	e->kind = kind;
-	if (ts)
-		e->ts_ns = ts;
 	fill_conn(e, t, s ? s->active : -1, inum);
 	fill_task(e, s);
 	e->reason = reason;
@@ -201,13 +182,11 @@ static __always_inline void emit_conn(__u8 kind, const struct sk_tuple *t, const
 }
 
 /* The connect event waits for the local port, which connect() picks only
- * after entering SYN_SENT; written at the socket's next sign of life. */
-static __always_inline void flush_connect(struct pt_sock *s, const struct sk_tuple *t, __u32 inum)
+ * after entering SYN_SENT: written by the first program that sees it
+ * (normally the tc program its SYN passes; see flush_connect). */
+static __always_inline void flush_connect_sk(struct pt_sock *s, const struct sk_tuple *t)
 {
-	if (s && s->connect_pending && t->lport) {
-		s->connect_pending = 0;
-		emit_conn(PT_CONNECT, t, s, inum, s->start_ns, 0);
-	}
+	flush_connect(s, &t->local, t->lport, &t->remote, t->rport);
 }
 
 static __always_inline void handle_set_state(const struct sock *sk, int oldstate, int newstate)
@@ -243,6 +222,7 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 		__u64 id = bpf_get_current_pid_tgid();
 
 		ns.start_ns = bpf_ktime_get_ns();
+		ns.netns = inum;
 		ns.active = 1;
 		ns.connect_pending = 1;
 		ns.pid = id >> 32;
@@ -254,7 +234,7 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 	if (newstate == PT_TCP_SYN_RECV) {
 		struct pt_sock passive = {}; /* active = 0: this side accepted */
 
-		emit_conn(PT_ACCEPT, &t, &passive, inum, 0, 0);
+		emit_conn(PT_ACCEPT, &t, &passive, inum, 0);
 		return;
 	}
 
@@ -265,7 +245,7 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 	if (newstate == PT_TCP_ESTABLISHED) {
 		struct pt_event *e;
 
-		flush_connect(s, &t, inum);
+		flush_connect_sk(s, &t);
 		e = reserve_event();
 		if (!e)
 			return;
@@ -277,7 +257,7 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 		return;
 	}
 	if (newstate == PT_TCP_CLOSE) {
-		flush_connect(s, &t, inum);
+		flush_connect_sk(s, &t);
 		if (oldstate == PT_TCP_SYN_SENT) {
 			/* What SO_ERROR gives the caller: sk_err, else the soft
 			 * error (an ICMP error that came while connect() held
@@ -290,7 +270,7 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 				err = sk->sk_err_soft;
 			if (!err && s)
 				err = s->err;
-			emit_conn(PT_FAILED, &t, s, inum, 0, err);
+			emit_conn(PT_FAILED, &t, s, inum, err);
 		} else if (oldstate != PT_TCP_LISTEN) {
 			struct pt_event *e = reserve_event();
 
@@ -455,8 +435,8 @@ int BPF_PROG(pt_retransmit, const struct sock *sk, const struct sk_buff *skb)
 	if (should_discard(&t.local, t.lport, &t.remote, t.rport))
 		return 0;
 	s = bpf_map_lookup_elem(&socks, &key);
-	flush_connect(s, &t, inum);
-	emit_conn(PT_RETRANSMIT, &t, s, inum, 0, sk->__sk_common.skc_state);
+	flush_connect_sk(s, &t);
+	emit_conn(PT_RETRANSMIT, &t, s, inum, sk->__sk_common.skc_state);
 	return 0;
 }
 
@@ -476,7 +456,7 @@ int BPF_PROG(pt_retransmit_synack, const struct sock *sk, const struct request_s
 		return 0;
 	struct pt_sock passive = {}; /* active = 0: this side accepts */
 
-	emit_conn(PT_RETRANSMIT, &t, &passive, inum, 0, PT_TCP_SYN_RECV);
+	emit_conn(PT_RETRANSMIT, &t, &passive, inum, PT_TCP_SYN_RECV);
 	return 0;
 }
 
@@ -527,8 +507,8 @@ int BPF_PROG(pt_receive_reset, const struct sock *sk)
 		return 0;
 	struct pt_sock *s = bpf_map_lookup_elem(&socks, &key);
 
-	flush_connect(s, &t, inum);
-	emit_conn(PT_RESET_RECEIVED, &t, s, inum, 0, 0);
+	flush_connect_sk(s, &t);
+	emit_conn(PT_RESET_RECEIVED, &t, s, inum, 0);
 	return 0;
 }
 
@@ -540,6 +520,7 @@ struct pkt {
 	__u16 dport;
 	__u32 len;	/* from the IP header on */
 	__u8 proto;
+	__u8 tcp_flags;
 };
 
 /* Reads a packet's headers from an skb seen at a tracepoint (its network
@@ -549,7 +530,7 @@ static __always_inline bool read_skb_pkt(const struct sk_buff *skb, struct pkt *
 	unsigned char *head = BPF_CORE_READ(skb, head);
 	__u16 nh = BPF_CORE_READ(skb, network_header);
 	__be16 proto = BPF_CORE_READ(skb, protocol);
-	__u16 p[2] = {};
+	__u8 th[14] = {}; /* ports; TCP: the flags byte at offset 13 */
 	__u32 l4;
 
 	if (nh == (__u16)~0U)
@@ -581,10 +562,11 @@ static __always_inline bool read_skb_pkt(const struct sk_buff *skb, struct pkt *
 	}
 	if (pk->proto != IPPROTO_TCP && pk->proto != IPPROTO_UDP)
 		return false;
-	if (bpf_probe_read_kernel(p, sizeof(p), head + l4))
+	if (bpf_probe_read_kernel(th, pk->proto == IPPROTO_TCP ? sizeof(th) : 4, head + l4))
 		return false;
-	pk->sport = bpf_ntohs(p[0]);
-	pk->dport = bpf_ntohs(p[1]);
+	pk->sport = bpf_ntohs(*(__be16 *)&th[0]);
+	pk->dport = bpf_ntohs(*(__be16 *)&th[2]);
+	pk->tcp_flags = th[13];
 	return true;
 }
 
@@ -665,6 +647,12 @@ int BPF_PROG(pt_kfree_skb, struct sk_buff *skb, void *location, int reason)
 		return 0;
 	if (should_discard(&pk.src, pk.sport, &pk.dst, pk.dport))
 		return 0;
+
+	/* A connect()ing socket's SYN, dropped before any tc program saw it:
+	 * its connect event first. */
+	if (pk.proto == IPPROTO_TCP)
+		flush_connect_of((__u64)BPF_CORE_READ(skb, sk), pk.tcp_flags, &pk.src, pk.sport,
+				 &pk.dst, pk.dport);
 
 	struct pt_flow_stats *st =
 		flow_of(&pk.src, pk.sport, &pk.dst, pk.dport, pk.proto, -1, &fwd, &created);

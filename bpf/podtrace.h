@@ -141,7 +141,6 @@ struct pt_flow_stats {
 	__u64 drops;             /* kfree_skb of its packets in scope */
 };
 
-/* A socket opened while tracing. Value of the `socks` map. */
 /* Per CPU: the flow last counted and its counts not yet in `flows`
  * (drops unused: those are counted in `flows` directly). */
 struct pt_flow_cache {
@@ -151,9 +150,11 @@ struct pt_flow_cache {
 	__u32 pad;
 };
 
+/* A socket connect()ed while tracing. Value of the `socks` map. */
 struct pt_sock {
 	__u64 start_ns;       /* when connect() / the passive open happened */
 	__u32 pid;
+	__u32 netns;          /* inode of its network namespace */
 	__u32 err;            /* SYN_SENT: the error last reported on it (errno), 0 if none */
 	__u8 active;          /* 1: connect() side, 0: accepted side */
 	__u8 connect_pending; /* connect event not yet written (no local port yet) */

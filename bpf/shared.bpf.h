@@ -71,6 +71,27 @@ struct {
 } flows SEC(".maps");
 
 /*
+ * socks: sockets connect()ed while tracing, keyed by struct sock address,
+ * for the caller's pid/comm, the open time, the orientation and the
+ * connect event they still owe.
+ * Inserted by pt_set_state on SYN_SENT; deleted by pt_set_state on CLOSE;
+ * `connect_pending` cleared by whichever program sees the socket's port
+ * first (the tc program its SYN passes, pt_kfree_skb if the SYN is
+ * dropped before, else a later state change or retransmit); `err` written
+ * by pt_error_report. LRU evicts sockets whose CLOSE we never saw.
+ * Accepted sockets are not kept here: their state changes run in the
+ * softirq that also feeds the listener, where an LRU insert and delete per
+ * connection cost the most; the runner matches their later events to the
+ * `accept` event instead (orientation, duration).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, PT_MAX_SOCKS);
+	__type(key, __u64);
+	__type(value, struct pt_sock);
+} socks SEC(".maps");
+
+/*
  * events: every event, to the runner.
  * Reserved and submitted by every program (reserve_event/submit_event);
  * consumed, and so freed, by the runner's ring-buffer reader.
@@ -203,6 +224,50 @@ static __always_inline void submit_event(struct pt_event *e)
 			flags = BPF_RB_FORCE_WAKEUP;
 	}
 	bpf_ringbuf_submit(e, flags);
+}
+
+/* Writes the connect event socket `s` still owes, now that its port is
+ * known: local:lport -> remote:rport, timed when connect() happened. The
+ * first program that sees the port does it, so the event comes before
+ * anything else reported of the connection. No atomics (BPF's exchange
+ * needs Linux 5.12): two programs would have to see the same socket's
+ * first packet at once, and its SYN is sent once before anything else. */
+static __always_inline void flush_connect(struct pt_sock *s, const struct pt_ip *local, __u16 lport,
+					  const struct pt_ip *remote, __u16 rport)
+{
+	struct pt_event *e;
+
+	if (!s || !s->connect_pending || !lport)
+		return;
+	s->connect_pending = 0;
+	e = reserve_event();
+	if (!e)
+		return;
+	e->kind = PT_CONNECT;
+	e->ts_ns = s->start_ns;
+	e->oriented = 1;
+	e->by_opener = 1;
+	e->saddr = *local;
+	e->sport = lport;
+	e->daddr = *remote;
+	e->dport = rport;
+	e->proto = IPPROTO_TCP;
+	e->netns = s->netns;
+	e->pid = s->pid;
+	e->has_pid = s->has_pid;
+	__builtin_memcpy(e->comm, s->comm, sizeof(e->comm));
+	submit_event(e);
+}
+
+/* The connect event owed by the socket that sent a packet (skb->sk), if it
+ * owes one and the packet is its SYN src:sport -> dst:dport. Only the
+ * socket's address is used, as a key: never dereferenced. */
+static __always_inline void flush_connect_of(__u64 sk, __u8 tcp_flags, const struct pt_ip *src,
+					     __u16 sport, const struct pt_ip *dst, __u16 dport)
+{
+	if (!sk || (tcp_flags & (PT_TCP_SYN | PT_TCP_ACK)) != PT_TCP_SYN)
+		return;
+	flush_connect(bpf_map_lookup_elem(&socks, &sk), src, sport, dst, dport);
 }
 
 /* The key of the flow of a packet a:aport -> b:bport, `a_opens` telling

@@ -24,7 +24,7 @@ pub struct Decoder {
     clock: Rfc3339,
     /// Connections accepted while tracing, (opener, acceptor) → accept
     /// time: the kernel keeps no state for accepted sockets (see `socks`
-    /// in podtrace.bpf.c), so their later events are oriented and timed
+    /// in shared.bpf.h), so their later events are oriented and timed
     /// from here. Removed at close.
     accepted: foldhash::HashMap<(SocketAddr, SocketAddr), u64>,
     /// The last event of each kind, overwritten by the next (see

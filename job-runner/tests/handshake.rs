@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //! Opening a connection, as the runner reports it: a lost SYN|ACK, a
-//! connect the network refuses. Real eBPF in network namespace pods;
-//! needs root (CI runs as root).
+//! connect the network refuses, a SYN that is dropped. Real eBPF in
+//! network namespace pods; needs root (CI runs as root).
 
 mod common;
 
@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use common::*;
-use podtrace::event::{End, EventKind};
+use podtrace::event::{End, Event, EventKind, Message};
 use podtrace_netns::{Netns, Shape};
 
 /// Loads an nftables ruleset into `ns`.
@@ -105,4 +105,73 @@ fn a_failed_connect_reports_the_callers_error() {
         assert_eq!(ev.end, Some(End::Client), "{ev:?}");
     }
     runner.stop_clean();
+}
+
+/// A connect whose SYN is dropped is reported when it happens: before its
+/// SYN's packet and drop lines, and no later than them in time. Dropped in
+/// the server pod (nftables input), the SYN passes the client's interface
+/// first; dropped in the client pod (output), no interface sees it.
+fn connect_comes_first(drop_in_client: bool) {
+    require_root();
+    let (cluster, node, server, client) = one_node_two_pods(Shape::Routed, "srv", "cli");
+    let (ns, hook) = if drop_in_client {
+        (&client.netns, "output")
+    } else {
+        (&server.netns, "input")
+    };
+    nft(
+        ns,
+        &cluster.prefix(),
+        "syndrop",
+        &format!(
+            "table inet podtrace_syndrop {{\n chain c {{\n  type filter hook {hook} priority 0;\n  \
+             tcp dport 80 drop\n }}\n}}\n"
+        ),
+    );
+    let (sip, cip) = (server.ip.to_string(), client.ip.to_string());
+    let mut runner = Runner::start(&node, &["--pod-ip", &sip, "--pod-ip", &cip]);
+    runner.ready();
+    let to = SocketAddr::new(server.ip.into(), 80);
+    let err = connect_in(&client.netns, to, Duration::from_millis(1500)).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+    // The SYN was sent again: before the retransmit everything about the
+    // first SYN has been written.
+    runner.expect_event("the SYN's retransmit", |e| {
+        matches!(e.kind, EventKind::Retransmit { .. }) && e.dst == to
+    });
+    let lines = runner.stop_clean();
+    let at = |pred: &dyn Fn(&Event) -> bool| {
+        lines.iter().enumerate().find_map(|(i, m)| match m {
+            Message::Event(e) if pred(e) => Some((i, e.clone())),
+            _ => None,
+        })
+    };
+    let (ci, connect) = at(&|e| matches!(e.kind, EventKind::Connect) && e.dst == to)
+        .unwrap_or_else(|| panic!("no connect in {lines:#?}"));
+    assert_eq!(connect.end, Some(End::Client), "{connect:?}");
+    let syn = at(&|e| {
+        matches!(&e.kind, EventKind::Packet { flags, .. } if flags == "SYN") && e.src == connect.src
+    });
+    let drop = at(&|e| matches!(e.kind, EventKind::Drop { .. }) && e.src == connect.src);
+    assert_eq!(syn.is_none(), drop_in_client, "{lines:#?}");
+    let drop = drop.unwrap_or_else(|| panic!("no drop in {lines:#?}"));
+    for (what, (i, e)) in syn.iter().map(|s| ("SYN", s)).chain([("drop", &drop)]) {
+        assert!(ci < *i, "connect at line {ci}, {what} at {i}: {lines:#?}");
+        assert!(
+            connect.time <= e.time,
+            "connect {}, {what} {}",
+            connect.time,
+            e.time
+        );
+    }
+}
+
+#[test]
+fn a_connect_comes_before_its_syn_and_its_drop() {
+    connect_comes_first(false);
+}
+
+#[test]
+fn a_connect_comes_before_its_syn_dropped_in_its_own_pod() {
+    connect_comes_first(true);
 }

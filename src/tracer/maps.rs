@@ -57,20 +57,21 @@ macro_rules! set_shared_rodata {
 macro_rules! reuse_shared_maps {
     ($open:expr, $shared:expr) => {{
         let m = &mut $open.maps;
-        let [a, b, c, d, e, f] = $shared.fds();
+        let [a, b, c, d, e, f, g] = $shared.fds();
         reuse(&mut m.pod_ips, a.0, a.1)?;
         reuse(&mut m.peer_ips, b.0, b.1)?;
         reuse(&mut m.ports, c.0, c.1)?;
         reuse(&mut m.flows, d.0, d.1)?;
         reuse(&mut m.events, e.0, e.1)?;
         reuse(&mut m.lost, f.0, f.1)?;
+        reuse(&mut m.socks, g.0, g.1)?;
     }};
 }
 
 pub(super) use {reuse_shared_maps, set_shared_rodata};
 
 /// The maps both BPF objects use (filters, flows, the ring buffer, the
-/// lost counter), created up front from the tracepoint object's definitions
+/// lost counter, the connecting sockets), created up front from the tracepoint object's definitions
 /// (`bpf/shared.bpf.h`), so both objects can load at the same time: each is
 /// handed these fds instead of creating its own (libbpf map reuse).
 #[derive(Debug)]
@@ -81,6 +82,7 @@ pub struct SharedMaps {
     flows: MapHandle,
     events: MapHandle,
     lost: MapHandle,
+    socks: MapHandle,
 }
 
 fn create_like(map: &libbpf_rs::OpenMapMut<'_>) -> Result<MapHandle, Error> {
@@ -112,6 +114,7 @@ impl SharedMaps {
             flows: create_like(&maps.flows)?,
             events: create_like(&maps.events)?,
             lost: create_like(&maps.lost)?,
+            socks: create_like(&maps.socks)?,
         };
         let one = [1u8];
         for ip in &cfg.pod_ips {
@@ -136,7 +139,7 @@ impl SharedMaps {
     }
 
     /// (name, fd) of each shared map, for [`libbpf_rs::OpenMapMut::reuse_fd`].
-    pub(super) fn fds(&self) -> [(&'static str, BorrowedFd<'_>); 6] {
+    pub(super) fn fds(&self) -> [(&'static str, BorrowedFd<'_>); 7] {
         [
             ("pod_ips", self.pod_ips.as_fd()),
             ("peer_ips", self.peer_ips.as_fd()),
@@ -144,6 +147,7 @@ impl SharedMaps {
             ("flows", self.flows.as_fd()),
             ("events", self.events.as_fd()),
             ("lost", self.lost.as_fd()),
+            ("socks", self.socks.as_fd()),
         ]
     }
 }
