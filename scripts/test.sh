@@ -9,6 +9,9 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 bash scripts/install-deps.sh
+# House style is part of the suite: formatted, and no clippy warning.
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --all-targets --locked
 # Release shape: the runner must build as a fully static binary for its
 # container image (manifests/runner.Containerfile uses this script).

@@ -36,7 +36,7 @@ impl ShapeChoice {
         match self {
             ShapeChoice::Routed => Shape::Routed,
             ShapeChoice::Bridge => Shape::Bridge,
-            ShapeChoice::Mixed if index % 2 == 0 => Shape::Routed,
+            ShapeChoice::Mixed if index.is_multiple_of(2) => Shape::Routed,
             ShapeChoice::Mixed => Shape::Bridge,
         }
     }
