@@ -1,0 +1,128 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Which NetworkPolicies decide a flow, and what they decide — Kubernetes'
+//! semantics as the API reference and the upstream e2e suite define them,
+//! evaluated purely from the objects (no cluster, no kernel).
+//!
+//! A flow is checked twice: egress at the source pod (policies in its
+//! namespace that select it and have `Egress` in their types) and ingress at
+//! the destination pod. A direction with no selecting policy is open
+//! (`no-policy`); otherwise the flow is allowed when any rule of any
+//! selecting policy allows it (policies are additive), and denied if none
+//! does — then the rule that missed on exactly one thing (peer right but
+//! port wrong, namespace right but pod labels wrong, …) is the near miss.
+
+mod eval;
+mod select;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+#[allow(unused_imports)] // the session uses it from the next commit
+pub(crate) use eval::evaluate;
+
+/// Labels, as the API serves them.
+pub(crate) type Labels = BTreeMap<String, String>;
+
+/// The label every namespace carries (set by the API server since 1.21).
+pub(crate) const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// A container port of a pod, which a policy may name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ContainerPort {
+    pub name: String,
+    pub port: u16,
+    /// `TCP`, `UDP` or `SCTP`.
+    pub protocol: String,
+}
+
+/// One end of a flow that is a pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PodEnd {
+    pub namespace: String,
+    pub name: String,
+    pub labels: Labels,
+    /// The labels of the pod's namespace.
+    pub namespace_labels: Labels,
+    pub ports: Vec<ContainerPort>,
+}
+
+/// One end of a flow: its address, and the pod behind it when there is one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct End {
+    pub ip: IpAddr,
+    pub pod: Option<PodEnd>,
+}
+
+/// A connection (or datagram exchange) from `src` to `dst:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Flow {
+    pub src: End,
+    pub dst: End,
+    pub port: u16,
+    /// `TCP`, `UDP` or `SCTP`.
+    pub protocol: String,
+}
+
+/// Which side of the flow a decision is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Direction {
+    /// Leaving the source pod.
+    Egress,
+    /// Entering the destination pod.
+    Ingress,
+}
+
+/// What the policies say about one direction of a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Verdict {
+    /// Selected by at least one policy, and no rule allows it.
+    Denied,
+    /// Selected, and at least one rule allows it.
+    Allowed,
+    /// No policy selects the pod for this direction: not isolated.
+    NoPolicy,
+}
+
+/// The one thing a near-miss rule got wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Miss {
+    /// Peer right; port or protocol not in the rule's `ports`.
+    Port,
+    /// Port right; the peer pod's labels do not match its `podSelector`.
+    PodLabels,
+    /// Port right; the peer's namespace does not match (its labels against
+    /// the `namespaceSelector`, or, without one, the policy's own namespace).
+    Namespace,
+    /// Port right; the peer's address is outside the `ipBlock` (or excepted).
+    IpBlock,
+}
+
+/// A rule that would have allowed the flow but for one thing.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct NearMiss {
+    /// `ns/name` of the policy.
+    pub policy: String,
+    /// Index of the rule in the policy's `ingress` or `egress` list.
+    pub index: usize,
+    pub miss: Miss,
+    /// What the rule wants and what the flow has, in words.
+    pub detail: String,
+}
+
+/// The decision for one direction of a flow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Decision {
+    pub direction: Direction,
+    pub verdict: Verdict,
+    /// `ns/name` of every policy that selects the pod for this direction.
+    pub policies: Vec<String>,
+    /// `ns/name` of the policies with a rule that allows the flow.
+    pub allowed_by: Vec<String>,
+    /// Only for `Denied`: the nearest rule, when one missed on one thing.
+    pub near_miss: Option<NearMiss>,
+}
