@@ -86,7 +86,7 @@ fn is_subdomain(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.split('.').all(is_label)
 }
 
-type Causes = Vec<(String, String, String)>;
+pub(crate) type Causes = Vec<(String, String, String)>;
 
 fn required(causes: &mut Causes, field: &str, detail: &str) {
     let msg = if detail.is_empty() {
@@ -105,7 +105,7 @@ fn invalid(causes: &mut Causes, field: &str, value: &str, detail: &str) {
     ));
 }
 
-fn validate_name(causes: &mut Causes, meta: &Value, max: usize) {
+pub(crate) fn validate_name(causes: &mut Causes, meta: &Value, max: usize) {
     match meta["name"].as_str() {
         None | Some("") => required(causes, "metadata.name", "name or generateName is required"),
         Some(n) if !is_subdomain(n) => invalid(causes, "metadata.name", n, DNS1123_SUBDOMAIN_MSG),

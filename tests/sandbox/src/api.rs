@@ -69,6 +69,9 @@ pub fn unknown_fields(resource: Resource, body: &Value) -> Result<Vec<String>, A
         Resource::Job => admission::unknown_fields::<batch::Job>(body),
         Resource::Pod => admission::unknown_fields::<core::Pod>(body),
         Resource::Namespace => admission::unknown_fields::<core::Namespace>(body),
+        Resource::NetworkPolicy => {
+            admission::unknown_fields::<k8s_openapi::api::networking::v1::NetworkPolicy>(body)
+        }
         _ => Ok(Vec::new()),
     }
     .map_err(|e| {
@@ -166,7 +169,7 @@ pub fn server_owned_metadata(obj: &mut Value, ns: &str, resource: Resource) {
     }
 }
 
-fn check_namespace_matches(obj: &Value, ns: &str) -> Result<(), ApiError> {
+pub(crate) fn check_namespace_matches(obj: &Value, ns: &str) -> Result<(), ApiError> {
     match obj["metadata"]["namespace"].as_str() {
         Some(n) if !n.is_empty() && n != ns => Err(ApiError::bad_request(
             "the namespace of the provided object does not match the namespace sent on the request"

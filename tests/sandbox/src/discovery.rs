@@ -22,8 +22,9 @@ pub fn api_versions() -> Value {
 }
 
 /// The API groups besides the core one, with their one version.
-pub const GROUPS: [(&str, &str); 3] = [
+pub const GROUPS: [(&str, &str); 4] = [
     ("batch", "v1"),
+    ("networking.k8s.io", "v1"),
     ("authorization.k8s.io", "v1"),
     ("authentication.k8s.io", "v1"),
 ];
@@ -53,6 +54,9 @@ pub fn verbs(r: Resource) -> &'static [&'static str] {
             "watch",
         ],
         Resource::Node | Resource::Event | Resource::Service => &["get", "list", "watch"],
+        Resource::NetworkPolicy => &[
+            "create", "delete", "get", "list", "patch", "update", "watch",
+        ],
     }
 }
 
@@ -63,6 +67,7 @@ fn short_names(r: Resource) -> Option<Value> {
         Resource::Pod => Some(json!(["po"])),
         Resource::Event => Some(json!(["ev"])),
         Resource::Service => Some(json!(["svc"])),
+        Resource::NetworkPolicy => Some(json!(["netpol"])),
         Resource::Job => None,
     }
 }
@@ -78,7 +83,7 @@ pub fn resources(group: &str, version: &str) -> Option<Value> {
     }
     let mut list: Vec<Value> = Vec::new();
     match group {
-        "" | "batch" => {
+        "" | "batch" | "networking.k8s.io" => {
             for r in Resource::ALL.into_iter().filter(|r| r.group() == group) {
                 let mut e = json!({"name": r.plural(), "singularName": singular(r),
                     "namespaced": r.namespaced(), "kind": r.kind(), "verbs": verbs(r)});
@@ -355,6 +360,13 @@ fn columns_and_cells(r: Resource, o: &Value) -> (Vec<Value>, Vec<Value>) {
                     )),
                     o["message"].clone(),
                 ],
+            )
+        }
+        Resource::NetworkPolicy => {
+            let (cols, cells) = crate::netpol::api::table_cells(o, name, age_v);
+            (
+                cols.into_iter().map(|(n, t, p)| col(n, t, p)).collect(),
+                cells,
             )
         }
         Resource::Service => {

@@ -66,6 +66,7 @@ mod kubeconfig;
 mod kubelet;
 mod logs;
 mod namespaces;
+mod netpol;
 mod objects;
 mod openapi;
 mod patch;

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::hash::{Hash as _, Hasher as _};
 use std::sync::OnceLock;
 
-use k8s_openapi::api::{authentication, authorization, batch, core};
+use k8s_openapi::api::{authentication, authorization, batch, core, networking};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use k8s_openapi::schemars::{generate::SchemaSettings, JsonSchema, SchemaGenerator};
 use serde_json::{json, Map, Value};
@@ -80,6 +80,7 @@ fn kind_ref(gen: &mut SchemaGenerator, r: Resource, list: bool) -> Value {
         Resource::Job => of::<batch::v1::Job>(gen),
         Resource::Event => of::<core::v1::Event>(gen),
         Resource::Service => of::<core::v1::Service>(gen),
+        Resource::NetworkPolicy => of::<networking::v1::NetworkPolicy>(gen),
     };
     if !list {
         return item;
@@ -287,6 +288,18 @@ fn document(group: &str, version: &str) -> Value {
                         "application/strategic-merge-patch+json": body}});
                     obj.insert("patch".into(), o);
                 }
+                "update" => {
+                    let mut o = op(
+                        format!("replace{scope}{kind}"),
+                        "put",
+                        &gvk,
+                        write_params(),
+                        "200",
+                        json_content(item.clone()),
+                    );
+                    o["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": item.clone()}}});
+                    obj.insert("put".into(), o);
+                }
                 _ => {}
             }
         }
@@ -398,7 +411,7 @@ mod tests {
     #[test]
     fn every_group_version_has_a_document_with_patch_and_field_validation() {
         let root = super::root();
-        for p in ["api/v1", "apis/batch/v1"] {
+        for p in ["api/v1", "apis/batch/v1", "apis/networking.k8s.io/v1"] {
             let url = root["paths"][p]["serverRelativeURL"].as_str().unwrap();
             assert!(url.starts_with(&format!("/openapi/v3/{p}?hash=")), "{url}");
             let doc = super::group_version(p).unwrap();

@@ -127,6 +127,7 @@ fn keep_server_owned(
                 )],
             ));
         }
+        Resource::NetworkPolicy => crate::netpol::api::admit_change(name, old, new)?,
         Resource::Job => {
             for f in ["template", "selector"] {
                 if new["spec"][f] != old["spec"][f] {

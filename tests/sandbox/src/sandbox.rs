@@ -367,6 +367,9 @@ impl Sandbox {
         sandbox
             .tasks
             .push(tokio::spawn(crate::namespaces::run(state.clone())));
+        sandbox
+            .tasks
+            .push(tokio::spawn(crate::netpol::run(state.clone())));
         sandbox.write_kubeconfig()?;
         for pod in &config.pods {
             // Start-up pods may name namespaces nobody created: make them.
@@ -558,6 +561,35 @@ impl Sandbox {
                 }
             }
         });
+    }
+
+    /// Sets a pod's labels (`None` removes one), as `kubectl label pod` does.
+    pub fn set_pod_labels(
+        &self,
+        namespace: &str,
+        pod: &str,
+        labels: &[(&str, Option<&str>)],
+    ) -> Result<()> {
+        let key = Key::new(Resource::Pod, namespace, pod);
+        self.state
+            .lock()
+            .update(&key, |p| {
+                for (k, v) in labels {
+                    match v {
+                        Some(v) => p["metadata"]["labels"][*k] = json!(v),
+                        None => {
+                            if let Some(m) = p["metadata"]["labels"].as_object_mut() {
+                                m.remove(*k);
+                            }
+                        }
+                    }
+                }
+            })
+            .map(drop)
+            .map_err(|_| Error::NotFound {
+                kind: "pod",
+                name: format!("{namespace}/{pod}"),
+            })
     }
 
     /// Labels the namespace `pod-security.kubernetes.io/enforce=level`

@@ -347,6 +347,17 @@ async fn route(state: &Arc<State>, r: &Req) -> Result<Reply, ApiError> {
             )?;
             Ok(Reply::Json(200, obj, warnings))
         }
+        ("update", None) if resource == Resource::NetworkPolicy => {
+            let fv = FieldValidation::parse(r.q("fieldValidation"))?;
+            let (obj, warnings) = crate::netpol::api::replace(
+                state,
+                ns.unwrap_or(""),
+                name.unwrap_or(""),
+                &json_body(r)?,
+                fv,
+            )?;
+            Ok(Reply::Json(200, obj, warnings))
+        }
         _ => Err(ApiError::method_not_allowed()),
     }
 }
@@ -521,6 +532,10 @@ fn create(state: &Arc<State>, r: &Req, resource: Resource, ns: &str) -> Result<R
             let (created, warnings) = crate::namespaces::create(state, &body, fv)?;
             Ok(Reply::Json(201, created, warnings))
         }
+        Resource::NetworkPolicy => {
+            let (obj, warnings) = crate::netpol::api::create(state, ns, &body, fv, dry_run)?;
+            Ok(Reply::Json(201, obj, warnings))
+        }
         _ => Err(ApiError::method_not_allowed()),
     }
 }
@@ -567,6 +582,11 @@ fn delete(
         Resource::Namespace => Ok(Reply::Json(
             200,
             crate::namespaces::delete(state, name)?,
+            vec![],
+        )),
+        Resource::NetworkPolicy => Ok(Reply::Json(
+            200,
+            crate::netpol::api::delete(state, ns, name)?,
             vec![],
         )),
         _ => Err(ApiError::method_not_allowed()),

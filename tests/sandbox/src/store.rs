@@ -22,16 +22,18 @@ pub enum Resource {
     Job,
     Event,
     Service,
+    NetworkPolicy,
 }
 
 impl Resource {
-    pub const ALL: [Resource; 6] = [
+    pub const ALL: [Resource; 7] = [
         Resource::Namespace,
         Resource::Node,
         Resource::Pod,
         Resource::Job,
         Resource::Event,
         Resource::Service,
+        Resource::NetworkPolicy,
     ];
 
     pub fn plural(self) -> &'static str {
@@ -42,6 +44,7 @@ impl Resource {
             Resource::Job => "jobs",
             Resource::Event => "events",
             Resource::Service => "services",
+            Resource::NetworkPolicy => "networkpolicies",
         }
     }
 
@@ -53,6 +56,7 @@ impl Resource {
             Resource::Job => "Job",
             Resource::Event => "Event",
             Resource::Service => "Service",
+            Resource::NetworkPolicy => "NetworkPolicy",
         }
     }
 
@@ -60,6 +64,7 @@ impl Resource {
     pub fn group(self) -> &'static str {
         match self {
             Resource::Job => "batch",
+            Resource::NetworkPolicy => "networking.k8s.io",
             _ => "",
         }
     }
@@ -67,6 +72,7 @@ impl Resource {
     pub fn api_version(self) -> &'static str {
         match self {
             Resource::Job => "batch/v1",
+            Resource::NetworkPolicy => "networking.k8s.io/v1",
             _ => "v1",
         }
     }
