@@ -12,10 +12,9 @@ pub(crate) mod cleanup;
 pub mod cli;
 pub(crate) mod client;
 pub(crate) mod errors;
+pub(crate) mod explain;
 pub(crate) mod jobspec;
 pub(crate) mod names;
-// Not called by the session yet: the explanation of drops comes next.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) mod policy;
 pub(crate) mod preflight;
 pub(crate) mod progress;

@@ -96,6 +96,36 @@ pub(crate) const USED: &[Permission] = &[
     // Name the IPs seen as ns/name.
     perm("list", "", "pods", Scope::AllNamespaces, Need::Optional),
     perm("list", "", "services", Scope::AllNamespaces, Need::Optional),
+    // Explain netfilter drops by NetworkPolicy: the policies and the
+    // namespaces' labels, kept by watches.
+    perm(
+        "list",
+        "networking.k8s.io",
+        "networkpolicies",
+        Scope::AllNamespaces,
+        Need::Optional,
+    ),
+    perm(
+        "watch",
+        "networking.k8s.io",
+        "networkpolicies",
+        Scope::AllNamespaces,
+        Need::Optional,
+    ),
+    perm(
+        "list",
+        "",
+        "namespaces",
+        Scope::AllNamespaces,
+        Need::Optional,
+    ),
+    perm(
+        "watch",
+        "",
+        "namespaces",
+        Scope::AllNamespaces,
+        Need::Optional,
+    ),
     // Read the job namespace's Pod Security label.
     perm(
         "get",

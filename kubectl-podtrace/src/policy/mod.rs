@@ -19,7 +19,6 @@ mod tests;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-#[allow(unused_imports)] // the session uses it from the next commit
 pub(crate) use eval::evaluate;
 
 /// Labels, as the API serves them.
@@ -66,7 +65,7 @@ pub(crate) struct Flow {
 }
 
 /// Which side of the flow a decision is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Direction {
     /// Leaving the source pod.

@@ -148,11 +148,21 @@ impl Session<'_> {
                 }
                 self.names.annotate(&mut e);
                 self.nodes[i].tally.record(&e);
+                let (verdicts, warning) = self.explainer.on_event(&e).await;
+                if let Some(w) = warning {
+                    self.console.warn(&w);
+                }
                 match self.console.output {
                     Output::Json => self.console.line(&Message::Event(e).to_line()),
                     Output::Text => {
                         let line = render::event_line(&e, self.console.style);
                         self.console.hold(e.time.clone(), line);
+                    }
+                }
+                for v in verdicts {
+                    match self.console.output {
+                        Output::Json => self.console.line(&v.to_json()),
+                        Output::Text => self.console.hold(v.time.clone(), v.to_text()),
                     }
                 }
             }

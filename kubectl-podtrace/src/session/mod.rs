@@ -28,6 +28,7 @@ pub(crate) use signals::interrupts;
 use crate::cli::Output;
 use crate::client::Cluster;
 use crate::errors::{Error, Result};
+use crate::explain::Explainer;
 use crate::jobspec::SESSION_LABEL;
 use crate::names::Names;
 use crate::progress::Stage;
@@ -129,6 +130,7 @@ struct Session<'a> {
     nodes: Vec<NodeState>,
     console: Console,
     names: Names,
+    explainer: Explainer,
     tx: mpsc::Sender<LogEvent>,
     rx: mpsc::Receiver<LogEvent>,
     pods_api: Api<Pod>,
@@ -168,6 +170,7 @@ impl<'a> Session<'a> {
             nodes,
             console: Console::new(spec.output, &node_names),
             names,
+            explainer: Explainer::start(&cluster.client),
             tx,
             rx,
             pods_api: Api::namespaced(cluster.client.clone(), &spec.job_namespace),
