@@ -6,8 +6,16 @@
 #   nginx-demo` (through kubectl's plugin discovery) while curl-demo curls
 #   nginx-demo, stops after a bounded time with the per-flow summary, and
 #   tears everything down.
-# Usage: sudo scripts/demo.sh [extra kubectl podtrace flags, e.g. --packets]
+# Usage: sudo scripts/demo.sh [netpol] [extra kubectl podtrace flags, e.g. --packets]
+#   netpol: the "why can't curl-demo reach nginx-demo?" walk-through instead:
+#   NetworkPolicies deny it, a label allows it, an egress deny stops it again
+#   (manifests/examples/netpol-*.yaml).
 set -euo pipefail
+scenario=curls
+if [ "${1:-}" = netpol ]; then
+  scenario=netpol
+  shift
+fi
 cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -51,6 +59,10 @@ NGINX_POD_IP=$(kubectl get pod nginx-demo -o jsonpath='{.status.podIP}')
 echo "Nginx IP: $NGINX_POD_IP" >&2
 nodes=$(kubectl get pod curl-demo nginx-demo -o jsonpath='{.items[*].spec.nodeName}' | tr ' ' '\n' | sort -u | wc -l)
 
+if [ "$scenario" = netpol ]; then
+  kubectl apply -f manifests/examples/netpol-demo.yaml >&2
+  kubectl get netpol >&2
+fi
 echo >&2
 echo "==> kubectl podtrace curl-demo nginx-demo --duration 20s $*" >&2
 kubectl podtrace curl-demo nginx-demo --duration 20s "$@" 2> >(tee "$work/trace.err" >&2) &
@@ -65,13 +77,27 @@ for _ in $(seq 1 600); do
   sleep 0.1
 done
 podtrace_sandbox() { "$target/podtrace-sandbox" "$@"; }
-for i in 1 2 3; do
+curl_nginx() {
   podtrace_sandbox exec --kubeconfig "$KUBECONFIG" curl-demo -- \
-    curl -s -o /dev/null -w "curl #$i: HTTP %{http_code}, %{size_download} bytes\n" "http://$NGINX_POD_IP" >&2
+    curl -s --max-time 3 -o /dev/null -w "$1: HTTP %{http_code}\n" "http://$NGINX_POD_IP$2" >&2 || true
+}
+if [ "$scenario" = netpol ]; then
+  curl_nginx "curl while denied" ""
+  kubectl label pod curl-demo role=client >&2
   sleep 1
-done
-podtrace_sandbox exec --kubeconfig "$KUBECONFIG" curl-demo -- \
-  curl -s -o /dev/null -w "curl to a closed port: %{http_code} (refused)\n" "http://$NGINX_POD_IP:81" >&2 || true
+  curl_nginx "curl once labelled role=client" ""
+  kubectl apply -f manifests/examples/netpol-deny-egress.yaml >&2
+  sleep 1
+  curl_nginx "curl under an egress deny" ""
+else
+  for i in 1 2 3; do
+    podtrace_sandbox exec --kubeconfig "$KUBECONFIG" curl-demo -- \
+      curl -s -o /dev/null -w "curl #$i: HTTP %{http_code}, %{size_download} bytes\n" "http://$NGINX_POD_IP" >&2
+    sleep 1
+  done
+  podtrace_sandbox exec --kubeconfig "$KUBECONFIG" curl-demo -- \
+    curl -s -o /dev/null -w "curl to a closed port: %{http_code} (refused)\n" "http://$NGINX_POD_IP:81" >&2 || true
+fi
 
 wait "$trace_pid"
 status=$?

@@ -1178,3 +1178,101 @@ async fn a_runner_dying_mid_trace_stops_the_session_and_the_summary_comes_from_i
     assert!(stdout.contains("(no summary came from node"), "{stdout}");
     env.assert_nothing_left().await;
 }
+
+/// The fake runner, but its event is a netfilter drop (twice) of the
+/// flow's SYN, as a NetworkPolicy drop would be.
+fn dropping_runner(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let connect = r#"echo "{\"type\":\"connect\",\"time\":\"$(now)\",\"node\":\"$node\",\"proto\":\"tcp\",\"src\":\"$src:40000\",\"dst\":\"$dst:80\",\"pid\":42,\"comm\":\"curl\",\"end\":\"client\"}""#;
+    assert!(FAKE_RUNNER.contains(connect));
+    let drop = r#"echo "{\"type\":\"drop\",\"time\":\"$(now)\",\"node\":\"$node\",\"proto\":\"tcp\",\"src\":\"$src:40000\",\"dst\":\"$dst:80\",\"reason\":\"NETFILTER_DROP\",\"iface\":\"eth0\"}""#;
+    let path = dir.join("podtrace-runner");
+    std::fs::write(
+        &path,
+        FAKE_RUNNER.replace(connect, &format!("{drop}\n{drop}")),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn netfilter_drops_are_explained_by_policy_or_said_once_to_be_unexplainable() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = sandbox_with(SandboxConfig {
+        runner_bin: Some(dropping_runner(dir.path())),
+        ..two_nodes()
+    })
+    .await;
+    // With the rights: no policy selects either pod, so the drop has
+    // another cause, said once per direction.
+    let mut cmd = env.plugin();
+    cmd.args(["curl-demo", "nginx-demo", "--duration", "2s"]);
+    let out = run(cmd, Duration::from_secs(60)).await;
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stdout
+            .matches("policy: ingress to default/nginx-demo on TCP/80: no NetworkPolicy selects it (so the drop NETFILTER_DROP has another cause)")
+            .count(),
+        1,
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout
+            .matches("policy: egress from default/curl-demo")
+            .count(),
+        1,
+        "{stdout}"
+    );
+
+    // Without them (manifests/rbac.yaml less networkpolicies and
+    // namespaces): said once, and the trace goes on.
+    env.sandbox
+        .add_user(User::with_rules(
+            "oncall",
+            vec![
+                Rule::new(&["get", "list"], &[""], &["pods"]),
+                Rule::new(&["list"], &[""], &["services"]),
+                Rule::new(&["get"], &[""], &["namespaces"]),
+                Rule::new(&["create", "list", "delete"], &["batch"], &["jobs"])
+                    .in_namespace("podtrace"),
+                Rule::new(&["get", "list", "delete"], &[""], &["pods"]).in_namespace("podtrace"),
+                Rule::new(&["get"], &[""], &["pods/log"]).in_namespace("podtrace"),
+                Rule::new(&["list"], &[""], &["events"]).in_namespace("podtrace"),
+            ],
+        ))
+        .unwrap();
+    let mut cmd = env.plugin();
+    cmd.args([
+        "--context",
+        "oncall",
+        "curl-demo",
+        "nginx-demo",
+        "--duration",
+        "2s",
+    ]);
+    let out = run(cmd, Duration::from_secs(60)).await;
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stderr
+            .matches("drops cannot be explained by NetworkPolicy: watching")
+            .count(),
+        1,
+        "said once:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "is forbidden (needs list and watch on networkpolicies and namespaces); tracing on"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(
+        stdout.matches("reason=NETFILTER_DROP").count(),
+        4,
+        "traced on:\n{stdout}"
+    );
+    assert!(!stdout.contains("policy:"), "{stdout}");
+    env.assert_nothing_left().await;
+}

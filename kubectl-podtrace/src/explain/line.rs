@@ -32,6 +32,10 @@ pub(crate) struct PolicyLine {
     /// What raised it: `drop NETFILTER_DROP`, `unanswered SYN`, or
     /// `connection` (a flow once denied now connecting).
     pub cause: String,
+    /// Whether the text says the drop has another cause: not when the other
+    /// direction is denied (that explains it).
+    #[serde(skip)]
+    pub says_other_cause: bool,
 }
 
 impl PolicyLine {
@@ -50,6 +54,7 @@ impl PolicyLine {
             policies: d.policies,
             allowed_by: d.allowed_by,
             rule: d.near_miss,
+            says_other_cause: cause != "connection",
             cause,
         }
     }
@@ -106,9 +111,84 @@ impl PolicyLine {
     }
 
     fn other_cause(&self) -> String {
-        match self.cause.as_str() {
-            "connection" => String::new(),
-            c => format!(" (so the {c} has another cause)"),
+        if self.says_other_cause {
+            format!(" (so the {} has another cause)", self.cause)
+        } else {
+            String::new()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Miss;
+
+    fn drop_event() -> podtrace::event::Event {
+        serde_json::from_str(
+            r#"{"time":"2026-11-29T11:07:02.235658000Z","node":"node-1","proto":"tcp",
+                "src":"10.2.2.2:36042","dst":"10.2.1.2:80","src_name":"default/curl-demo",
+                "dst_name":"default/nginx-demo","type":"drop","reason":"NETFILTER_DROP","iface":"eth0"}"#,
+        )
+        .unwrap()
+    }
+
+    fn decision(direction: Direction, verdict: Verdict) -> Decision {
+        Decision {
+            direction,
+            verdict,
+            policies: vec![
+                "default/allow-from-client".into(),
+                "default/default-deny-ingress".into(),
+            ],
+            allowed_by: Vec::new(),
+            near_miss: (verdict == Verdict::Denied).then(|| NearMiss {
+                policy: "default/allow-from-client".into(),
+                index: 0,
+                miss: Miss::PodLabels,
+                detail: "wants pods role=client; the source default/curl-demo has app=curl-demo"
+                    .into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_denied_line_in_json_and_text() {
+        let l = PolicyLine::new(
+            &drop_event(),
+            decision(Direction::Ingress, Verdict::Denied),
+            "drop NETFILTER_DROP".into(),
+        );
+        let v: serde_json::Value = serde_json::from_str(&l.to_json()).unwrap();
+        assert_eq!(v["type"], "policy");
+        assert_eq!(v["verdict"], "denied");
+        assert_eq!(v["direction"], "ingress");
+        assert_eq!(v["rule"]["miss"], "pod-labels");
+        assert_eq!(v["src"], "10.2.2.2:36042");
+        assert_eq!(v["dst_name"], "default/nginx-demo");
+        assert!(v.get("says_other_cause").is_none());
+        assert_eq!(
+            l.to_text(),
+            "    policy: ingress to default/nginx-demo on TCP/80 DENIED by default/allow-from-client, \
+             default/default-deny-ingress; nearest rule default/allow-from-client ingress[0]: \
+             wants pods role=client; the source default/curl-demo has app=curl-demo"
+        );
+    }
+
+    #[test]
+    fn an_open_direction_says_the_drop_has_another_cause_only_when_alone() {
+        let mut d = decision(Direction::Egress, Verdict::NoPolicy);
+        d.policies.clear();
+        let mut l = PolicyLine::new(&drop_event(), d, "drop NETFILTER_DROP".into());
+        assert_eq!(
+            l.to_text(),
+            "    policy: egress from default/curl-demo on TCP/80: no NetworkPolicy selects it \
+             (so the drop NETFILTER_DROP has another cause)"
+        );
+        l.says_other_cause = false;
+        assert_eq!(
+            l.to_text(),
+            "    policy: egress from default/curl-demo on TCP/80: no NetworkPolicy selects it"
+        );
     }
 }

@@ -185,13 +185,17 @@ impl Explainer {
             .iter()
             .map(|p| (**p).clone())
             .collect();
+        let decisions = policy::evaluate(&policies, &flow);
+        let denied = decisions.iter().any(|d| d.verdict == Verdict::Denied);
         let mut lines = Vec::new();
-        for d in policy::evaluate(&policies, &flow) {
+        for d in decisions {
             let seen = self.verdicts.insert((key, d.direction), d.verdict);
             if seen == Some(d.verdict) {
                 continue;
             }
-            lines.push(PolicyLine::new(e, d, cause.clone()));
+            let mut line = PolicyLine::new(e, d, cause.clone());
+            line.says_other_cause &= !denied;
+            lines.push(line);
         }
         (lines, None)
     }

@@ -31,6 +31,7 @@
 //! HTTPS on `127.0.0.1:<random port>` (a CA made at start, its certificate
 //! in the kubeconfig), bearer tokens from the written kubeconfig. Discovery,
 //! OpenAPI v3, namespaces, nodes, pods (+ `log`), jobs, events, services,
+//! NetworkPolicies (enforced with nftables in the nodes, `src/netpol/`),
 //! `SelfSubjectAccessReview`, `SelfSubjectReview`; list + watch with
 //! resource versions, bookmarks, `410 Gone`; PATCH of metadata; `Status`
 //! errors with the real reasons and messages; Table printing for the real
