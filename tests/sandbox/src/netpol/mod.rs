@@ -17,12 +17,16 @@ mod rules;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use podtrace_netns::Shape;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::sandbox::State;
 use crate::store::Resource;
+
+/// How soon a failed `nft` run is retried.
+const RETRY: Duration = Duration::from_millis(100);
 
 /// A node as enforcement sees it.
 struct NodeNet {
@@ -83,6 +87,7 @@ pub(crate) async fn run(state: Arc<State>) {
         applied.insert(n.netns, none);
     }
     loop {
+        let mut failed = false;
         let snapshot = model::Snapshot::read(&state.lock());
         for node in nodes(&state) {
             let ruleset = rules::node_ruleset(&snapshot, &node.name);
@@ -93,21 +98,31 @@ pub(crate) async fn run(state: Arc<State>) {
             let netns = node.netns.clone();
             let result =
                 tokio::task::spawn_blocking(move || apply(&netns, node.shape, &ruleset)).await;
-            match result {
+            let error = match result {
                 Ok(Ok(())) => {
                     applied.insert(node.netns, text);
+                    continue;
                 }
-                Ok(Err(e)) => {
-                    tracing::warn!(node = %node.name, error = %e, "NetworkPolicy rules not applied")
-                }
-                Err(e) => {
-                    tracing::warn!(node = %node.name, error = %e, "NetworkPolicy rules not applied")
-                }
-            }
+                Ok(Err(e)) => e,
+                Err(e) => e.to_string(),
+            };
+            failed = true;
+            tracing::warn!(node = %node.name, %error, "NetworkPolicy rules not applied; retrying");
         }
-        // Wait for a change that can alter a ruleset; a burst is one sync.
+        // Wait for a change that can alter a ruleset (a burst is one sync),
+        // or, after a failed `nft` run, retry soon.
+        let retry = tokio::time::sleep(if failed {
+            RETRY
+        } else {
+            Duration::from_secs(3600)
+        });
+        tokio::pin!(retry);
         loop {
-            match rx.recv().await {
+            let change = tokio::select! {
+                c = rx.recv() => c,
+                _ = &mut retry => break,
+            };
+            match change {
                 Ok(c)
                     if matches!(
                         c.resource,
