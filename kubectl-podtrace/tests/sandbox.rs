@@ -1179,28 +1179,11 @@ async fn a_runner_dying_mid_trace_stops_the_session_and_the_summary_comes_from_i
     env.assert_nothing_left().await;
 }
 
-/// The fake runner, but its event is a netfilter drop (twice) of the
-/// flow's SYN, as a NetworkPolicy drop would be.
-fn dropping_runner(dir: &Path) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let connect = r#"echo "{\"type\":\"connect\",\"time\":\"$(now)\",\"node\":\"$node\",\"proto\":\"tcp\",\"src\":\"$src:40000\",\"dst\":\"$dst:80\",\"pid\":42,\"comm\":\"curl\",\"end\":\"client\"}""#;
-    assert!(FAKE_RUNNER.contains(connect));
-    let drop = r#"echo "{\"type\":\"drop\",\"time\":\"$(now)\",\"node\":\"$node\",\"proto\":\"tcp\",\"src\":\"$src:40000\",\"dst\":\"$dst:80\",\"reason\":\"NETFILTER_DROP\",\"iface\":\"eth0\"}""#;
-    let path = dir.join("podtrace-runner");
-    std::fs::write(
-        &path,
-        FAKE_RUNNER.replace(connect, &format!("{drop}\n{drop}")),
-    )
-    .unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    path
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn netfilter_drops_are_explained_by_policy_or_said_once_to_be_unexplainable() {
     let dir = tempfile::tempdir().unwrap();
     let env = sandbox_with(SandboxConfig {
-        runner_bin: Some(dropping_runner(dir.path())),
+        runner_bin: Some(fake_runner(dir.path(), &["--netfilter-drops", "2"])),
         ..two_nodes()
     })
     .await;

@@ -163,7 +163,16 @@ async fn enforcement_matches_upstream_truth_tables() {
     config.pods = all
         .iter()
         .enumerate()
-        .map(|(i, p)| model_pod(p, if i % 2 == 0 { "node-1" } else { "node-2" }))
+        .map(|(i, p)| {
+            model_pod(
+                p,
+                if i.is_multiple_of(2) {
+                    "node-1"
+                } else {
+                    "node-2"
+                },
+            )
+        })
         .collect();
     let sandbox = Sandbox::start(config).await.unwrap();
     let stop = Arc::new(AtomicBool::new(false));

@@ -32,6 +32,11 @@ struct Cli {
     /// (a runner dying mid-trace).
     #[arg(long, value_name = "CODE")]
     die_with: Option<u8>,
+
+    /// After the connect, this many netfilter drops of its SYN (as a
+    /// NetworkPolicy drop shows).
+    #[arg(long, default_value_t = 0)]
+    netfilter_drops: u32,
 }
 
 /// Where the connection goes when the trace has no peer (a cluster IP).
@@ -101,6 +106,26 @@ async fn main() -> std::process::ExitCode {
         end: Some(End::Client),
         kind: EventKind::Connect,
     }));
+    for _ in 0..cli.netfilter_drops {
+        say(Message::Event(Event {
+            time: now_rfc3339(),
+            node: node.clone(),
+            proto: Proto::Tcp,
+            src: SocketAddr::new(src, 40000),
+            dst,
+            pid: None,
+            comm: None,
+            src_name: None,
+            dst_name: None,
+            end: None,
+            kind: EventKind::Drop {
+                reason: "NETFILTER_DROP".into(),
+                iface: None,
+                direction: None,
+                at: None,
+            },
+        }));
+    }
     say(Message::lost(Lost {
         node: node.clone(),
         time: now_rfc3339(),
