@@ -144,10 +144,13 @@ fn a_network_policy_drop_is_explained_then_allowed_then_denied_on_egress() {
         .find(|v| v["type"] == "drop" && v["reason"] == "NETFILTER_DROP")
         .unwrap();
     assert_eq!(drop["node"], nginx_node.as_str(), "{drop}");
+    // On nginx-demo's node, on its way into nginx-demo (its host-side veth).
     assert!(
         drop["iface"].is_string(),
         "the drop names its interface: {drop}"
     );
+    assert_eq!(drop["direction"], "ingress", "{drop}");
+    assert_eq!(drop["at"], "node", "{drop}");
     let denied = policy(&lines, "ingress", "denied").unwrap();
     assert_eq!(
         denied["policies"],
@@ -212,7 +215,8 @@ fn a_network_policy_drop_is_explained_then_allowed_then_denied_on_egress() {
     assert!(
         lines.iter().any(|v| v["type"] == "drop"
             && v["reason"] == "NETFILTER_DROP"
-            && v["node"] == curl_node.as_str()),
+            && v["node"] == curl_node.as_str()
+            && v["direction"] == "egress"),
         "the egress drop happens on curl-demo's node"
     );
 
