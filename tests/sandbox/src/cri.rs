@@ -18,6 +18,30 @@ use crate::runc::{self, Container, Janitor};
 /// Where each sandbox keeps its image store: `{STORE_ROOT}/{prefix}images`.
 pub const STORE_ROOT: &str = "/run/podtrace-sandbox";
 
+/// The runner's OCI archive as scripts/build-image.sh writes it:
+/// `PODTRACE_RUNNER_IMAGE_ARCHIVE` (scripts/test.sh sets it), else
+/// `image/podtrace-runner-vVERSION.oci.tar` in the target directory the
+/// current executable was built in. `Err` says how to build it.
+pub fn runner_image_archive() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("PODTRACE_RUNNER_IMAGE_ARCHIVE") {
+        return Ok(PathBuf::from(p));
+    }
+    let name = format!(
+        "image/podtrace-runner-v{}.oci.tar",
+        env!("CARGO_PKG_VERSION")
+    );
+    let exe = std::env::current_exe().map_err(|e| format!("no current executable: {e}"))?;
+    exe.ancestors()
+        .map(|d| d.join(&name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            format!(
+                "no runner image ({name} above {}): build it with scripts/build-image.sh",
+                exe.display()
+            )
+        })
+}
+
 /// The sandbox's container runtime.
 #[derive(Debug)]
 pub struct Runtime {

@@ -83,6 +83,7 @@ mod status;
 mod store;
 mod tls;
 
+pub use cri::runner_image_archive;
 pub use kubeconfig::{read_netns_prefix, read_server_and_token};
 /// Test support shared with the other test crates.
 pub use podtrace_netns::{is_root, ChildLines};

@@ -15,27 +15,8 @@ use serde_json::{json, Value};
 const RUNC_ROOT: &str = "/run/podtrace-sandbox/runc";
 const WAIT: Duration = Duration::from_secs(30);
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The runner's OCI archive: `PODTRACE_RUNNER_IMAGE_ARCHIVE` (scripts/test.sh
-/// sets it), else what scripts/build-image.sh writes.
 fn runner_archive() -> PathBuf {
-    let path = std::env::var_os("PODTRACE_RUNNER_IMAGE_ARCHIVE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            workspace().join(format!(
-                "target/image/podtrace-runner-v{}.oci.tar",
-                env!("CARGO_PKG_VERSION")
-            ))
-        });
-    assert!(
-        path.is_file(),
-        "{} is missing: build the runner image with scripts/build-image.sh",
-        path.display()
-    );
-    path
+    podtrace_sandbox::runner_image_archive().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A `FROM scratch` image holding Debian's static busybox, built with
