@@ -23,4 +23,7 @@ if [ "$size" -ge $((5 * 1024 * 1024)) ]; then
 fi
 echo "test.sh: runner image $image_archive ($size bytes uncompressed)" >&2
 export PODTRACE_RUNNER_IMAGE_ARCHIVE="$PWD/$image_archive"
+# The release shape, on a throwaway version: plugin archive + sha256, the
+# krew manifest filled from them (validated), the runner archive + digest.
+bash scripts/release.sh 0.0.0-ci >/dev/null
 cargo test --workspace --locked -- --test-threads=2
