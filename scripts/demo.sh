@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 # The curl_to_nginx_across_two_nodes scenario on the local sandbox, start to finish:
-#   installs what is missing, builds, starts a two-node sandbox cluster with
-#   nginx-demo and curl-demo, runs the real `kubectl podtrace curl-demo
+#   installs what is missing, builds (the runner's image too), starts a
+#   two-node sandbox cluster with nginx-demo and curl-demo and the runner's
+#   image loaded on its nodes, runs the real `kubectl podtrace curl-demo
 #   nginx-demo` (through kubectl's plugin discovery) while curl-demo curls
 #   nginx-demo, stops after a bounded time with the per-flow summary, and
 #   tears everything down.
@@ -26,6 +27,8 @@ bash scripts/install-deps.sh
 echo "==> building (cargo build)" >&2
 cargo build --locked -p kubectl-podtrace -p podtrace-runner -p podtrace-sandbox 2>&1 | tail -n 2 >&2
 target=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/debug
+echo "==> building the runner's image (scripts/build-image.sh)" >&2
+image_archive=$(bash scripts/build-image.sh | head -1)
 
 work=$(mktemp -d /tmp/podtrace-demo.XXXXXX)
 sandbox_pid=""
@@ -40,9 +43,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "==> starting the sandbox cluster (2 nodes, nginx-demo and curl-demo)" >&2
-PODTRACE_RUNNER_BIN="$target/podtrace-runner" \
-  "$target/podtrace-sandbox" up --kubeconfig "$work/kubeconfig" >"$work/sandbox.out" 2>"$work/sandbox.err" &
+echo "==> starting the sandbox cluster (2 nodes, nginx-demo and curl-demo, $image_archive loaded)" >&2
+"$target/podtrace-sandbox" up --kubeconfig "$work/kubeconfig" --image-archive "$image_archive" \
+  >"$work/sandbox.out" 2>"$work/sandbox.err" &
 sandbox_pid=$!
 for _ in $(seq 1 300); do
   [ -s "$work/sandbox.out" ] && break
@@ -76,6 +79,8 @@ for _ in $(seq 1 600); do
   kill -0 "$trace_pid" 2>/dev/null || break
   sleep 0.1
 done
+echo "==> the runners: runc containers from the runner's image" >&2
+kubectl get pods -n podtrace -o custom-columns='POD:.metadata.name,NODE:.spec.nodeName,CONTAINER:.status.containerStatuses[0].containerID,IMAGE:.status.containerStatuses[0].imageID' >&2
 podtrace_sandbox() { "$target/podtrace-sandbox" "$@"; }
 curl_nginx() {
   podtrace_sandbox exec --kubeconfig "$KUBECONFIG" curl-demo -- \

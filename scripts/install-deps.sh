@@ -10,6 +10,7 @@ packages=(
   nginx-light curl procps                                 # the demo's pods
   tcpdump bpftrace wrk hyperfine                          # benchmarks' baselines
   python3-venv                                            # the Kubernetes schema validator below
+  podman skopeo runc busybox-static                       # images: build, inspect, run (busybox: test images)
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -13,8 +13,17 @@ bash scripts/install-deps.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --all-targets --locked
-# Release shape: the runner must build as a fully static binary for its
-# container image (manifests/runner.Containerfile uses this script).
-bash scripts/build-runner-static.sh >/dev/null
-echo "test.sh: the static podtrace-runner builds (no shared libraries)" >&2
+# The runner's image, built offline from the static binary (no shared
+# libraries); the sandbox tests and the demo run the runner from it.
+image_archive=$(bash scripts/build-image.sh | head -1)
+size=$(podman image inspect --format '{{.Size}}' "ghcr.io/podtrace/podtrace-runner:v$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)")
+if [ "$size" -ge $((5 * 1024 * 1024)) ]; then
+  echo "test.sh: the runner image is $size bytes uncompressed, over the 5 MiB target" >&2
+  exit 1
+fi
+echo "test.sh: runner image $image_archive ($size bytes uncompressed)" >&2
+export PODTRACE_RUNNER_IMAGE_ARCHIVE="$PWD/$image_archive"
+# The release shape, on a throwaway version: plugin archive + sha256, the
+# krew manifest filled from them (validated), the runner archive + digest.
+bash scripts/release.sh 0.0.0-ci >/dev/null
 cargo test --workspace --locked -- --test-threads=2

@@ -5,13 +5,18 @@
 //! to a local link there: a veth (routed CNIs such as Calico) or a bridge
 //! (flannel, the bridge CNI), in which case the port is the one whose veth
 //! peer lives in the pod's namespace. The pod's namespace is the one that
-//! owns the IP; it is found among `/run/netns/*` and `/proc/*/ns/net`.
+//! owns the IP. Nothing is entered (no `setns`, so no CAP_SYS_ADMIN): the
+//! kernel names each veth's peer namespace by an id (`IFLA_LINK_NETNSID`),
+//! lists that namespace's addresses from here (`IFA_TARGET_NETNSID`, needs
+//! CAP_NET_ADMIN), and tells the id of each `/run/netns/*` and
+//! `/proc/*/ns/net` handle (`RTM_GETNSID`) — opening other processes'
+//! handles needs CAP_SYS_PTRACE — which gives the namespace's inode.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io;
-use std::net::{IpAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::net::IpAddr;
+use std::os::fd::AsFd as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::PathBuf;
 
@@ -117,18 +122,72 @@ pub fn discover(pod_ips: &[IpAddr]) -> Result<Discovery, Error> {
         routed.push((ip, oif));
     }
 
-    let mut namespaces = find_namespaces(pod_ips, own_netns, false)?;
-    let mut pods = Vec::with_capacity(pod_ips.len());
-    for (ip, oif) in routed {
-        let mut found = match_namespace(&mut nl, &links, ip, oif, namespaces.remove(&ip));
-        if found.is_err() {
-            // Rare: retry with every namespace that owns the address.
-            let mut every = find_namespaces(&[ip], own_netns, true)?;
-            if let Ok(pod) = match_namespace(&mut nl, &links, ip, oif, every.remove(&ip)) {
-                found = Ok(pod);
+    let mut strict = Netlink::open_strict().map_err(io_err("open a netlink socket"))?;
+    let mut addresses: HashMap<i32, Vec<IpAddr>> = HashMap::new();
+    let mut owners = Vec::with_capacity(routed.len());
+    for (ip, oif) in &routed {
+        let mut hit = None;
+        for (link, kind) in behind(&links, oif) {
+            let Some(nsid) = link.peer_netnsid else {
+                continue;
+            };
+            let owned = match addresses.entry(nsid) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(strict.addresses_in(nsid).map_err(|err| {
+                        if matches!(err.raw_os_error(), Some(libc::EACCES | libc::EPERM)) {
+                            io_err("list a pod namespace's addresses (needs CAP_NET_ADMIN)")(err)
+                        } else {
+                            io_err(format!("list the addresses behind {}", link.name))(err)
+                        }
+                    })?)
+                }
+            };
+            if owned.contains(ip) {
+                hit = Some((link, kind, nsid));
+                break;
             }
         }
-        pods.push(found?);
+        let Some(hit) = hit else {
+            return Err(Error::NotLocal {
+                ip: *ip,
+                why: if oif.kind == "veth" {
+                    format!(
+                        "it routes to {}, whose peer namespace does not own it",
+                        oif.name
+                    )
+                } else {
+                    format!(
+                        "it routes to bridge {}, but no port of it leads to a namespace that owns it (ports {:?})",
+                        oif.name,
+                        behind(&links, oif).iter().map(|(l, _)| (&l.name, l.peer_netnsid)).collect::<Vec<_>>()
+                    )
+                },
+            });
+        };
+        owners.push((*ip, hit));
+    }
+    let wanted: HashSet<i32> = owners.iter().map(|(_, (_, _, id))| *id).collect();
+    let inodes = namespace_inodes(&mut nl, &wanted, own_netns)?;
+    let mut pods = Vec::with_capacity(owners.len());
+    for (ip, (link, kind, nsid)) in owners {
+        let Some(&netns) = inodes.get(&nsid) else {
+            return Err(Error::NotLocal {
+                ip,
+                why: format!(
+                    "it is in the namespace behind {} (id {nsid}), but no process on this node \
+                     runs in it (searched /run/netns and /proc/*/ns/net)",
+                    link.name
+                ),
+            });
+        };
+        pods.push(PodIface {
+            pod_ip: ip,
+            ifname: link.name.clone(),
+            ifindex: link.index,
+            kind,
+            netns,
+        });
     }
     Ok(Discovery {
         own_netns,
@@ -137,77 +196,18 @@ pub fn discover(pod_ips: &[IpAddr]) -> Result<Discovery, Error> {
     })
 }
 
-/// Picks, among the namespaces that own `ip`, the one behind `oif` (the
-/// veth itself, or a port of the bridge), and returns the pod.
-fn match_namespace(
-    nl: &mut Netlink,
-    links: &[Link],
-    ip: IpAddr,
-    oif: &Link,
-    owners: Option<Vec<(u64, File)>>,
-) -> Result<PodIface, Error> {
-    let not_local = |why: String| Error::NotLocal { ip, why };
-    let owners = owners.unwrap_or_default();
-    if owners.is_empty() {
-        return Err(not_local(format!(
-            "it routes to {} but no network namespace on this node owns it \
-             (searched /run/netns and /proc/*/ns/net)",
-            oif.name
-        )));
+/// The veths whose peer namespace can hold a pod that routes to `oif`: the
+/// veth itself, or the veth ports of a bridge.
+fn behind<'a>(links: &'a [Link], oif: &'a Link) -> Vec<(&'a Link, IfaceKind)> {
+    if oif.kind == "veth" {
+        vec![(oif, IfaceKind::Veth)]
+    } else {
+        links
+            .iter()
+            .filter(|l| l.master == Some(oif.index) && l.kind == "veth")
+            .map(|l| (l, IfaceKind::BridgePort))
+            .collect()
     }
-    let mut last_err = None;
-    for (netns, file) in owners {
-        let nsid = nl
-            .nsid_of(std::os::fd::AsFd::as_fd(&file))
-            .map_err(io_err(format!("get the namespace id of pod {ip}")))?;
-        let hit = if oif.kind == "veth" {
-            // A namespace with no id here is not the peer's (the kernel
-            // gives the peer's namespace an id when the veth crosses).
-            (oif.peer_netnsid.is_none() || oif.peer_netnsid == nsid)
-                .then_some((oif, IfaceKind::Veth))
-        } else {
-            links
-                .iter()
-                .find(|l| {
-                    l.master == Some(oif.index)
-                        && l.kind == "veth"
-                        && nsid.is_some()
-                        && l.peer_netnsid == nsid
-                })
-                .map(|port| (port, IfaceKind::BridgePort))
-        };
-        match hit {
-            Some((link, kind)) => {
-                return Ok(PodIface {
-                    pod_ip: ip,
-                    ifname: link.name.clone(),
-                    ifindex: link.index,
-                    kind,
-                    netns,
-                })
-            }
-            None => {
-                last_err = Some(if oif.kind == "veth" {
-                    format!(
-                        "it routes to {}, whose peer is not in the namespace that owns it",
-                        oif.name
-                    )
-                } else {
-                    format!(
-                        "it routes to bridge {}, but no port of it leads to the pod's namespace \
-                         (namespace id {nsid:?}, ports {:?})",
-                        oif.name,
-                        links
-                            .iter()
-                            .filter(|l| l.master == Some(oif.index))
-                            .map(|l| (&l.name, l.peer_netnsid))
-                            .collect::<Vec<_>>()
-                    )
-                });
-            }
-        }
-    }
-    Err(not_local(last_err.unwrap_or_default()))
 }
 
 /// Candidate namespace files: named ones first (cheap, and where CNIs and
@@ -232,84 +232,55 @@ fn candidates() -> impl Iterator<Item = PathBuf> {
     named.chain(procs)
 }
 
-/// Enters each candidate namespace in turn and checks which pod IPs are its
-/// own (an address can be bound only where it is configured). Returns the
-/// namespace inode and an open handle per IP found.
-///
-/// With `all`, keeps looking after a first match and returns every owner
-/// (a namespace being torn down can briefly still hold a reused address).
-fn find_namespaces(
-    ips: &[IpAddr],
+/// The inode of each namespace in `wanted` (ids as this namespace gives
+/// them), from the handles in `/run/netns` and `/proc/*/ns/net`.
+fn namespace_inodes(
+    nl: &mut Netlink,
+    wanted: &HashSet<i32>,
     own: u64,
-    all: bool,
-) -> Result<HashMap<IpAddr, Vec<(u64, File)>>, Error> {
-    let home = File::open("/proc/self/ns/net").map_err(io_err("open /proc/self/ns/net"))?;
-    let mut found: HashMap<IpAddr, Vec<(u64, File)>> = HashMap::new();
+) -> Result<HashMap<i32, u64>, Error> {
+    let mut found = HashMap::new();
     let mut seen = HashSet::from([own]);
+    let mut refused = None;
     for path in candidates() {
-        if !all && found.len() == ips.len() {
+        if found.len() == wanted.len() {
             break;
         }
-        let Ok(meta) = fs::metadata(&path) else {
-            continue;
+        let meta = match fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) => {
+                // Without CAP_SYS_PTRACE even the stat of another process's
+                // namespace link is refused.
+                if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) {
+                    refused.get_or_insert(e);
+                }
+                continue;
+            }
         };
         if !seen.insert(meta.ino()) {
             continue;
         }
-        let Ok(file) = File::open(&path) else {
-            continue;
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) {
+                    refused.get_or_insert(e);
+                }
+                continue;
+            }
         };
-        let mut owned = Vec::new();
-        {
-            // A name under /run/netns is briefly a plain file while `ip netns
-            // add` sets it up (EINVAL): skip it. No permission is fatal.
-            let _back = match Entered::enter(&file, &home) {
-                Ok(b) => b,
-                Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
-                    return Err(io_err("enter a network namespace (needs CAP_SYS_ADMIN)")(e))
-                }
-                Err(_) => continue,
-            };
-            for ip in ips {
-                if (all || !found.contains_key(ip)) && UdpSocket::bind((*ip, 0)).is_ok() {
-                    owned.push(*ip);
-                }
+        // A name under /run/netns is briefly a plain file while `ip netns
+        // add` sets it up: no id, skipped.
+        if let Ok(Some(id)) = nl.nsid_of(file.as_fd()) {
+            if wanted.contains(&id) {
+                found.insert(id, meta.ino());
             }
         }
-        for ip in owned {
-            let handle = file.try_clone().map_err(io_err("dup a namespace handle"))?;
-            found.entry(ip).or_default().push((meta.ino(), handle));
-        }
     }
-    Ok(found)
-}
-
-/// The calling thread inside another network namespace until dropped.
-struct Entered<'a> {
-    home: &'a File,
-}
-
-impl<'a> Entered<'a> {
-    fn enter(target: &File, home: &'a File) -> io::Result<Entered<'a>> {
-        // SAFETY: setns(2) on a valid namespace fd; only this thread moves.
-        if unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Entered { home })
-    }
-}
-
-impl Drop for Entered<'_> {
-    fn drop(&mut self) {
-        // SAFETY: setns(2) back to the namespace we started in.
-        if unsafe { libc::setns(self.home.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            // Staying in a pod's namespace would attach to the wrong
-            // interfaces: there is no safe way on.
-            eprintln!(
-                "podtrace: cannot return to the node's network namespace: {}",
-                io::Error::last_os_error()
-            );
-            std::process::abort();
-        }
+    match refused {
+        Some(e) if found.len() < wanted.len() => Err(io_err(
+            "open other processes' network namespaces (needs CAP_SYS_PTRACE)",
+        )(e)),
+        _ => Ok(found),
     }
 }

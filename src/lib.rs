@@ -20,6 +20,8 @@ pub mod runner_args;
 #[cfg(feature = "bpf")]
 pub mod bpf;
 #[cfg(feature = "bpf")]
+pub mod caps;
+#[cfg(feature = "bpf")]
 pub mod decode;
 #[cfg(feature = "bpf")]
 pub mod discover;

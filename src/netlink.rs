@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 //! Just enough rtnetlink to find a pod's host-side interface: route lookup
 //! (`ip route get`), the link table with each link's kind, master and veth
-//! peer namespace, and namespace ids. Synchronous, allocation-light, no
-//! dependency beyond libc.
+//! peer namespace, namespace ids, and the addresses of another namespace
+//! read from this one. Synchronous, allocation-light, no dependency beyond
+//! libc.
 
 use std::io;
 use std::net::IpAddr;
@@ -15,6 +16,8 @@ const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_DUMP: u16 = 0x300;
 const RTM_NEWLINK: u16 = 16;
 const RTM_GETLINK: u16 = 18;
+const RTM_NEWADDR: u16 = 20;
+const RTM_GETADDR: u16 = 22;
 const RTM_NEWROUTE: u16 = 24;
 const RTM_GETROUTE: u16 = 26;
 const RTM_NEWNSID: u16 = 88;
@@ -31,6 +34,12 @@ const IFLA_INFO_KIND: u16 = 1;
 const IFLA_LINK_NETNSID: u16 = 37;
 const NETNSA_NSID: u16 = 1;
 const NETNSA_FD: u16 = 3;
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+const IFA_TARGET_NETNSID: u16 = 10;
+/// `SOL_NETLINK` option: requests are checked strictly, which is what
+/// makes the kernel honour `IFA_TARGET_NETNSID` in address dumps.
+const NETLINK_GET_STRICT_CHK: libc::c_int = 12;
 
 /// One network interface, as `ip -d link` shows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -80,6 +89,26 @@ impl Netlink {
         // SAFETY: fd is a fresh descriptor we own.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         Ok(Netlink { fd, seq: 0 })
+    }
+
+    /// A socket whose requests the kernel checks strictly (Linux 4.20+).
+    pub fn open_strict() -> io::Result<Netlink> {
+        let nl = Netlink::open()?;
+        let on: libc::c_int = 1;
+        // SAFETY: setsockopt on our fd with a valid int for the option.
+        let r = unsafe {
+            libc::setsockopt(
+                nl.fd.as_raw_fd(),
+                libc::SOL_NETLINK,
+                NETLINK_GET_STRICT_CHK,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as u32,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(nl)
     }
 
     /// Sends one request and collects the payloads of its replies.
@@ -259,6 +288,38 @@ impl Netlink {
             }
         }
         Ok(None)
+    }
+}
+
+impl Netlink {
+    /// `ip -n NS addr`: the addresses of the namespace this one calls
+    /// `nsid`, read without entering it (`IFA_TARGET_NETNSID`, Linux 4.20;
+    /// needs CAP_NET_ADMIN and a socket from [`Netlink::open_strict`]).
+    pub fn addresses_in(&mut self, nsid: i32) -> io::Result<Vec<IpAddr>> {
+        // struct ifaddrmsg: family, prefixlen, flags, scope, index.
+        let mut p = vec![libc::AF_UNSPEC as u8, 0, 0, 0];
+        p.extend_from_slice(&0u32.to_ne_bytes());
+        push_attr(&mut p, IFA_TARGET_NETNSID, &nsid.to_ne_bytes());
+        let replies = self.request(RTM_GETADDR, NLM_F_DUMP, &p)?;
+        let mut out = Vec::new();
+        for (ty, body) in replies {
+            if ty != RTM_NEWADDR || body.len() < 8 {
+                continue;
+            }
+            for (aty, val) in attrs(&body[8..]) {
+                let ip = match (aty, val.len()) {
+                    (IFA_LOCAL | IFA_ADDRESS, 4) => IpAddr::from(<[u8; 4]>::try_from(val).unwrap()),
+                    (IFA_LOCAL | IFA_ADDRESS, 16) => {
+                        IpAddr::from(<[u8; 16]>::try_from(val).unwrap())
+                    }
+                    _ => continue,
+                };
+                if !out.contains(&ip) {
+                    out.push(ip);
+                }
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -6,11 +6,15 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use podtrace::runner_args::{parse_duration, parse_port};
 
-/// The runner image this build of the plugin pairs with.
-pub const DEFAULT_IMAGE: &str = concat!(
-    "ghcr.io/podtrace/podtrace-runner:v",
-    env!("CARGO_PKG_VERSION")
-);
+/// The runner image this build of the plugin pairs with: a release build
+/// pins it by digest (scripts/release.sh sets `PODTRACE_DEFAULT_IMAGE`).
+pub const DEFAULT_IMAGE: &str = match option_env!("PODTRACE_DEFAULT_IMAGE") {
+    Some(image) => image,
+    None => concat!(
+        "ghcr.io/podtrace/podtrace-runner:v",
+        env!("CARGO_PKG_VERSION")
+    ),
+};
 
 const EXAMPLES: &str = "\
 EXAMPLES:
@@ -124,11 +128,12 @@ pub enum Output {
 /// How much the runner's container may do.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Security {
-    /// A privileged container (works everywhere the namespace allows it).
-    #[default]
+    /// A privileged container: for kernels older than 5.8, which have no
+    /// CAP_BPF (the runner says so when it meets one).
     Privileged,
-    /// Not privileged, only the capabilities eBPF tracing needs
-    /// (BPF, PERFMON, NET_ADMIN, SYS_ADMIN, SYS_RESOURCE, SYS_PTRACE).
+    /// Not privileged, only the capabilities the runner needs
+    /// (BPF, PERFMON, NET_ADMIN, SYS_PTRACE), seccomp Unconfined.
+    #[default]
     Capabilities,
 }
 
@@ -160,8 +165,9 @@ pub struct TraceArgs {
     #[arg(long, value_parser = parse_duration, value_name = "D", allow_hyphen_values = true)]
     pub duration: Option<Duration>,
 
-    /// The runner image (default: the runner release matching this plugin).
-    #[arg(long, default_value = DEFAULT_IMAGE, value_name = "IMAGE")]
+    /// The runner image, e.g. a mirror's REGISTRY/podtrace-runner@sha256:…
+    /// (default: $PODTRACE_IMAGE, else the runner release matching this plugin).
+    #[arg(long, env = "PODTRACE_IMAGE", default_value = DEFAULT_IMAGE, value_name = "IMAGE")]
     pub image: String,
 
     /// Server-side deadline: the cluster stops the trace after this long even
@@ -190,7 +196,7 @@ pub struct TraceArgs {
     pub dry_run: bool,
 
     /// Privileges of the runner's container.
-    #[arg(long, value_enum, default_value_t = Security::Privileged)]
+    #[arg(long, value_enum, default_value_t = Security::Capabilities)]
     pub security: Security,
 }
 
@@ -243,7 +249,12 @@ mod tests {
         assert_eq!(cli.trace.peer.as_deref(), Some("nginx-demo"));
         assert_eq!(cli.trace.output, Output::Text);
         assert_eq!(cli.trace.image, DEFAULT_IMAGE);
-        assert!(DEFAULT_IMAGE.ends_with(concat!(":v", env!("CARGO_PKG_VERSION"))));
+        assert!(DEFAULT_IMAGE.contains(concat!(":v", env!("CARGO_PKG_VERSION"))));
+        assert_eq!(
+            cli.trace.security,
+            Security::Capabilities,
+            "least privilege"
+        );
         assert_eq!(cli.trace.max_duration, Duration::from_secs(3600));
         assert_eq!(cli.trace.start_timeout, Duration::from_secs(120));
         assert_eq!(cli.kube.job_namespace, "podtrace");
@@ -283,7 +294,7 @@ mod tests {
             "45s",
             "--dry-run",
             "--security",
-            "capabilities",
+            "privileged",
             "web/nginx",
             "pod/curl",
         ]);
@@ -303,7 +314,18 @@ mod tests {
         assert_eq!(cli.trace.image, "img:1");
         assert_eq!(cli.trace.max_duration, Duration::from_secs(600));
         assert_eq!(cli.trace.start_timeout, Duration::from_secs(45));
-        assert_eq!(cli.trace.security, Security::Capabilities);
+        assert_eq!(cli.trace.security, Security::Privileged);
+    }
+
+    #[test]
+    fn podtrace_image_sets_the_default_image() {
+        use clap::CommandFactory as _;
+        let cmd = Cli::command();
+        let image = cmd.get_arguments().find(|a| a.get_id() == "image").unwrap();
+        assert_eq!(
+            image.get_env(),
+            Some(std::ffi::OsStr::new("PODTRACE_IMAGE"))
+        );
     }
 
     #[test]

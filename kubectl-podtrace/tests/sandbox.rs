@@ -1023,8 +1023,8 @@ async fn the_real_kubectl_finds_and_runs_the_plugin() {
     env.assert_nothing_left().await;
 }
 
-/// The real runner, when built (it needs root and BPF): curl → nginx shows
-/// up with pod names, and the Ctrl-C summary arrives.
+/// The real runner from its image (it needs root and BPF): curl → nginx
+/// shows up with pod names, and the Ctrl-C summary arrives.
 #[tokio::test(flavor = "multi_thread")]
 async fn real_runner_traces_curl_to_nginx() {
     let runner = std::env::var_os("PODTRACE_RUNNER_BIN")
@@ -1035,8 +1035,10 @@ async fn real_runner_traces_curl_to_nginx() {
         "{} is not built: run `cargo build --workspace` (or set PODTRACE_RUNNER_BIN)",
         runner.display()
     );
+    // The product path: the runner's image, run by runc.
     let config = SandboxConfig {
         runner_bin: Some(runner),
+        images: vec![podtrace_sandbox::runner_image_archive().unwrap_or_else(|e| panic!("{e}"))],
         ..two_nodes()
     };
     let env = sandbox_with(config).await;

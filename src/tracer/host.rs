@@ -10,26 +10,13 @@ pub fn preflight() -> Result<(), Error> {
     if !Path::new("/sys/kernel/btf/vmlinux").exists() {
         return Err(Error::NoBtf);
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return Ok(());
-    }
-    // Not root: accept the capabilities that are enough.
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let eff = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .unwrap_or(0);
-    const CAP_NET_ADMIN: u32 = 12;
-    const CAP_SYS_ADMIN: u32 = 21;
-    const CAP_PERFMON: u32 = 38;
-    const CAP_BPF: u32 = 39;
-    let has = |c: u32| eff & (1 << c) != 0;
-    if has(CAP_SYS_ADMIN) && has(CAP_NET_ADMIN) && has(CAP_BPF) && has(CAP_PERFMON) {
+    // Root in a container holds only the capabilities it was given.
+    let (effective, last_cap) = crate::caps::current();
+    let missing = crate::caps::missing(effective, last_cap);
+    if missing.is_empty() {
         Ok(())
     } else {
-        Err(Error::NotPrivileged)
+        Err(Error::NotPrivileged(crate::caps::message(&missing)))
     }
 }
 

@@ -47,11 +47,9 @@ use tc::TcSet;
 /// Why tracing could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error(
-        "podtrace-runner needs root, or CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN and CAP_SYS_ADMIN \
-         (run it with sudo, or as a privileged pod)"
-    )]
-    NotPrivileged,
+    /// The capabilities missing, each with what needs it (one line).
+    #[error("{0}")]
+    NotPrivileged(String),
     #[error(
         "this kernel has no BTF (/sys/kernel/btf/vmlinux is missing): podtrace needs a kernel \
          built with CONFIG_DEBUG_INFO_BTF=y (Linux 5.8 or later)"

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use podtrace_e2e::{
-    bpf_prog_ids, built_bin, kubectl_podtrace, loaded_prog_ids, of_type, peak_rss_kib, Traced,
+    bpf_prog_ids, kubectl_podtrace, loaded_prog_ids, of_type, peak_rss_kib, Traced,
 };
 use podtrace_sandbox::{PodManifest, Sandbox, SandboxConfig};
 use serde_json::Value;
@@ -16,8 +16,9 @@ use serde_json::Value;
 const NGINX_PAGE_BYTES: u64 = 615;
 
 fn sandbox_config(one_node: bool) -> SandboxConfig {
+    // The runners run from the runner's image, as runc containers.
     let mut config = SandboxConfig {
-        runner_bin: Some(built_bin("podtrace-runner")),
+        images: vec![podtrace_sandbox::runner_image_archive().unwrap_or_else(|e| panic!("{e}"))],
         ..SandboxConfig::default()
     };
     if one_node {
@@ -140,6 +141,32 @@ fn run_scenario(one_node: bool) {
         of_type(l, "ready").len() >= nodes
     });
     let to_ready = trace.started.elapsed();
+    // The runners are runc containers from the runner's image, as
+    // `kubectl get pod -o yaml` shows them.
+    let pods = sandbox
+        .kubectl()
+        .args(["get", "pods", "-n", "podtrace", "-o", "json"])
+        .output()
+        .expect("kubectl get pods");
+    let pods: Value = serde_json::from_slice(&pods.stdout).expect("pods JSON");
+    let statuses: Vec<&Value> = pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| &p["status"]["containerStatuses"][0])
+        .collect();
+    assert_eq!(statuses.len(), nodes, "one runner pod per node");
+    for s in &statuses {
+        assert!(
+            s["containerID"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("runc://"))
+                && s["imageID"]
+                    .as_str()
+                    .is_some_and(|i| i.starts_with("ghcr.io/podtrace/podtrace-runner@sha256:")),
+            "a runner container from the image: {s}"
+        );
+    }
     let curl_at = trace.started.elapsed();
 
     for _ in 0..3 {

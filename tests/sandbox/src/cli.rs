@@ -26,7 +26,9 @@ const EXAMPLES: &str = "EXAMPLES:
   export KUBECONFIG=/tmp/podtrace-sandbox/kubeconfig
   kubectl get pods -o wide
   podtrace-sandbox exec --kubeconfig $KUBECONFIG curl-demo -- \\
-      curl -s http://$(kubectl get pod nginx-demo -o jsonpath='{.status.podIP}')";
+      curl -s http://$(kubectl get pod nginx-demo -o jsonpath='{.status.podIP}')
+  # Load the runner's image (scripts/build-image.sh) into the nodes
+  podtrace-sandbox load target/image/podtrace-runner-v0.1.0.oci.tar";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -34,6 +36,19 @@ enum Command {
     Up(UpArgs),
     /// Run a command in a pod's network namespace (as `kubectl exec`).
     Exec(ExecArgs),
+    /// Load an OCI image archive into the running sandbox's nodes (as
+    /// `kind load image-archive`): pods using its images run through runc.
+    Load(LoadArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct LoadArgs {
+    /// The sandbox's kubeconfig.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: PathBuf,
+    /// OCI archives (`podman save --format oci-archive`, `scripts/build-image.sh`).
+    #[arg(required = true)]
+    archives: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -75,6 +90,9 @@ struct UpArgs {
     /// Add a user with no rights (context of the same name) (repeatable).
     #[arg(long = "user-without-rights", value_name = "NAME")]
     unprivileged_users: Vec<String>,
+    /// Load this OCI image archive before the pods start (repeatable).
+    #[arg(long = "image-archive", value_name = "ARCHIVE")]
+    images: Vec<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -96,6 +114,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Up(a) => up(a).await.map(|()| 0),
         Command::Exec(a) => exec(a),
+        Command::Load(a) => load(a).map(|()| 0),
     }
 }
 
@@ -124,6 +143,7 @@ async fn up(a: UpArgs) -> Result<()> {
             .iter()
             .map(|u| crate::User::with_rules(u, Vec::new()))
             .collect(),
+        images: a.images.clone(),
         ..SandboxConfig::default()
     };
     // Signals are caught from here on, so a stop during start-up still
@@ -186,4 +206,21 @@ fn exec(a: ExecArgs) -> Result<i32> {
         .status()
         .with_context(|| format!("failed to run {:?}", a.command))?;
     Ok(status.code().unwrap_or(1))
+}
+
+fn load(a: LoadArgs) -> Result<()> {
+    let prefix = crate::read_netns_prefix(&a.kubeconfig)?;
+    let store = crate::cri::store_for(&prefix);
+    if !store.dir().is_dir() {
+        bail!(
+            "no sandbox is running for {} (start one with `podtrace-sandbox up`)",
+            a.kubeconfig.display()
+        );
+    }
+    for archive in &a.archives {
+        for name in store.load_archive(archive)? {
+            println!("loaded {name} from {}", archive.display());
+        }
+    }
+    Ok(())
 }

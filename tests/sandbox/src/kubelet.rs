@@ -90,7 +90,9 @@ pub fn runner_processes(state: &State) -> Vec<u32> {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    processes_in_groups(&groups, false)
+    let mut pids = processes_in_groups(&groups, false);
+    pids.extend(state.cri.runner_pids());
+    pids
 }
 
 /// Pids whose process group is one of `groups` (zombies too if asked).
@@ -125,6 +127,8 @@ fn processes_in_groups(groups: &HashSet<i32>, zombies: bool) -> Vec<u32> {
 
 /// Kills every container process and drops every pod namespace (teardown).
 pub fn kill_everything(state: &State) {
+    // Containers first: runc's own processes below then exit with them.
+    state.cri.teardown();
     let runtimes: Vec<PodRuntime> = state
         .runtime
         .lock()
@@ -554,6 +558,8 @@ fn recompute(p: &mut Value) {
 /// What an image becomes on this machine.
 enum Image {
     Runner,
+    /// Loaded into the node's image store: runs as an OCI container.
+    Oci(Box<crate::images::StoredImage>),
     Nginx,
     /// A tool image: its default command, when the pod gives none.
     Tool(&'static str),
@@ -566,6 +572,70 @@ fn image_repo(image: &str) -> &str {
         Some(i) if !image[i..].contains('/') => &image[..i],
         _ => image,
     }
+}
+
+/// How a container is started.
+enum Launch {
+    /// A process in the pod's network namespace.
+    Process(Vec<String>),
+    /// An OCI container, bundle ready.
+    Runc(crate::runc::Container),
+}
+
+fn is_runner_image(image: &str) -> bool {
+    image_repo(image).ends_with("podtrace-runner")
+}
+
+/// The image from the node's store, unless a runner crash is injected
+/// (that runs the crashing stand-in instead).
+fn oci_image(ctx: &PodCtx, image: &str) -> Option<Image> {
+    let crash = ctx
+        .state
+        .faults
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .runner_crash
+        .is_some();
+    if crash && is_runner_image(image) {
+        return None;
+    }
+    match ctx.state.cri.images.resolve(image) {
+        Ok(found) => found.map(|i| Image::Oci(Box::new(i))),
+        Err(e) => {
+            tracing::warn!(image, error = %e, "image store unreadable");
+            None
+        }
+    }
+}
+
+fn prepare_oci(
+    ctx: &PodCtx,
+    c: &Value,
+    image: &crate::images::StoredImage,
+    scratch: &Path,
+    attempt: u32,
+) -> Result<crate::runc::Container, String> {
+    let host_network = ctx.pod["spec"]["hostNetwork"] == json!(true);
+    let node_netns = ctx
+        .state
+        .net
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .and_then(|n| n.node(&ctx.node).ok().map(|n| n.netns.name().to_owned()))
+        .unwrap_or_else(|| ctx.netns.clone());
+    let info = crate::cri::PodInfo {
+        pod: &ctx.pod,
+        container: c,
+        node: &ctx.node,
+        pod_ip: &ctx.pod_ip,
+        node_netns: &node_netns,
+        pod_netns: (!host_network).then_some(ctx.netns.as_str()),
+        env: env_for(ctx, c),
+        scratch,
+    };
+    crate::cri::prepare(&ctx.state.cri, &info, image, attempt)
+        .map_err(|e| format!("failed to create containerd task: failed to create shim task: {e}"))
 }
 
 fn classify(image: &str) -> Option<Image> {
@@ -677,14 +747,6 @@ fn spawn(
     log: Arc<crate::logs::Log>,
     workdir: Option<&str>,
 ) -> std::io::Result<Running> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two fds into the array we own.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: both fds were just created and are owned by nobody else.
-    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    let write2 = write.try_clone()?;
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", &ctx.netns]).args(argv);
     cmd.env_clear()
@@ -701,7 +763,20 @@ fn spawn(
     if let Some(w) = workdir.filter(|w| Path::new(w).is_dir()) {
         cmd.current_dir(w);
     }
-    // One pipe for stdout and stderr: lines interleave as they were written.
+    spawn_logged(cmd, log)
+}
+
+/// Starts `cmd` in a process group of its own, its stdout and stderr (one
+/// pipe: lines interleave as they were written) going to `log`.
+fn spawn_logged(mut cmd: Command, log: Arc<crate::logs::Log>) -> std::io::Result<Running> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two fds into the array we own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both fds were just created and are owned by nobody else.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let write2 = write.try_clone()?;
     cmd.stdin(Stdio::null())
         .stdout(Stdio::from(write))
         .stderr(Stdio::from(write2));
@@ -855,6 +930,7 @@ fn argv_for(ctx: &PodCtx, c: &Value, image: &Image, scratch: &Path) -> Result<Ve
                 conf.display().to_string(),
             ])
         }
+        Image::Oci(_) => Err("an OCI image runs through runc, not as a process".into()),
         Image::Tool(default) => {
             let mut argv = if command.is_empty() {
                 default.split(' ').map(str::to_owned).collect()
@@ -902,6 +978,19 @@ async fn run_container(
         let started = Instant::now();
         if sleep_or_killed(delay, &mut kill).await {
             return;
+        }
+        let stored = if failing {
+            None
+        } else {
+            oci_image(&ctx, &image_name)
+        };
+        if let Some(img) = stored {
+            ctx.event(
+                "Normal",
+                "Pulled",
+                &format!("Container image \"{image_name}\" already present on machine"),
+            );
+            break img;
         }
         match classify(&image_name).filter(|_| !failing) {
             Some(img) => {
@@ -951,8 +1040,12 @@ async fn run_container(
     let mut restarts = 0;
     let mut crash_backoff = Duration::from_secs(1);
     loop {
-        let argv = match argv_for(&ctx, &c, &image, &scratch) {
-            Ok(a) => a,
+        let launch = match &image {
+            Image::Oci(img) => prepare_oci(&ctx, &c, img, &scratch, restarts).map(Launch::Runc),
+            _ => argv_for(&ctx, &c, &image, &scratch).map(Launch::Process),
+        };
+        let launch = match launch {
+            Ok(l) => l,
             Err(msg) => {
                 ctx.event("Warning", "Failed", &format!("Error: {msg}"));
                 let ts = now();
@@ -969,11 +1062,18 @@ async fn run_container(
                 continue;
             }
         };
-        let cid = format!("containerd://{}", container_id());
+        let cid = match &launch {
+            Launch::Runc(c) => format!("runc://{}", c.id),
+            Launch::Process(_) => format!("containerd://{}", container_id()),
+        };
         ctx.event("Normal", "Created", &format!("Created container: {cname}"));
         let log = ctx.state.logs.start(&ctx.ns, &ctx.name, &cname);
         let env = env_for(&ctx, &c);
-        let mut running = match spawn(&ctx, &argv, &env, log.clone(), c["workingDir"].as_str()) {
+        let spawned = match &launch {
+            Launch::Process(argv) => spawn(&ctx, argv, &env, log.clone(), c["workingDir"].as_str()),
+            Launch::Runc(container) => spawn_logged(container.run_command(), log.clone()),
+        };
+        let mut running = match spawned {
             Ok(r) => r,
             Err(e) => {
                 ctx.event(
@@ -995,6 +1095,14 @@ async fn run_container(
             .get_mut(&key(&ctx.ns, &ctx.name))
         {
             rt.groups.push(pgid);
+        }
+        if let (Launch::Runc(container), true) = (&launch, is_runner_image(&image_name)) {
+            ctx.state
+                .cri
+                .runners
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(container.id.clone());
         }
         if matches!(image, Image::Runner) {
             ctx.state
@@ -1021,11 +1129,10 @@ async fn run_container(
             s["ready"] = json!(true);
             s["started"] = json!(true);
             s["containerID"] = json!(cid);
-            s["imageID"] = json!(format!(
-                "{}@sha256:{}",
-                image_repo(&image_name),
-                container_id()
-            ));
+            s["imageID"] = json!(match &image {
+                Image::Oci(img) => format!("{}@{}", img.repository, img.digest),
+                _ => format!("{}@sha256:{}", image_repo(&image_name), container_id()),
+            });
         });
         // Wait for exit, deletion, or the SIGKILL deadline after SIGTERM.
         let (exit_tx, mut exit_rx) = tokio::sync::oneshot::channel();
@@ -1043,13 +1150,28 @@ async fn run_container(
                     killed = true;
                     let grace = r.ok().and_then(|g| *g).unwrap_or(30);
                     ctx.event("Normal", "Killing", &format!("Stopping container {cname}"));
-                    // SAFETY: kill(2) has no memory-safety preconditions.
-                    unsafe { libc::kill(-pgid, libc::SIGTERM) };
                     let pg = pgid;
+                    let oci = match &launch {
+                        Launch::Runc(c) => Some(c.clone()),
+                        Launch::Process(_) => None,
+                    };
+                    match &oci {
+                        // runc forwards nothing here: the runtime signals.
+                        Some(c) => c.signal("TERM", false),
+                        // SAFETY: kill(2) has no memory-safety preconditions.
+                        None => {
+                            unsafe { libc::kill(-pgid, libc::SIGTERM) };
+                        }
+                    };
                     sigkill_timer = Some(tokio::spawn(async move {
                         tokio::time::sleep(Duration::from_secs(grace.max(0) as u64)).await;
-                        // SAFETY: as above; the group may be gone already.
-                        unsafe { libc::kill(-pg, libc::SIGKILL) };
+                        match &oci {
+                            Some(c) => c.signal("KILL", true),
+                            // SAFETY: as above; the group may be gone already.
+                            None => {
+                                unsafe { libc::kill(-pg, libc::SIGKILL) };
+                            }
+                        };
                     }));
                 }
             }
@@ -1077,7 +1199,28 @@ async fn run_container(
         let code = status
             .map(|s| s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(9)))
             .unwrap_or(137);
-        let reason = if code == 0 { "Completed" } else { "Error" };
+        let mut oom = false;
+        if let Launch::Runc(container) = &launch {
+            let gone = container.clone();
+            oom = tokio::task::spawn_blocking(move || {
+                let oom = gone.oom_killed();
+                gone.delete();
+                oom
+            })
+            .await
+            .unwrap_or(false);
+            ctx.state
+                .cri
+                .runners
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&container.id);
+        }
+        let reason = match (code, oom) {
+            (_, true) => "OOMKilled",
+            (0, _) => "Completed",
+            _ => "Error",
+        };
         let terminated = json!({"exitCode": code, "reason": reason, "startedAt": started_at,
                                 "finishedAt": now(), "containerID": cid});
         let again = !killed && (restart == "Always" || (restart == "OnFailure" && code != 0));

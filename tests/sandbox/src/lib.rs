@@ -61,7 +61,9 @@
 mod admission;
 mod api;
 pub mod cli;
+mod cri;
 mod discovery;
+mod images;
 mod jobs;
 mod kubeconfig;
 mod kubelet;
@@ -69,17 +71,21 @@ mod logs;
 mod namespaces;
 mod netpol;
 mod objects;
+mod oci;
 mod openapi;
 mod patch;
 mod protobuf;
 mod rbac;
+mod runc;
 mod sandbox;
+mod seccomp;
 mod selectors;
 mod server;
 mod status;
 mod store;
 mod tls;
 
+pub use cri::runner_image_archive;
 pub use kubeconfig::{read_netns_prefix, read_server_and_token};
 /// Test support shared with the other test crates.
 pub use podtrace_netns::{is_root, ChildLines};

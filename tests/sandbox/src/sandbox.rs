@@ -159,6 +159,10 @@ pub struct SandboxConfig {
     pub runner_bin: Option<PathBuf>,
     /// How long start-up may wait for `pods` to run.
     pub start_timeout: Duration,
+    /// OCI archives loaded into the nodes' image store before `pods` start
+    /// (as `kind load image-archive`): pods using their images run as
+    /// containers through runc.
+    pub images: Vec<PathBuf>,
 }
 
 impl Default for SandboxConfig {
@@ -172,6 +176,7 @@ impl Default for SandboxConfig {
             kubeconfig: None,
             runner_bin: None,
             start_timeout: Duration::from_secs(20),
+            images: Vec::new(),
         }
     }
 }
@@ -211,6 +216,8 @@ pub(crate) struct State {
     pub drop_watches: watch::Sender<u64>,
     pub drop_logs: watch::Sender<u64>,
     pub runner_bin: Option<PathBuf>,
+    /// Containers run from loaded images (runc), and the image store.
+    pub cri: crate::cri::Runtime,
 }
 
 impl State {
@@ -331,7 +338,16 @@ impl Sandbox {
             drop_watches: watch::channel(0).0,
             drop_logs: watch::channel(0).0,
             runner_bin: config.runner_bin.clone(),
+            cri: crate::cri::Runtime::start(&prefix),
         });
+        for archive in &config.images {
+            state.cri.images.load_archive(archive).map_err(|e| {
+                Error::Api(format!(
+                    "failed to load image archive {}: {e}",
+                    archive.display()
+                ))
+            })?;
+        }
         let tls = crate::tls::make()?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
