@@ -628,8 +628,7 @@ static __always_inline bool ignored_drop_reason(__u32 reason)
 	return false;
 }
 
-SEC("raw_tp/kfree_skb")
-int BPF_PROG(pt_kfree_skb, struct sk_buff *skb, void *location, int reason)
+static __always_inline void handle_kfree_skb(struct sk_buff *skb, int reason)
 {
 	struct net_device *dev = BPF_CORE_READ(skb, dev);
 	struct pkt pk = {};
@@ -637,16 +636,16 @@ int BPF_PROG(pt_kfree_skb, struct sk_buff *skb, void *location, int reason)
 	bool fwd = false, created = false;
 
 	if (ignored_drop_reason(reason))
-		return 0;
+		return;
 	/* The namespace of the device it was on, else of its socket. */
 	if (dev)
 		inum = BPF_CORE_READ(dev, nd_net.net, ns.inum);
 	else
 		inum = BPF_CORE_READ(skb, sk, __sk_common.skc_net.net, ns.inum);
 	if (!netns_in_scope(inum) || !read_skb_pkt(skb, &pk))
-		return 0;
+		return;
 	if (should_discard(&pk.src, pk.sport, &pk.dst, pk.dport))
-		return 0;
+		return;
 
 	/* A connect()ing socket's SYN, dropped before any tc program saw it:
 	 * its connect event first. */
@@ -662,7 +661,7 @@ int BPF_PROG(pt_kfree_skb, struct sk_buff *skb, void *location, int reason)
 	struct pt_event *e = reserve_event();
 
 	if (!e)
-		return 0;
+		return;
 	e->kind = PT_DROP;
 	e->saddr = pk.src;
 	e->daddr = pk.dst;
@@ -675,6 +674,22 @@ int BPF_PROG(pt_kfree_skb, struct sk_buff *skb, void *location, int reason)
 	if (dev)
 		e->ifindex = BPF_CORE_READ(dev, ifindex);
 	submit_event(e);
+}
+
+SEC("raw_tp/kfree_skb")
+int BPF_PROG(pt_kfree_skb, struct sk_buff *skb, void *location, int reason)
+{
+	handle_kfree_skb(skb, reason);
 	return 0;
 }
 
+/* Before Linux 5.17 kfree_skb has no reason argument, and the kernel
+ * refuses to attach a raw tracepoint program that reads past the
+ * arguments (EINVAL): the runner loads this one instead, and drops carry
+ * no reason (0). */
+SEC("raw_tp/kfree_skb")
+int BPF_PROG(pt_kfree_skb_no_reason, struct sk_buff *skb, void *location)
+{
+	handle_kfree_skb(skb, 0);
+	return 0;
+}

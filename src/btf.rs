@@ -143,14 +143,23 @@ fn string_at(src: &Source, strs: u64, str_len: u32, off: u32) -> io::Result<Stri
     Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
 }
 
-/// The members (name, value) of the enum called `name` in the raw BTF
-/// file at `path`: one sequential pass over the type section through a
-/// 64 KiB window, then single reads of the strings needed.
-pub fn read_enum(path: &Path, name: &str) -> io::Result<Option<Vec<(String, u32)>>> {
-    read_enum_from(&Source::open(path, true)?, name)
+/// An enum's members: (name, value).
+pub type Members = Vec<(String, u32)>;
+
+/// The members of the enum called `name` in the raw BTF file at `path`.
+pub fn read_enum(path: &Path, name: &str) -> io::Result<Option<Members>> {
+    Ok(read_enums(path, &[name])?.pop().flatten())
 }
 
-fn read_enum_from(src: &Source, name: &str) -> io::Result<Option<Vec<(String, u32)>>> {
+/// The members of each enum in `names` (`None` for one the file lacks),
+/// in that order: one sequential pass over the type section through a
+/// 64 KiB window, then single reads of the strings needed. Only enums of
+/// at least 16 members are looked at.
+pub fn read_enums(path: &Path, names: &[&str]) -> io::Result<Vec<Option<Members>>> {
+    read_enums_from(&Source::open(path, true)?, names)
+}
+
+fn read_enums_from(src: &Source, names: &[&str]) -> io::Result<Vec<Option<Members>>> {
     let mut hdr = [0u8; 24];
     src.read_exact_at(&mut hdr, 0)?;
     if u16::from_ne_bytes([hdr[0], hdr[1]]) != BTF_MAGIC {
@@ -193,8 +202,16 @@ fn read_enum_from(src: &Source, name: &str) -> io::Result<Option<Vec<(String, u3
     }
     drop(window);
 
+    let mut found: Vec<Option<Members>> = vec![None; names.len()];
     for (name_off, at, vlen, is64) in candidates {
-        if name_off == 0 || string_at(src, strs, str_len, name_off)? != name {
+        if name_off == 0 {
+            continue;
+        }
+        let name = string_at(src, strs, str_len, name_off)?;
+        let Some(slot) = names.iter().position(|n| *n == name) else {
+            continue;
+        };
+        if found[slot].is_some() {
             continue;
         }
         let size = if is64 { 12 } else { 8 };
@@ -206,9 +223,12 @@ fn read_enum_from(src: &Source, name: &str) -> io::Result<Option<Vec<(String, u3
             let member = string_at(src, strs, str_len, u32_at(m, 0))?;
             members.push((member, u32_at(m, 4)));
         }
-        return Ok(Some(members));
+        found[slot] = Some(members);
+        if found.iter().all(Option::is_some) {
+            break;
+        }
     }
-    Ok(None)
+    Ok(found)
 }
 
 #[cfg(test)]
@@ -225,7 +245,9 @@ mod tests {
         }
         let read = Source::open(path, false).unwrap();
         assert!(matches!(read, Source::File(_)));
-        let by_read = read_enum_from(&read, "skb_drop_reason").unwrap().unwrap();
+        let by_read = read_enums_from(&read, &["skb_drop_reason"]).unwrap()[0]
+            .take()
+            .unwrap();
         let by_map = read_enum(path, "skb_drop_reason").unwrap().unwrap();
         assert_eq!(by_read, by_map);
         assert!(by_read.len() > 50, "{by_read:?}");

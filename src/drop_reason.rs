@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::io;
 use std::path::Path;
 
-use crate::btf::read_enum;
 pub use crate::btf::VMLINUX_BTF;
+use crate::btf::{read_enum, Members};
 
 /// kfree_skb reasons that are not packet loss on the network path, by name
 /// (without the `SKB_DROP_REASON_` prefix), with why. The kernel program
@@ -36,27 +36,13 @@ pub struct DropReasons {
 }
 
 impl DropReasons {
-    /// Reads the names from the running kernel's BTF; empty (every reason
-    /// then shows as `REASON_<n>`) with a warning when that fails.
-    pub fn from_kernel() -> Self {
-        match Self::read(Path::new(VMLINUX_BTF)) {
-            Ok(Some(r)) => r,
-            Ok(None) => {
-                tracing::warn!("the kernel's BTF has no enum skb_drop_reason");
-                Self::default()
-            }
-            Err(e) => {
-                tracing::warn!("cannot read the kernel's BTF for drop reason names: {e}");
-                Self::default()
-            }
-        }
-    }
-
     /// Reads `enum skb_drop_reason` from a raw BTF file; `None` if absent.
     pub fn read(path: &Path) -> io::Result<Option<Self>> {
-        let Some(members) = read_enum(path, "skb_drop_reason")? else {
-            return Ok(None);
-        };
+        Ok(read_enum(path, "skb_drop_reason")?.map(Self::from_members))
+    }
+
+    /// From the enum's members, as [`crate::btf`] reads them.
+    pub fn from_members(members: Members) -> Self {
         let names = members
             .into_iter()
             .map(|(name, value)| {
@@ -67,7 +53,12 @@ impl DropReasons {
                 (value, short)
             })
             .collect();
-        Ok(Some(DropReasons { names }))
+        DropReasons { names }
+    }
+
+    /// True when the kernel has no `enum skb_drop_reason` (before 5.17).
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
     }
 
     /// The name of `reason`, e.g. `NETFILTER_DROP`; `REASON_<n>` when this

@@ -8,7 +8,7 @@
 //! - behind the `bpf` feature (Linux): the skeletons compiled from `bpf/`
 //!   ([`bpf`]), the loader over them ([`tracer`]), the conversion of kernel
 //!   events into the schema ([`decode`], [`drop_reason`], read from the
-//!   kernel's BTF by [`btf`]) and finding pods'
+//!   kernel's BTF by [`btf`]), probing what the kernel offers ([`features`]) and finding pods'
 //!   interfaces and namespaces on the node ([`discover`], [`netlink`]).
 
 #[cfg(feature = "bpf")]
@@ -28,6 +28,8 @@ pub mod decode;
 pub mod discover;
 #[cfg(feature = "bpf")]
 pub mod drop_reason;
+#[cfg(feature = "bpf")]
+pub mod features;
 #[cfg(feature = "bpf")]
 pub mod netlink;
 #[cfg(feature = "bpf")]
