@@ -199,11 +199,11 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 	__u16 family;
 
 	/* This fires for every socket state change on the node: discard on
-	 * the cheapest checks first. Only these four states report anything
+	 * the cheapest checks first. Only these three states report anything
 	 * (the connect event a socket still owes is flushed at ESTABLISHED or
 	 * CLOSE, which every socket reaches after SYN_SENT). */
-	if (newstate != PT_TCP_SYN_SENT && newstate != PT_TCP_SYN_RECV &&
-	    newstate != PT_TCP_ESTABLISHED && newstate != PT_TCP_CLOSE)
+	if (newstate != PT_TCP_SYN_SENT && newstate != PT_TCP_ESTABLISHED &&
+	    newstate != PT_TCP_CLOSE)
 		return;
 	family = sk->__sk_common.skc_family;
 	if (family != PT_AF_INET && family != PT_AF_INET6)
@@ -231,20 +231,22 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 		bpf_map_update_elem(&socks, &key, &ns, BPF_ANY);
 		return;
 	}
-	if (newstate == PT_TCP_SYN_RECV) {
-		struct pt_sock passive = {}; /* active = 0: this side accepted */
-
-		emit_conn(PT_ACCEPT, &t, &passive, inum, 0);
-		return;
-	}
-
-	/* Out of SYN_RECV: an accepted socket, which socks never holds. */
+	/* Out of SYN_RECV: an accepted socket, which socks never holds. The
+	 * accept is reported here, not on entering SYN_RECV: on older kernels
+	 * (6.1 and 6.12 in the kernel matrix, not 6.18) the child socket
+	 * enters SYN_RECV while still a copy of the listener, without the
+	 * peer's address and port; ESTABLISHED follows at once. */
 	bool accepted = newstate == PT_TCP_ESTABLISHED && oldstate == PT_TCP_SYN_RECV;
 
 	s = accepted ? NULL : bpf_map_lookup_elem(&socks, &key);
 	if (newstate == PT_TCP_ESTABLISHED) {
 		struct pt_event *e;
 
+		if (accepted) {
+			struct pt_sock passive = {}; /* active = 0: this side accepted */
+
+			emit_conn(PT_ACCEPT, &t, &passive, inum, 0);
+		}
 		flush_connect_sk(s, &t);
 		e = reserve_event();
 		if (!e)
