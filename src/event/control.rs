@@ -362,4 +362,30 @@ mod tests {
         assert_eq!(v["sum_us"], 31);
         assert_eq!(serde_json::from_value::<Rtt>(v).unwrap(), r);
     }
+
+    /// Each feature that is off has its note, and only those; a runner
+    /// that did not probe (`features` absent) reads back as `None`.
+    #[test]
+    fn features_say_what_is_off() {
+        assert!(Features {
+            drop_reasons: true,
+            tcx: true,
+            reset_without_socket: true,
+            skipped_runs: true,
+            recursion_cover: true,
+        }
+        .notes()
+        .is_empty());
+        let old = Features::default().notes();
+        assert_eq!(old.len(), 5);
+        assert!(
+            old[0].starts_with("drop reasons need Linux >= 5.17"),
+            "{old:?}"
+        );
+        let ready: Ready = serde_json::from_str(
+            r#"{"node":"n","time":"t","hooks":[],"interfaces":[],"pod_ips":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(ready.features, None);
+    }
 }
