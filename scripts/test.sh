@@ -18,3 +18,6 @@ cargo build --workspace --all-targets --locked
 bash scripts/build-runner-static.sh >/dev/null
 echo "test.sh: the static podtrace-runner builds (no shared libraries)" >&2
 cargo test --workspace --locked -- --test-threads=2
+# The runner's scenarios again on Debian's 5.10, 6.1 and 6.12 kernels, in
+# QEMU guests (docs/kernels.md).
+bash scripts/kernels/matrix.sh

@@ -959,11 +959,18 @@ fn features_match_the_kernel() {
     require_root();
     let (_cluster, node, a, _b) = one_node_two_pods(Shape::Routed, "a", "b");
     let mut runner = Runner::start(&node, &["--pod-ip", &a.ip.to_string()]);
-    let features = runner
-        .ready()
-        .features
-        .expect("the ready line lists features");
-    let release = hello_of(&runner.seen).kernel.clone();
+    let ready = runner.ready();
+    let features = ready.features.expect("the ready line lists features");
+    let hello = hello_of(&runner.seen).clone();
+    let release = hello.kernel.clone();
+    // The kernel matrix builds docs/kernels.md's table from these lines.
+    if let Some(dir) = std::env::var_os("PODTRACE_MATRIX_OUT") {
+        let lines = [Message::hello(hello), Message::ready(ready)]
+            .map(|m| serde_json::to_string(&m).unwrap() + "\n")
+            .concat();
+        std::fs::write(std::path::Path::new(&dir).join("ready.json"), lines)
+            .expect("write the matrix's ready line");
+    }
     let at_least = |major: u32, minor: u32| {
         let mut v = release
             .split(['.', '-'])

@@ -5,7 +5,8 @@
 # overlay), runs COMMAND in the guest from the repository's directory, streams
 # its output, and exits with its status.
 # Usage: scripts/kernels/boot.sh SERIES COMMAND [ARG...]
-# Environment: PODTRACE_VM_TIMEOUT (seconds, default 1200) bounds the guest.
+# Environment: PODTRACE_VM_TIMEOUT (seconds, default 1200) bounds the guest;
+# PODTRACE_VM_SHARE names a host directory the guest may write (same path).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/common.sh"
@@ -40,8 +41,10 @@ chmod +x "$out/run.sh"
 # in seconds. Without udev in the guest, virtme-ng cannot hand back the
 # script's status, hence the files above.
 start=$(date +%s)
+share=()
+[ -z "${PODTRACE_VM_SHARE:-}" ] || share=(--rwdir "$(realpath "$PODTRACE_VM_SHARE")")
 timeout "${PODTRACE_VM_TIMEOUT:-1200}" vng --run "$vmlinuz" --disable-kvm --cpus 2 --memory 2G \
-  --rwdir "$out" --exec "$out/run.sh" >"$out/console" 2>&1 &
+  --rwdir "$out" "${share[@]}" --exec "$out/run.sh" >"$out/console" 2>&1 &
 vng_pid=$!
 tail -n +1 -f --pid="$vng_pid" "$out/log"
 wait "$vng_pid" || true

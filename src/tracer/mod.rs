@@ -54,7 +54,7 @@ pub enum Error {
     NotPrivileged,
     #[error(
         "this kernel has no BTF (/sys/kernel/btf/vmlinux is missing): podtrace needs a kernel \
-         built with CONFIG_DEBUG_INFO_BTF=y (Linux 5.8 or later)"
+         built with CONFIG_DEBUG_INFO_BTF=y (Linux 5.10 or later)"
     )]
     NoBtf,
     #[error(
