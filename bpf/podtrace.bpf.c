@@ -31,6 +31,15 @@ char LICENSE[] SEC("license") = "GPL";
  */
 const volatile __u32 ignored_drop_reasons[PT_MAX_IGNORED_DROP_REASONS] = {};
 
+/*
+ * The reason under which this kernel frees a closed socket's queues when
+ * its enum has no QUEUE_PURGE to name it: NOT_SPECIFIED (6.1 in the kernel
+ * matrix), or 0 before drops had reasons (5.17). Such a packet, still
+ * owned by a dead socket, had been delivered: no drop. Set by the runner;
+ * the default matches no reason.
+ */
+const volatile __u32 unnamed_purge_reason = ~0U;
+
 /* Dummy instances: make libbpf-cargo emit these types into the skeleton's
  * `types` module, so Rust decodes with the same definitions. */
 struct pt_event _pt_event = {};
@@ -639,6 +648,13 @@ static __always_inline void handle_kfree_skb(struct sk_buff *skb, int reason)
 
 	if (ignored_drop_reason(reason))
 		return;
+	if ((__u32)reason == unnamed_purge_reason) {
+		struct sock *sk = BPF_CORE_READ(skb, sk);
+
+		/* Still owned by a closed socket: its queue freed with it. */
+		if (sk && (BPF_CORE_READ(sk, __sk_common.skc_flags) & (1UL << PT_SOCK_DEAD)))
+			return;
+	}
 	/* The namespace of the device it was on, else of its socket. */
 	if (dev)
 		inum = BPF_CORE_READ(dev, nd_net.net, ns.inum);

@@ -77,6 +77,20 @@ impl DropReasons {
             .find_map(|(v, n)| (n == name).then_some(*v))
     }
 
+    /// The reason under which this kernel frees a closed socket's queues
+    /// when it cannot say QUEUE_PURGE (`unnamed_purge_reason` in
+    /// podtrace.bpf.c): NOT_SPECIFIED on kernels without that name, 0 on
+    /// kernels without reasons; `u32::MAX` (none) where it is named.
+    pub fn unnamed_purge(&self) -> u32 {
+        if self.is_empty() {
+            0
+        } else if self.value("QUEUE_PURGE").is_some() {
+            u32::MAX
+        } else {
+            self.value("NOT_SPECIFIED").unwrap_or(u32::MAX)
+        }
+    }
+
     /// The values of [`IGNORED`] that this kernel has.
     pub fn ignored(&self) -> Vec<u32> {
         IGNORED
@@ -106,6 +120,24 @@ mod tests {
         assert!(!r.ignored().is_empty());
         assert!(!r.ignored().contains(&r.value("NOT_SPECIFIED").unwrap()));
         assert!(!r.ignored().contains(&n));
+    }
+
+    /// Where QUEUE_PURGE has no name, a closed socket's queues are freed
+    /// under NOT_SPECIFIED, or under 0 before reasons existed.
+    #[test]
+    fn unnamed_purge_follows_the_names() {
+        let names = |list: &[(&str, u32)]| {
+            DropReasons::from_members(
+                list.iter()
+                    .map(|(n, v)| (format!("SKB_DROP_REASON_{n}"), *v))
+                    .collect(),
+            )
+        };
+        assert_eq!(DropReasons::default().unnamed_purge(), 0);
+        let v6_1 = names(&[("NOT_SPECIFIED", 2), ("NO_SOCKET", 3)]);
+        assert_eq!(v6_1.unnamed_purge(), 2);
+        let v6_18 = names(&[("NOT_SPECIFIED", 2), ("QUEUE_PURGE", 60)]);
+        assert_eq!(v6_18.unnamed_purge(), u32::MAX);
     }
 
     #[test]

@@ -76,6 +76,7 @@ fn config(cli: &Cli) -> Config {
         netns: Vec::new(),
         ring_bytes: cli.ring_buffer_mib << 20,
         ignored_drop_reasons: Vec::new(),
+        unnamed_purge_reason: u32::MAX,
         features: Default::default(),
     }
 }
@@ -143,6 +144,7 @@ fn start<'obj>(
         tp_cfg.netns = vec![found.own_netns];
         tp_cfg.netns.extend(found.pods.iter().map(|p| p.netns));
         tp_cfg.ignored_drop_reasons = reasons.ignored();
+        tp_cfg.unnamed_purge_reason = reasons.unnamed_purge();
         tracing::debug!(
             ignored = ?tp_cfg.ignored_drop_reasons,
             "drop reasons not reported (QUEUE_PURGE, SKB_CONSUMED)"

@@ -109,6 +109,8 @@ pub struct Config {
     /// `skb_drop_reason` values the kernel does not report as drops (see
     /// [`crate::drop_reason::IGNORED`]); at most 4.
     pub ignored_drop_reasons: Vec<u32>,
+    /// [`crate::drop_reason::DropReasons::unnamed_purge`].
+    pub unnamed_purge_reason: u32,
     /// What the kernel offers ([`crate::features::Kernel::probe`]): picks
     /// the programs to load.
     pub features: Features,

@@ -75,6 +75,7 @@ impl<'obj> OpenTracepoints<'obj> {
                 *slot = *ns as u32;
             }
         }
+        rodata.unnamed_purge_reason = cfg.unnamed_purge_reason;
         let slots = rodata.ignored_drop_reasons.len();
         if cfg.ignored_drop_reasons.len() > slots {
             tracing::warn!("only {slots} drop reasons can be ignored");
