@@ -18,8 +18,8 @@ use podtrace::drop_reason::DropReasons;
 use podtrace::event::{
     now_rfc3339, Hello, Interface, Lost, Message, Proto, Ready, Summary, SCHEMA,
 };
-use podtrace::flows::{Counters, Flows};
 use podtrace::features::Kernel;
+use podtrace::flows::{Counters, Flows};
 use podtrace::tracer::{self, Config, Iface, OpenObject, OpenTracepoints, Packets, Stop, Tracer};
 
 use crate::cli::Cli;

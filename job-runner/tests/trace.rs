@@ -8,7 +8,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use common::*;
-use podtrace::event::{Direction, DropSite, End, Event, EventKind, Features, Message, Proto, ResetDirection};
+use podtrace::event::{
+    Direction, DropSite, End, Event, EventKind, Features, Message, Proto, ResetDirection,
+};
 use podtrace_netns::{Cluster, Shape};
 
 /// curl -> nginx on one node with both pods traced: the whole lifecycle,

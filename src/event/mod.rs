@@ -19,7 +19,8 @@ mod record;
 mod time;
 
 pub use control::{
-    Features, FlowSummary, Hello, Hook, Interface, Lost, Ready, Rtt, SessionSummary, Summary, Warning,
+    Features, FlowSummary, Hello, Hook, Interface, Lost, Ready, Rtt, SessionSummary, Summary,
+    Warning,
 };
 pub use record::{Direction, DropSite, End, Event, EventKind, Proto, ResetDirection};
 pub use time::{now_rfc3339, rfc3339_nanos, Rfc3339};

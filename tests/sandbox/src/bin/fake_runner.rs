@@ -87,6 +87,7 @@ async fn main() -> std::process::ExitCode {
         peer_ips: Vec::new(),
         ports: Vec::new(),
         startup_ms: 5.0,
+        features: None,
     }));
     say(Message::Event(Event {
         time: now_rfc3339(),
