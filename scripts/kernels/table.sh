@@ -10,17 +10,17 @@ feature_keys=(drop_reasons tcx reset_without_socket skipped_runs recursion_cover
 
 echo "| kernel | hooks | $(printf '%s | ' "${feature_keys[@]}")scenario tests |"
 echo "|---|---|$(printf -- '---|%.0s' "${feature_keys[@]}")---|"
-for d in "$dir"/*/; do
-  name=$(basename "$d")
-  json="$d/ready.json"
+for name in host $(ls "$dir" | grep -E '^[0-9]+\.[0-9]+$' | sort -V); do
+  json="$dir/$name/ready.json"
   [ -f "$json" ] || continue
   release=$(sed -n 's/.*"kernel":"\([^"]*\)".*/\1/p' "$json" | head -1)
   ready=$(grep '"type":"ready"' "$json")
-  # The hook kinds, once each, interface names left out.
-  hooks=$(grep -o '"kind":"[^"]*"' <<<"$ready" | cut -d'"' -f4 | sed 's#/[a-z]*gress$##' |
-    sed 's#^btf_tracepoint/#tp_btf #; s#^raw_tracepoint/#raw_tp #' | sort -u | paste -sd, - |
-    sed 's/,/, /g')
-  row="| $release ($name) | $hooks |"
+  # The hooks: how packets are captured, and how many tracepoint programs.
+  kinds=$(sed 's/.*"hooks":\[\([^]]*\)\].*/\1/' <<<"$ready" | grep -o '"kind":"[^"]*"' | cut -d'"' -f4)
+  tracepoints=$(grep -c 'tracepoint/' <<<"$kinds" || true)
+  packets=$(grep -m1 -o '^tcx\|^tc' <<<"$kinds" || echo none)
+  [ "$packets" = tc ] && packets="tc (clsact)"
+  row="| $release ($name) | $packets, $tracepoints tracepoint programs |"
   for k in "${feature_keys[@]}"; do
     if grep -q "\"$k\":true" <<<"$ready"; then row+=" on |"; else row+=" **off** |"; fi
   done
