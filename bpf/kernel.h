@@ -43,6 +43,7 @@ struct sock_common {
 	possible_net_t skc_net;
 	struct in6_addr skc_v6_daddr;
 	struct in6_addr skc_v6_rcv_saddr;
+	unsigned long skc_flags;	/* struct sock's sk_flags */
 } __pai;
 
 struct sk_buff;
@@ -77,6 +78,9 @@ struct sock_exterr_skb {
 struct request_sock {
 	struct sock_common __req_common;
 } __pai;
+
+/* enum sock_flags' first member, 0 in every kernel: the socket is closed. */
+#define PT_SOCK_DEAD 0
 
 /* inet_sport stays set after close, unlike skc_num (zeroed on unhash). */
 struct inet_sock {

@@ -31,6 +31,15 @@ char LICENSE[] SEC("license") = "GPL";
  */
 const volatile __u32 ignored_drop_reasons[PT_MAX_IGNORED_DROP_REASONS] = {};
 
+/*
+ * The reason under which this kernel frees a closed socket's queues when
+ * its enum has no QUEUE_PURGE to name it: NOT_SPECIFIED (6.1 in the kernel
+ * matrix), or 0 before drops had reasons (5.17). Such a packet, still
+ * owned by a dead socket, had been delivered: no drop. Set by the runner;
+ * the default matches no reason.
+ */
+const volatile __u32 unnamed_purge_reason = ~0U;
+
 /* Dummy instances: make libbpf-cargo emit these types into the skeleton's
  * `types` module, so Rust decodes with the same definitions. */
 struct pt_event _pt_event = {};
@@ -199,11 +208,11 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 	__u16 family;
 
 	/* This fires for every socket state change on the node: discard on
-	 * the cheapest checks first. Only these four states report anything
+	 * the cheapest checks first. Only these three states report anything
 	 * (the connect event a socket still owes is flushed at ESTABLISHED or
 	 * CLOSE, which every socket reaches after SYN_SENT). */
-	if (newstate != PT_TCP_SYN_SENT && newstate != PT_TCP_SYN_RECV &&
-	    newstate != PT_TCP_ESTABLISHED && newstate != PT_TCP_CLOSE)
+	if (newstate != PT_TCP_SYN_SENT && newstate != PT_TCP_ESTABLISHED &&
+	    newstate != PT_TCP_CLOSE)
 		return;
 	family = sk->__sk_common.skc_family;
 	if (family != PT_AF_INET && family != PT_AF_INET6)
@@ -231,20 +240,22 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 		bpf_map_update_elem(&socks, &key, &ns, BPF_ANY);
 		return;
 	}
-	if (newstate == PT_TCP_SYN_RECV) {
-		struct pt_sock passive = {}; /* active = 0: this side accepted */
-
-		emit_conn(PT_ACCEPT, &t, &passive, inum, 0);
-		return;
-	}
-
-	/* Out of SYN_RECV: an accepted socket, which socks never holds. */
+	/* Out of SYN_RECV: an accepted socket, which socks never holds. The
+	 * accept is reported here, not on entering SYN_RECV: on older kernels
+	 * (6.1 and 6.12 in the kernel matrix, not 6.18) the child socket
+	 * enters SYN_RECV while still a copy of the listener, without the
+	 * peer's address and port; ESTABLISHED follows at once. */
 	bool accepted = newstate == PT_TCP_ESTABLISHED && oldstate == PT_TCP_SYN_RECV;
 
 	s = accepted ? NULL : bpf_map_lookup_elem(&socks, &key);
 	if (newstate == PT_TCP_ESTABLISHED) {
 		struct pt_event *e;
 
+		if (accepted) {
+			struct pt_sock passive = {}; /* active = 0: this side accepted */
+
+			emit_conn(PT_ACCEPT, &t, &passive, inum, 0);
+		}
 		flush_connect_sk(s, &t);
 		e = reserve_event();
 		if (!e)
@@ -628,8 +639,7 @@ static __always_inline bool ignored_drop_reason(__u32 reason)
 	return false;
 }
 
-SEC("raw_tp/kfree_skb")
-int BPF_PROG(pt_kfree_skb, struct sk_buff *skb, void *location, int reason)
+static __always_inline void handle_kfree_skb(struct sk_buff *skb, int reason)
 {
 	struct net_device *dev = BPF_CORE_READ(skb, dev);
 	struct pkt pk = {};
@@ -637,16 +647,23 @@ int BPF_PROG(pt_kfree_skb, struct sk_buff *skb, void *location, int reason)
 	bool fwd = false, created = false;
 
 	if (ignored_drop_reason(reason))
-		return 0;
+		return;
+	if ((__u32)reason == unnamed_purge_reason) {
+		struct sock *sk = BPF_CORE_READ(skb, sk);
+
+		/* Still owned by a closed socket: its queue freed with it. */
+		if (sk && (BPF_CORE_READ(sk, __sk_common.skc_flags) & (1UL << PT_SOCK_DEAD)))
+			return;
+	}
 	/* The namespace of the device it was on, else of its socket. */
 	if (dev)
 		inum = BPF_CORE_READ(dev, nd_net.net, ns.inum);
 	else
 		inum = BPF_CORE_READ(skb, sk, __sk_common.skc_net.net, ns.inum);
 	if (!netns_in_scope(inum) || !read_skb_pkt(skb, &pk))
-		return 0;
+		return;
 	if (should_discard(&pk.src, pk.sport, &pk.dst, pk.dport))
-		return 0;
+		return;
 
 	/* A connect()ing socket's SYN, dropped before any tc program saw it:
 	 * its connect event first. */
@@ -662,7 +679,7 @@ int BPF_PROG(pt_kfree_skb, struct sk_buff *skb, void *location, int reason)
 	struct pt_event *e = reserve_event();
 
 	if (!e)
-		return 0;
+		return;
 	e->kind = PT_DROP;
 	e->saddr = pk.src;
 	e->daddr = pk.dst;
@@ -675,6 +692,22 @@ int BPF_PROG(pt_kfree_skb, struct sk_buff *skb, void *location, int reason)
 	if (dev)
 		e->ifindex = BPF_CORE_READ(dev, ifindex);
 	submit_event(e);
+}
+
+SEC("raw_tp/kfree_skb")
+int BPF_PROG(pt_kfree_skb, struct sk_buff *skb, void *location, int reason)
+{
+	handle_kfree_skb(skb, reason);
 	return 0;
 }
 
+/* Before Linux 5.17 kfree_skb has no reason argument, and the kernel
+ * refuses to attach a raw tracepoint program that reads past the
+ * arguments (EINVAL): the runner loads this one instead, and drops carry
+ * no reason (0). */
+SEC("raw_tp/kfree_skb")
+int BPF_PROG(pt_kfree_skb_no_reason, struct sk_buff *skb, void *location)
+{
+	handle_kfree_skb(skb, 0);
+	return 0;
+}

@@ -217,7 +217,7 @@ fn set_kind(
         },
         // Where: see `drop_site`, once the addresses are decoded.
         (types::pt_kind::PT_DROP, _) => EventKind::Drop {
-            reason: drop_reasons.name(raw.reason),
+            reason: (!drop_reasons.is_empty()).then(|| drop_reasons.name(raw.reason)),
             iface: None,
             direction: None,
             at: None,

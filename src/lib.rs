@@ -7,7 +7,8 @@
 //!   observers saw of one flow.
 //! - behind the `bpf` feature (Linux): the skeletons compiled from `bpf/`
 //!   ([`bpf`]), the loader over them ([`tracer`]), the conversion of kernel
-//!   events into the schema ([`decode`], [`drop_reason`]) and finding pods'
+//!   events into the schema ([`decode`], [`drop_reason`], read from the
+//!   kernel's BTF by [`btf`]), probing what the kernel offers ([`features`]) and finding pods'
 //!   interfaces and namespaces on the node ([`discover`], [`netlink`]).
 
 #[cfg(feature = "bpf")]
@@ -20,6 +21,8 @@ pub mod runner_args;
 #[cfg(feature = "bpf")]
 pub mod bpf;
 #[cfg(feature = "bpf")]
+pub mod btf;
+#[cfg(feature = "bpf")]
 pub mod caps;
 #[cfg(feature = "bpf")]
 pub mod decode;
@@ -27,6 +30,8 @@ pub mod decode;
 pub mod discover;
 #[cfg(feature = "bpf")]
 pub mod drop_reason;
+#[cfg(feature = "bpf")]
+pub mod features;
 #[cfg(feature = "bpf")]
 pub mod netlink;
 #[cfg(feature = "bpf")]

@@ -134,7 +134,10 @@ pub fn event_line(e: &Event, style: Style) -> String {
             direction,
             at,
         } => {
-            let mut d = format!("reason={reason}");
+            let mut d = reason
+                .as_ref()
+                .map(|r| format!("reason={r}"))
+                .unwrap_or_default();
             match (direction, iface) {
                 (Some(dir), Some(i)) => {
                     let _ = write!(d, " {} {i}", dir.as_str());
@@ -150,7 +153,7 @@ pub fn event_line(e: &Event, style: Style) -> String {
             if let Some(at) = at {
                 let _ = write!(d, " at={}", at.as_str());
             }
-            (RED, d)
+            (RED, d.trim_start().to_owned())
         }
         EventKind::Packet {
             iface,
@@ -382,7 +385,7 @@ mod tests {
         assert!(line.contains("rtt=52µs curl[42]"), "{line}");
         let line = event_line(
             &ev(EventKind::Drop {
-                reason: "NETFILTER_DROP".into(),
+                reason: Some("NETFILTER_DROP".into()),
                 iface: None,
                 direction: None,
                 at: None,
@@ -400,7 +403,7 @@ mod tests {
     fn drop_says_which_pod_interface_which_way_and_where() {
         let drop = |iface: Option<&str>, direction, at| {
             let mut e = ev(EventKind::Drop {
-                reason: "NO_SOCKET".into(),
+                reason: Some("NO_SOCKET".into()),
                 iface: iface.map(Into::into),
                 direction,
                 at,

@@ -18,6 +18,7 @@ use podtrace::drop_reason::DropReasons;
 use podtrace::event::{
     now_rfc3339, Hello, Interface, Lost, Message, Proto, Ready, Summary, SCHEMA,
 };
+use podtrace::features::Kernel;
 use podtrace::flows::{Counters, Flows};
 use podtrace::tracer::{self, Config, Iface, OpenObject, OpenTracepoints, Packets, Stop, Tracer};
 
@@ -75,6 +76,8 @@ fn config(cli: &Cli) -> Config {
         netns: Vec::new(),
         ring_bytes: cli.ring_buffer_mib << 20,
         ignored_drop_reasons: Vec::new(),
+        unnamed_purge_reason: u32::MAX,
+        features: Default::default(),
     }
 }
 
@@ -107,10 +110,10 @@ fn start<'obj>(
             tracing::debug!(ms = ms(started), "found the pods' interfaces");
             r
         });
-        let reasons = s.spawn(|| {
-            let r = DropReasons::from_kernel();
-            tracing::debug!(ms = ms(started), "read the drop reasons from BTF");
-            r
+        let kernel = s.spawn(|| {
+            let k = Kernel::probe();
+            tracing::debug!(ms = ms(started), "probed the kernel's features in its BTF");
+            k
         });
         let opened = OpenTracepoints::open(tp_storage, &cfg);
         tracing::debug!(ms = ms(started), "opened the BPF objects, created the maps");
@@ -132,11 +135,16 @@ fn start<'obj>(
                 Packets::start(pk_storage, &shared, cfg_ref, &ifaces, mode, stop_ref)
             })
             .context("start a thread")?;
-        let reasons = reasons.join().expect("the BTF reader thread panicked");
+        let Kernel {
+            drop_reasons: reasons,
+            features,
+        } = kernel.join().expect("the BTF reader thread panicked");
         let mut tp_cfg = cfg.clone();
+        tp_cfg.features = features;
         tp_cfg.netns = vec![found.own_netns];
         tp_cfg.netns.extend(found.pods.iter().map(|p| p.netns));
         tp_cfg.ignored_drop_reasons = reasons.ignored();
+        tp_cfg.unnamed_purge_reason = reasons.unnamed_purge();
         tracing::debug!(
             ignored = ?tp_cfg.ignored_drop_reasons,
             "drop reasons not reported (QUEUE_PURGE, SKB_CONSUMED)"
@@ -177,6 +185,7 @@ fn ready(
         peer_ips: cli.trace.peer_ips.clone(),
         ports: cli.trace.ports.clone(),
         startup_ms: ms(started),
+        features: Some(tracer.features()),
     })
 }
 

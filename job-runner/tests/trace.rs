@@ -8,7 +8,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use common::*;
-use podtrace::event::{Direction, DropSite, End, Event, EventKind, Message, Proto, ResetDirection};
+use podtrace::event::{
+    Direction, DropSite, End, Event, EventKind, Features, Message, Proto, ResetDirection,
+};
 use podtrace_netns::{Cluster, Shape};
 
 /// curl -> nginx on one node with both pods traced: the whole lifecycle,
@@ -123,13 +125,17 @@ fn lifecycle_bridge() {
 }
 
 /// A refused connection: `failed` ECONNREFUSED on the client, a reset
-/// sent by the server's kernel and received by the client.
+/// sent by the server's kernel (from Linux 6.10, which reports resets sent
+/// without a socket) and received by the client.
 fn refused(shape: Shape) {
     require_root();
     let (_cluster, node, server, client) = one_node_two_pods(shape, "srv", "cli");
     let (sip, cip) = (server.ip.to_string(), client.ip.to_string());
     let mut runner = Runner::start(&node, &["--pod-ip", &sip, "--pod-ip", &cip]);
-    runner.ready();
+    let features = runner
+        .ready()
+        .features
+        .expect("the ready line lists features");
     let (code, _) = curl(&client, &format!("http://{sip}:81/"), 5);
     assert_eq!(code, "000");
     let dst = SocketAddr::new(server.ip.into(), 81);
@@ -145,11 +151,17 @@ fn refused(shape: Shape) {
     );
     assert_eq!(failed.comm.as_deref(), Some("curl"), "{failed:?}");
     assert_eq!(failed.src.ip(), IpAddr::from(client.ip));
-    // One reset, sent by the server's kernel, received by the client.
-    for (direction, end) in [
-        (ResetDirection::Sent, End::Server),
-        (ResetDirection::Received, End::Client),
-    ] {
+    // One reset, sent by the server's kernel (from Linux 6.10, which
+    // reports resets sent without a socket), received by the client.
+    let resets: &[(ResetDirection, End)] = if features.reset_without_socket {
+        &[
+            (ResetDirection::Sent, End::Server),
+            (ResetDirection::Received, End::Client),
+        ]
+    } else {
+        &[(ResetDirection::Received, End::Client)]
+    };
+    for &(direction, end) in resets {
         runner.expect_event(&format!("reset {}", direction.as_str()), |e| {
             e.kind == EventKind::Reset { direction } && e.dst == dst && e.end == Some(end)
         });
@@ -275,7 +287,10 @@ fn drop_sites(shape: Shape) {
     drop_rule(&client.netns, "output", 84);
     let (sip, cip) = (server.ip.to_string(), client.ip.to_string());
     let mut runner = Runner::start(&node, &["--pod-ip", &sip, "--pod-ip", &cip]);
-    runner.ready();
+    let features = runner
+        .ready()
+        .features
+        .expect("the ready line lists features");
     let (into_server, out_of_client) = (
         (server.host_if.as_str(), Direction::Ingress),
         (client.host_if.as_str(), Direction::Egress),
@@ -296,7 +311,8 @@ fn drop_sites(shape: Shape) {
         assert_eq!(
             drop.kind,
             EventKind::Drop {
-                reason: reason.into(),
+                // Before Linux 5.17 the kernel gives none, and none is made up.
+                reason: features.drop_reasons.then(|| reason.into()),
                 iface: Some(iface.into()),
                 direction: Some(direction),
                 at: Some(at),
@@ -423,12 +439,15 @@ fn two_runners_each_see_their_own_node() {
     let (sip, cip) = (server.ip.to_string(), client.ip.to_string());
     let mut ra = Runner::start(&node_a, &["--pod-ip", &cip, "--node-name", "node-a"]);
     let mut rb = Runner::start(&node_b, &["--pod-ip", &sip, "--node-name", "node-b"]);
-    ra.ready();
+    let cover = ra.ready().features.is_some_and(|f| f.recursion_cover);
     rb.ready();
     // Both share the tracepoint: each one's recursion cover found its own
-    // pt_set_state (see set_state_cover in podtrace.bpf.c).
-    assert_recursion_cover(&ra);
-    assert_recursion_cover(&rb);
+    // pt_set_state (see set_state_cover in podtrace.bpf.c), where the
+    // kernel allows one (features_match_the_kernel checks where).
+    if cover {
+        assert_recursion_cover(&ra);
+        assert_recursion_cover(&rb);
+    }
     let (code, size) = curl(&client, &format!("http://{sip}/"), 10);
     assert_eq!(code, "200");
     let dst = SocketAddr::new(server.ip.into(), 80);
@@ -569,9 +588,22 @@ fn cleanup_after_sigterm(mode: &str) {
     );
 }
 
+/// tcx where the kernel has it (6.6); elsewhere asking for it is a clear
+/// error that names what is missing, and nothing is left attached.
 #[test]
 fn cleanup_after_sigterm_tcx() {
-    cleanup_after_sigterm("tcx");
+    if kernel_features().tcx {
+        cleanup_after_sigterm("tcx");
+        return;
+    }
+    require_root();
+    let (_cluster, node, a, _b) = one_node_two_pods(Shape::Routed, "a", "b");
+    let runner = Runner::start(&node, &["--pod-ip", &a.ip.to_string(), "--tc-mode", "tcx"]);
+    let (code, _, stderr) = runner.finish();
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("--tc-mode tcx needs Linux 6.6"), "{stderr}");
+    let left = attached_to(&node.netns, &a.host_if);
+    assert!(left.trim().is_empty(), "left on {}: {left}", a.host_if);
 }
 
 #[test]
@@ -587,7 +619,7 @@ fn cleanup_after_error_mid_attach() {
     let node = cluster.add_node("node", Shape::Bridge).unwrap();
     let a = cluster.add_pod("node", "a").unwrap();
     let b = cluster.add_pod("node", "b").unwrap();
-    for mode in ["tcx", "clsact"] {
+    for &mode in tc_modes() {
         let runner = Runner::start(
             &node,
             &[
@@ -733,7 +765,7 @@ fn sigterm_during_attach_leaves_nothing() {
     let node = cluster.add_node("node", Shape::Bridge).unwrap();
     let a = cluster.add_pod("node", "a").unwrap();
     let b = cluster.add_pod("node", "b").unwrap();
-    for mode in ["tcx", "clsact"] {
+    for &mode in tc_modes() {
         let mut runner = Runner::start(
             &node,
             &[
@@ -920,4 +952,41 @@ fn flow_counters_match_the_packets_reported() {
         assert_eq!(flow.packets_received, received, "{flow:?}");
         assert_eq!(flow.bytes_received, received_bytes, "{flow:?}");
     }
+}
+
+/// The `ready` line's features are what each kernel version has (the
+/// kernel matrix runs this on 5.10, 6.1, 6.12 and the host's kernel).
+#[test]
+fn features_match_the_kernel() {
+    require_root();
+    let (_cluster, node, a, _b) = one_node_two_pods(Shape::Routed, "a", "b");
+    let mut runner = Runner::start(&node, &["--pod-ip", &a.ip.to_string()]);
+    let ready = runner.ready();
+    let features = ready.features.expect("the ready line lists features");
+    let hello = hello_of(&runner.seen).clone();
+    let release = hello.kernel.clone();
+    // The kernel matrix builds docs/kernels.md's table from these lines.
+    if let Some(dir) = std::env::var_os("PODTRACE_MATRIX_OUT") {
+        let lines = [Message::hello(hello), Message::ready(ready)]
+            .map(|m| serde_json::to_string(&m).unwrap() + "\n")
+            .concat();
+        std::fs::write(std::path::Path::new(&dir).join("ready.json"), lines)
+            .expect("write the matrix's ready line");
+    }
+    let at_least = |major: u32, minor: u32| {
+        let mut v = release
+            .split(['.', '-'])
+            .map(|p| p.parse::<u32>().unwrap_or(0));
+        (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (major, minor)
+    };
+    let want = Features {
+        drop_reasons: at_least(5, 17),
+        tcx: at_least(6, 6),
+        reset_without_socket: at_least(6, 10),
+        skipped_runs: at_least(5, 12),
+        recursion_cover: at_least(6, 2),
+    };
+    assert_eq!(features, want, "on {release}");
+    assert_eq!(kernel_features().tcx, want.tcx);
+    runner.stop_clean();
 }

@@ -59,6 +59,66 @@ pub struct Ready {
     /// Milliseconds from process start to this line.
     #[serde(default)]
     pub startup_ms: f64,
+    /// What the node's kernel offers that tracing uses (absent from
+    /// runners that did not probe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<Features>,
+}
+
+/// Kernel features the runner probed at start. Each one that is off has a
+/// fallback or leaves something out; [`Features::notes`] says what the
+/// user sees differently (docs/kernels.md has the table by kernel).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Features {
+    /// `skb:kfree_skb` says why it dropped a packet (Linux 5.17).
+    pub drop_reasons: bool,
+    /// tcx links for the packet programs (Linux 6.6); else clsact filters.
+    pub tcx: bool,
+    /// `tcp:tcp_send_reset` also fires for resets sent without a socket,
+    /// e.g. answering a SYN to a closed port (Linux 6.10).
+    pub reset_without_socket: bool,
+    /// The kernel counts the runs of a hook it skipped (`recursion_misses`,
+    /// Linux 5.12), which `lost` reports.
+    pub skipped_runs: bool,
+    /// Skipped TCP state changes are made up for (a `bpf_link` iterator and
+    /// `bpf_rdonly_cast`, Linux 6.2); else they count as lost.
+    pub recursion_cover: bool,
+}
+
+impl Features {
+    /// One line per feature that is off: what it needs and what this node
+    /// shows instead.
+    pub fn notes(&self) -> Vec<&'static str> {
+        [
+            (
+                self.drop_reasons,
+                "drop reasons need Linux >= 5.17; drops are shown without a reason on this node",
+            ),
+            (
+                self.tcx,
+                "tcx needs Linux >= 6.6; packets are captured with clsact filters on this node",
+            ),
+            (
+                self.reset_without_socket,
+                "resets sent for connections to closed ports are reported from Linux 6.10; \
+                 on this node the client's `reset received` and the RST packet show them",
+            ),
+            (
+                self.skipped_runs,
+                "Linux < 5.12 does not count skipped hook runs; `lost` on this node counts \
+                 only events the ring buffer could not take",
+            ),
+            (
+                self.recursion_cover,
+                "TCP state changes the kernel skips under load are made up for from \
+                 Linux 6.2; on this node they are counted as lost",
+            ),
+        ]
+        .into_iter()
+        .filter(|(on, _)| !on)
+        .map(|(_, note)| note)
+        .collect()
+    }
 }
 
 /// Events the kernel could not hand over since the last `lost` line.
@@ -301,5 +361,31 @@ mod tests {
         assert_eq!(v["avg_us"], 15);
         assert_eq!(v["sum_us"], 31);
         assert_eq!(serde_json::from_value::<Rtt>(v).unwrap(), r);
+    }
+
+    /// Each feature that is off has its note, and only those; a runner
+    /// that did not probe (`features` absent) reads back as `None`.
+    #[test]
+    fn features_say_what_is_off() {
+        assert!(Features {
+            drop_reasons: true,
+            tcx: true,
+            reset_without_socket: true,
+            skipped_runs: true,
+            recursion_cover: true,
+        }
+        .notes()
+        .is_empty());
+        let old = Features::default().notes();
+        assert_eq!(old.len(), 5);
+        assert!(
+            old[0].starts_with("drop reasons need Linux >= 5.17"),
+            "{old:?}"
+        );
+        let ready: Ready = serde_json::from_str(
+            r#"{"node":"n","time":"t","hooks":[],"interfaces":[],"pod_ips":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(ready.features, None);
     }
 }

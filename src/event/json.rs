@@ -88,7 +88,9 @@ impl Event {
                 direction,
                 at,
             } => {
-                j.str(key!("reason"), reason);
+                if let Some(r) = reason {
+                    j.str(key!("reason"), r);
+                }
                 if let Some(i) = iface {
                     j.str(key!("iface"), i);
                 }
@@ -249,19 +251,19 @@ mod tests {
                 state: Some("SYN_SENT".into()),
             },
             EventKind::Drop {
-                reason: "NO_SOCKET".into(),
+                reason: Some("NO_SOCKET".into()),
                 iface: Some("eth0".into()),
                 direction: Some(Direction::Ingress),
                 at: Some(DropSite::Pod),
             },
             EventKind::Drop {
-                reason: "X".into(),
+                reason: None,
                 iface: None,
                 direction: None,
                 at: None,
             },
             EventKind::Drop {
-                reason: "NETFILTER_DROP".into(),
+                reason: Some("NETFILTER_DROP".into()),
                 iface: Some("cni0".into()),
                 direction: Some(Direction::Egress),
                 at: Some(DropSite::Node),

@@ -19,7 +19,8 @@ mod record;
 mod time;
 
 pub use control::{
-    FlowSummary, Hello, Hook, Interface, Lost, Ready, Rtt, SessionSummary, Summary, Warning,
+    Features, FlowSummary, Hello, Hook, Interface, Lost, Ready, Rtt, SessionSummary, Summary,
+    Warning,
 };
 pub use record::{Direction, DropSite, End, Event, EventKind, Proto, ResetDirection};
 pub use time::{now_rfc3339, rfc3339_nanos, Rfc3339};
@@ -200,7 +201,7 @@ mod tests {
                 state: Some("SYN_SENT".into()),
             },
             EventKind::Drop {
-                reason: "NETFILTER_DROP".into(),
+                reason: Some("NETFILTER_DROP".into()),
                 iface: Some("cali1".into()),
                 direction: Some(Direction::Ingress),
                 at: Some(DropSite::Node),

@@ -157,8 +157,10 @@ pub enum EventKind {
     /// The kernel freed a packet as dropped.
     Drop {
         /// `enum skb_drop_reason` name without its prefix, from the running
-        /// kernel's BTF, e.g. `NETFILTER_DROP`, `NO_SOCKET`.
-        reason: String,
+        /// kernel's BTF, e.g. `NETFILTER_DROP`, `NO_SOCKET`; absent on
+        /// kernels whose drops carry no reason (before 5.17).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
         /// Host-side interface of the traced pod the packet was going to
         /// or coming from, where known.
         #[serde(default, skip_serializing_if = "Option::is_none")]

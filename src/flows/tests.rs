@@ -236,7 +236,7 @@ fn packet_events_count_each_packet_once_in_its_direction() {
     f.record(&packet(CLIENT, SERVER, Direction::Egress, "PSH|ACK", 130));
     f.record(&ev(
         EventKind::Drop {
-            reason: "NETFILTER_DROP".into(),
+            reason: Some("NETFILTER_DROP".into()),
             iface: None,
             direction: None,
             at: None,

@@ -31,7 +31,7 @@ use libbpf_rs::{Link, RingBuffer};
 
 use crate::bpf::packets::PacketsSkel;
 use crate::bpf::{types, PodtraceSkel};
-use crate::event::Hook;
+use crate::event::{Features, Hook};
 
 /// Storage for an open BPF object, which the tracer borrows.
 pub use libbpf_rs::OpenObject;
@@ -52,7 +52,7 @@ pub enum Error {
     NotPrivileged(String),
     #[error(
         "this kernel has no BTF (/sys/kernel/btf/vmlinux is missing): podtrace needs a kernel \
-         built with CONFIG_DEBUG_INFO_BTF=y (Linux 5.8 or later)"
+         built with CONFIG_DEBUG_INFO_BTF=y (Linux 5.10 or later)"
     )]
     NoBtf,
     #[error(
@@ -65,6 +65,11 @@ pub enum Error {
         #[source]
         source: libbpf_rs::Error,
     },
+    #[error(
+        "--tc-mode tcx needs Linux 6.6 or later (tcx links), which this kernel is not: \
+         use --tc-mode clsact, or auto to take tcx where there is one"
+    )]
+    NoTcx,
     #[error("failed to attach to {iface}")]
     AttachTc {
         iface: String,
@@ -102,6 +107,11 @@ pub struct Config {
     /// `skb_drop_reason` values the kernel does not report as drops (see
     /// [`crate::drop_reason::IGNORED`]); at most 4.
     pub ignored_drop_reasons: Vec<u32>,
+    /// [`crate::drop_reason::DropReasons::unnamed_purge`].
+    pub unnamed_purge_reason: u32,
+    /// What the kernel offers ([`crate::features::Kernel::probe`]): picks
+    /// the programs to load.
+    pub features: Features,
 }
 
 /// How to attach packet programs.
@@ -147,6 +157,7 @@ pub struct Tracer<'obj> {
     skel: PodtraceSkel<'obj>,
     packets: PacketsSkel<'obj>,
     hooks: Vec<Hook>,
+    features: Features,
 }
 
 impl std::fmt::Debug for Tracer<'_> {
@@ -164,6 +175,7 @@ impl<'obj> Tracer<'obj> {
             links,
             skel,
             mut hooks,
+            features,
         } = tracepoints;
         let Packets { tc, skel: packets } = packets;
         hooks.extend(tc.hooks.iter().cloned());
@@ -173,7 +185,13 @@ impl<'obj> Tracer<'obj> {
             skel,
             packets,
             hooks,
+            features,
         }
+    }
+
+    /// What the kernel offered and the tracer uses.
+    pub fn features(&self) -> Features {
+        self.features
     }
 
     /// The hooks attached so far.

@@ -33,9 +33,11 @@ pub(super) fn skipped(skel: &PodtraceSkel<'_>) -> u64 {
         &p.pt_send_reset,
         &p.pt_receive_reset,
         &p.pt_kfree_skb,
+        &p.pt_kfree_skb_no_reason,
     ]
     .iter()
-    .map(|prog| recursion_misses(prog.as_fd()))
+    .filter(|prog| prog.autoload())
+    .map(|prog| recursion_misses(prog.as_fd()).unwrap_or(0))
     .sum();
     misses.saturating_sub(sum_over_cpus(&skel.maps.set_state_covered))
 }
@@ -93,17 +95,22 @@ fn find_cover_addresses(skel: &PodtraceSkel<'_>) -> Result<(), libbpf_rs::Error>
     write(&c)
 }
 
+/// Whether the kernel counts skipped runs (Linux 5.12), told by how much
+/// of `bpf_prog_info` it fills in.
+pub(super) fn counts_skipped_runs(skel: &PodtraceSkel<'_>) -> bool {
+    recursion_misses(skel.progs.pt_set_state.as_fd()).is_some()
+}
+
 /// The kernel's count of a program's skipped runs (see
-/// [`Tracer::skipped_total`]); 0 when it cannot be read.
-fn recursion_misses(prog: BorrowedFd<'_>) -> u64 {
+/// [`Tracer::skipped_total`]); `None` when it cannot be read or this
+/// kernel's `bpf_prog_info` has no such field (it writes back the length
+/// it filled).
+fn recursion_misses(prog: BorrowedFd<'_>) -> Option<u64> {
     let mut info = libbpf_sys::bpf_prog_info::default();
     let mut len = std::mem::size_of_val(&info) as u32;
     // SAFETY: info is a valid bpf_prog_info of `len` bytes; with its array
     // pointers zeroed the kernel writes nothing else.
     let rc = unsafe { libbpf_sys::bpf_prog_get_info_by_fd(prog.as_raw_fd(), &mut info, &mut len) };
-    if rc == 0 {
-        info.recursion_misses
-    } else {
-        0
-    }
+    let end = std::mem::offset_of!(libbpf_sys::bpf_prog_info, recursion_misses) + 8;
+    (rc == 0 && len as usize >= end).then_some(info.recursion_misses)
 }

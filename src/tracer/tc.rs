@@ -93,6 +93,14 @@ fn destroy_clsact(ifindex: i32) {
     }
 }
 
+/// Whether a tcx attach failed for want of tcx (a kernel before 6.6).
+fn no_tcx(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP)
+    )
+}
+
 /// Attaches `prog` as the first tcx program of `ifindex`.
 fn tcx_attach(prog_fd: i32, ifindex: u32, ingress: bool) -> io::Result<OwnedFd> {
     let attach = if ingress {
@@ -188,12 +196,7 @@ impl TcSet {
                         });
                         return Ok(());
                     }
-                    Err(e)
-                        if matches!(
-                            e.raw_os_error(),
-                            Some(libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP)
-                        ) =>
-                    {
+                    Err(e) if no_tcx(&e) => {
                         tracing::debug!("no tcx ({e}); using clsact");
                         self.mode = Some(TcMode::Clsact);
                         false
@@ -207,7 +210,13 @@ impl TcSet {
                 (ingress_fd, true, "tcx/ingress"),
                 (egress_fd, false, "tcx/egress"),
             ] {
-                let link = tcx_attach(fd, ifindex, ingress).map_err(err)?;
+                let link = tcx_attach(fd, ifindex, ingress).map_err(|e| {
+                    if no_tcx(&e) && self.hooks.is_empty() {
+                        Error::NoTcx
+                    } else {
+                        err(e)
+                    }
+                })?;
                 self.attachments.push(TcAttachment::Tcx(link));
                 self.hooks.push(Hook {
                     kind: kind.into(),

@@ -11,13 +11,14 @@ use libbpf_rs::{Link, MapCore as _, MapFlags, OpenObject};
 use super::host::{node_and_kernel, release_at_least};
 use super::log::{clear_log, load_error};
 use super::maps::{reuse, reuse_shared_maps, set_shared_rodata, SharedMaps};
-use super::recursion::cover_set_state;
+use super::recursion::{counts_skipped_runs, cover_set_state};
 use super::{bpf_err, Config, Error, Stop};
 use crate::abi::ip_key;
 use crate::bpf::{OpenPodtraceSkel, PodtraceSkel, PodtraceSkelBuilder};
-use crate::event::Hook;
+use crate::event::{Features, Hook};
 
-/// Tracepoints we attach: (group, name), in the programs' order below.
+/// Tracepoints we attach at most (of nine programs: one of the two
+/// kfree_skb ones).
 pub(super) const TRACEPOINTS: usize = 8;
 
 /// The tracepoint object, opened with its filters set and on the shared
@@ -74,6 +75,7 @@ impl<'obj> OpenTracepoints<'obj> {
                 *slot = *ns as u32;
             }
         }
+        rodata.unnamed_purge_reason = cfg.unnamed_purge_reason;
         let slots = rodata.ignored_drop_reasons.len();
         if cfg.ignored_drop_reasons.len() > slots {
             tracing::warn!("only {slots} drop reasons can be ignored");
@@ -95,6 +97,14 @@ impl<'obj> OpenTracepoints<'obj> {
             self.open.progs.pt_find_set_state.set_autoload(false);
             self.open.progs.pt_find_maps.set_autoload(false);
         }
+        // One of the two kfree_skb programs: with the reason argument
+        // (5.17) or without.
+        let progs = &mut self.open.progs;
+        if cfg.features.drop_reasons {
+            progs.pt_kfree_skb_no_reason.set_autoload(false);
+        } else {
+            progs.pt_kfree_skb.set_autoload(false);
+        }
         clear_log();
         let skel = self.open.load().map_err(load_error)?;
         let one = [1u8];
@@ -111,9 +121,11 @@ impl<'obj> OpenTracepoints<'obj> {
         );
         let mut links = Vec::with_capacity(TRACEPOINTS);
         let mut hooks = Vec::with_capacity(TRACEPOINTS);
+        let mut features = cfg.features;
+        features.skipped_runs = counts_skipped_runs(&skel);
         {
             let progs = &skel.progs;
-            let tps: [(&libbpf_rs::ProgramMut<'_>, &str, &str); TRACEPOINTS] = [
+            let tps: [(&libbpf_rs::ProgramMut<'_>, &str, &str); TRACEPOINTS + 1] = [
                 (&progs.pt_set_state, "sock", "inet_sock_set_state"),
                 (&progs.pt_set_state_nested, "sock", "inet_sock_set_state"),
                 (&progs.pt_retransmit, "tcp", "tcp_retransmit_skb"),
@@ -122,6 +134,7 @@ impl<'obj> OpenTracepoints<'obj> {
                 (&progs.pt_send_reset, "tcp", "tcp_send_reset"),
                 (&progs.pt_receive_reset, "tcp", "tcp_receive_reset"),
                 (&progs.pt_kfree_skb, "skb", "kfree_skb"),
+                (&progs.pt_kfree_skb_no_reason, "skb", "kfree_skb"),
             ];
             for (prog, group, name) in tps {
                 if stop.max_hooks.is_some_and(|n| hooks.len() >= n) {
@@ -135,6 +148,7 @@ impl<'obj> OpenTracepoints<'obj> {
                     if !cover_set_state(&skel) {
                         continue;
                     }
+                    features.recursion_cover = true;
                 }
                 // BTF tracepoints (tp_btf) carry their target in the
                 // program; the raw one is attached by name.
@@ -161,7 +175,12 @@ impl<'obj> OpenTracepoints<'obj> {
             ms = started.elapsed().as_secs_f64() * 1e3,
             "attached the tracepoints"
         );
-        Ok(Tracepoints { skel, links, hooks })
+        Ok(Tracepoints {
+            skel,
+            links,
+            hooks,
+            features,
+        })
     }
 }
 
@@ -171,4 +190,5 @@ pub struct Tracepoints<'obj> {
     pub(super) links: Vec<Link>,
     pub(super) skel: PodtraceSkel<'obj>,
     pub(super) hooks: Vec<Hook>,
+    pub(super) features: Features,
 }

@@ -10,11 +10,32 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use podtrace::event::{Event, FlowSummary, Message, Ready, Summary};
+use podtrace::event::{Event, Features, FlowSummary, Hello, Message, Ready, Summary};
 use podtrace_netns::{ChildLines, Cluster, Netns, Node, Pod, Shape};
 use serde_json::Value;
 
-pub const RUNNER: &str = env!("CARGO_BIN_EXE_podtrace-runner");
+/// The runner under test: this build's, or the binary `PODTRACE_TEST_RUNNER`
+/// names (the kernel matrix runs the release build the container image
+/// ships: a debug build starts slower under emulation).
+pub fn runner_path() -> String {
+    std::env::var("PODTRACE_TEST_RUNNER")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_podtrace-runner").to_owned())
+}
+
+/// What this kernel offers, as the runner probes it (the kernel matrix
+/// runs these tests on kernels with and without each feature).
+pub fn kernel_features() -> Features {
+    podtrace::features::Kernel::probe().features
+}
+
+/// The `--tc-mode`s this kernel can attach with.
+pub fn tc_modes() -> &'static [&'static str] {
+    if kernel_features().tcx {
+        &["tcx", "clsact"]
+    } else {
+        &["clsact"]
+    }
+}
 
 pub fn require_root() {
     assert!(
@@ -38,7 +59,7 @@ impl Runner {
     }
 
     pub fn start_in(ns: &Netns, args: &[&str]) -> Runner {
-        let child = ChildLines::spawn(ns.command(RUNNER).args(args).env_remove("RUST_LOG"))
+        let child = ChildLines::spawn(ns.command(&runner_path()).args(args).env_remove("RUST_LOG"))
             .expect("start podtrace-runner");
         let pid = child.child.id();
         Runner {
@@ -317,6 +338,17 @@ pub fn attached_to(ns: &Netns, iface: &str) -> String {
         }
     }
     all
+}
+
+/// The `hello` line among a runner's lines.
+pub fn hello_of(lines: &[Message]) -> &Hello {
+    lines
+        .iter()
+        .find_map(|m| match m {
+            Message::Hello(h) => Some(&h.body),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no hello line in {lines:?}"))
 }
 
 /// The `summary` line among a stopped runner's lines.

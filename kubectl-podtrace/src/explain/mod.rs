@@ -102,9 +102,10 @@ where
 
 fn cause(e: &Event) -> Option<String> {
     match &e.kind {
-        EventKind::Drop { reason, .. } if reason.starts_with("NETFILTER") => {
-            Some(format!("drop {reason}"))
-        }
+        EventKind::Drop {
+            reason: Some(reason),
+            ..
+        } if reason.starts_with("NETFILTER") => Some(format!("drop {reason}")),
         EventKind::Retransmit { state: Some(s) } if s == "SYN_SENT" => {
             Some("unanswered SYN".into())
         }

@@ -174,7 +174,7 @@ impl Session<'_> {
                 self.set_stage(i, Stage::Attached);
                 let body = &r.body;
                 let ifaces: Vec<&str> = body.interfaces.iter().map(|f| f.name.as_str()).collect();
-                let text = format!(
+                let mut text = format!(
                     "node {}: tracing on {} ({} hooks, started in {:.0}ms)",
                     body.node,
                     if ifaces.is_empty() {
@@ -185,6 +185,10 @@ impl Session<'_> {
                     body.hooks.len(),
                     body.startup_ms
                 );
+                // What this node's kernel lacks, and what shows instead.
+                for note in body.features.map(|f| f.notes()).unwrap_or_default() {
+                    text += &format!("\nnode {}: {note}", body.node);
+                }
                 self.console.info_or_json(&Message::Ready(r), &text);
             }
             Message::Hello(h) => {

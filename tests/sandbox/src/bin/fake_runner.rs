@@ -92,6 +92,7 @@ async fn main() -> std::process::ExitCode {
         peer_ips: Vec::new(),
         ports: Vec::new(),
         startup_ms: 5.0,
+        features: None,
     }));
     say(Message::Event(Event {
         time: now_rfc3339(),
@@ -119,7 +120,7 @@ async fn main() -> std::process::ExitCode {
             dst_name: None,
             end: None,
             kind: EventKind::Drop {
-                reason: "NETFILTER_DROP".into(),
+                reason: Some("NETFILTER_DROP".into()),
                 iface: None,
                 direction: None,
                 at: None,
