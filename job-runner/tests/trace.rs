@@ -985,6 +985,7 @@ fn features_match_the_kernel() {
         reset_without_socket: at_least(6, 10),
         skipped_runs: at_least(5, 12),
         recursion_cover: at_least(6, 2),
+        error_report: at_least(5, 14),
     };
     assert_eq!(features, want, "on {release}");
     assert_eq!(kernel_features().tcx, want.tcx);
