@@ -629,7 +629,8 @@ fn cleanup_after_error_mid_attach() {
                 &b.ip.to_string(),
                 "--tc-mode",
                 mode,
-                // The 8 tracepoint programs, then one interface of two.
+                // The tracepoint programs (8 where the kernel has every
+                // feature), then one interface of two.
                 "--fail-after-hooks",
                 "9",
             ],
