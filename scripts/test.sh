@@ -27,3 +27,6 @@ export PODTRACE_RUNNER_IMAGE_ARCHIVE="$PWD/$image_archive"
 # krew manifest filled from them (validated), the runner archive + digest.
 bash scripts/release.sh 0.0.0-ci >/dev/null
 cargo test --workspace --locked -- --test-threads=2
+# The runner's scenarios again on Debian's 5.10, 6.1 and 6.12 kernels, in
+# QEMU guests (docs/kernels.md: about 5 minutes warm).
+bash scripts/kernels/matrix.sh

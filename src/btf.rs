@@ -159,6 +159,43 @@ pub fn read_enums(path: &Path, names: &[&str]) -> io::Result<Vec<Option<Members>
     read_enums_from(&Source::open(path, true)?, names)
 }
 
+/// Whether the string section of the raw BTF file at `path` holds each of
+/// `names`: a type is there when its name is (e.g. `btf_trace_X`, the
+/// typedef of tracepoint X). One pass through a 64 KiB window.
+pub fn has_strings(path: &Path, names: &[&str]) -> io::Result<Vec<bool>> {
+    let src = Source::open(path, true)?;
+    let mut hdr = [0u8; 24];
+    src.read_exact_at(&mut hdr, 0)?;
+    if u16::from_ne_bytes([hdr[0], hdr[1]]) != BTF_MAGIC {
+        return Err(invalid("wrong magic (not raw BTF in this byte order)"));
+    }
+    let start = u64::from(u32_at(&hdr, 4)) + u64::from(u32_at(&hdr, 16));
+    let len = u64::from(u32_at(&hdr, 20));
+    // Each name with its NUL on both sides, so only whole strings match.
+    let needles: Vec<Vec<u8>> = names
+        .iter()
+        .map(|n| [&[0u8][..], n.as_bytes(), &[0]].concat())
+        .collect();
+    let overlap = needles.iter().map(Vec::len).max().unwrap_or(0);
+    let mut found = vec![false; names.len()];
+    let mut window = vec![0u8; 64 * 1024 + overlap];
+    let mut pos = 0u64;
+    while pos < len {
+        let want = window.len().min((len - pos) as usize);
+        let n = src.read_at(&mut window[..want], start + pos)?;
+        let chunk = &window[..n];
+        for (f, needle) in found.iter_mut().zip(&needles) {
+            *f |= chunk.windows(needle.len()).any(|w| w == needle.as_slice());
+        }
+        if n < want || pos + n as u64 >= len || found.iter().all(|f| *f) {
+            break;
+        }
+        // Step back by the longest needle, so none is cut in two.
+        pos += (n - overlap) as u64;
+    }
+    Ok(found)
+}
+
 fn read_enums_from(src: &Source, names: &[&str]) -> io::Result<Vec<Option<Members>>> {
     let mut hdr = [0u8; 24];
     src.read_exact_at(&mut hdr, 0)?;
@@ -251,6 +288,19 @@ mod tests {
         let by_map = read_enum(path, "skb_drop_reason").unwrap().unwrap();
         assert_eq!(by_read, by_map);
         assert!(by_read.len() > 50, "{by_read:?}");
+    }
+
+    /// Names of types this kernel has are found, and only whole ones.
+    #[test]
+    fn finds_type_names() {
+        let names = [
+            "btf_trace_kfree_skb",
+            "btf_trace_inet_sk_error_report",
+            "btf_trace_kfree_sk",
+            "no_such_type_in_any_kernel",
+        ];
+        let found = has_strings(Path::new(VMLINUX_BTF), &names).unwrap();
+        assert_eq!(found, [true, true, false, false]);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use crate::btf::{read_enums, VMLINUX_BTF};
+use crate::btf::{has_strings, read_enums, VMLINUX_BTF};
 use crate::drop_reason::DropReasons;
 use crate::event::Features;
 
@@ -45,6 +45,8 @@ impl Kernel {
             path,
             &["skb_drop_reason", "sk_rst_reason", "bpf_attach_type"],
         )?;
+        // A BTF tracepoint is there when its typedef is (btf_trace_NAME).
+        let error_report = has_strings(path, &["btf_trace_inet_sk_error_report"])?[0];
         let attach_types = found[2].take().unwrap_or_default();
         let reset_without_socket = found[1].is_some();
         let drop_reasons = found[0]
@@ -56,6 +58,7 @@ impl Kernel {
                 drop_reasons: !drop_reasons.is_empty(),
                 tcx: attach_types.iter().any(|(n, _)| n == "BPF_TCX_INGRESS"),
                 reset_without_socket,
+                error_report,
                 ..Features::default()
             },
             drop_reasons,
@@ -74,6 +77,7 @@ mod tests {
         assert!(k.features.drop_reasons, "{k:?}");
         assert!(k.features.tcx, "{k:?}");
         assert!(k.features.reset_without_socket, "{k:?}");
+        assert!(k.features.error_report, "{k:?}");
         assert!(k.drop_reasons.value("NO_SOCKET").is_some());
     }
 }

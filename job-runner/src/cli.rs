@@ -44,7 +44,9 @@ pub struct Cli {
     #[arg(short, long)]
     pub verbose: bool,
 
-    /// Test hook: fail after attaching this many hooks, to prove cleanup.
+    /// Test hook: attach at most this many hooks (tracepoints first), then
+    /// fail, to prove cleanup. (How many tracepoints attach depends on the
+    /// kernel, so the failure does not wait for the count to be reached.)
     #[arg(long, hide = true, value_name = "N")]
     pub fail_after_hooks: Option<usize>,
 }

@@ -49,8 +49,11 @@ pub fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
 
     let (mut tp_storage, mut pk_storage) = (MaybeUninit::uninit(), MaybeUninit::uninit());
     let (found, reasons, tracer) = start(cli, started, &mut tp_storage, &mut pk_storage)?;
-    if let Some(n) = cli.fail_after_hooks.filter(|n| tracer.hooks().len() >= *n) {
-        bail!("failing on purpose after {n} hooks");
+    if let Some(n) = cli.fail_after_hooks {
+        bail!(
+            "failing on purpose after {} hooks (at most {n})",
+            tracer.hooks().len()
+        );
     }
     let trace_start = Instant::now();
     out.write(&ready(cli, &node, &found, &tracer, started))

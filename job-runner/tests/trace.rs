@@ -629,7 +629,8 @@ fn cleanup_after_error_mid_attach() {
                 &b.ip.to_string(),
                 "--tc-mode",
                 mode,
-                // The 8 tracepoint programs, then one interface of two.
+                // The tracepoint programs (8 where the kernel has every
+                // feature), then one interface of two.
                 "--fail-after-hooks",
                 "9",
             ],
@@ -985,6 +986,7 @@ fn features_match_the_kernel() {
         reset_without_socket: at_least(6, 10),
         skipped_runs: at_least(5, 12),
         recursion_cover: at_least(6, 2),
+        error_report: at_least(5, 14),
     };
     assert_eq!(features, want, "on {release}");
     assert_eq!(kernel_features().tcx, want.tcx);

@@ -28,8 +28,10 @@ trap cleanup EXIT
   echo "exec >$out/log 2>&1"
   echo "echo \"vm: \$(uname -r) up after \$(cut -d' ' -f1 /proc/uptime) s\""
   # The modules the harness and the runner need (Debian builds them as
-  # modules; the kernel would also load most on demand).
-  echo "modprobe -a veth sch_ingress cls_bpf bridge nf_tables || echo 'vm: a module is missing'"
+  # modules; the kernel would also load most on demand), and br_netfilter,
+  # which Kubernetes nodes load so that bridged pod traffic meets the
+  # node's firewall.
+  echo "modprobe -a veth sch_ingress cls_bpf bridge br_netfilter nf_tables || echo 'vm: a module is missing'"
   echo "cd $(printf %q "$repo")"
   printf '%q ' "$@"; echo
   echo "echo \$? >$out/rc.tmp && mv $out/rc.tmp $out/rc"

@@ -6,7 +6,7 @@
 # recorded) and the tests passed. Usage: scripts/kernels/table.sh [DIR]
 set -euo pipefail
 dir=${1:-target/kernels}
-feature_keys=(drop_reasons tcx reset_without_socket skipped_runs recursion_cover)
+feature_keys=(drop_reasons tcx reset_without_socket skipped_runs recursion_cover error_report)
 
 echo "| kernel | hooks | $(printf '%s | ' "${feature_keys[@]}")scenario tests |"
 echo "|---|---|$(printf -- '---|%.0s' "${feature_keys[@]}")---|"

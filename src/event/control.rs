@@ -83,6 +83,11 @@ pub struct Features {
     /// Skipped TCP state changes are made up for (a `bpf_link` iterator and
     /// `bpf_rdonly_cast`, Linux 6.2); else they count as lost.
     pub recursion_cover: bool,
+    /// `sock:inet_sk_error_report` keeps an ICMP error that came during
+    /// `connect()` (Linux 5.14); else `failed` reports only what the
+    /// socket still holds at its close.
+    #[serde(default)]
+    pub error_report: bool,
 }
 
 impl Features {
@@ -112,6 +117,11 @@ impl Features {
                 self.recursion_cover,
                 "TCP state changes the kernel skips under load are made up for from \
                  Linux 6.2; on this node they are counted as lost",
+            ),
+            (
+                self.error_report,
+                "ICMP errors during connect() are caught from Linux 5.14; on this node a \
+                 failed connection may show no error if its caller read it first",
             ),
         ]
         .into_iter()
@@ -373,11 +383,12 @@ mod tests {
             reset_without_socket: true,
             skipped_runs: true,
             recursion_cover: true,
+            error_report: true,
         }
         .notes()
         .is_empty());
         let old = Features::default().notes();
-        assert_eq!(old.len(), 5);
+        assert_eq!(old.len(), 6);
         assert!(
             old[0].starts_with("drop reasons need Linux >= 5.17"),
             "{old:?}"

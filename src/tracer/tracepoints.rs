@@ -105,6 +105,11 @@ impl<'obj> OpenTracepoints<'obj> {
         } else {
             progs.pt_kfree_skb.set_autoload(false);
         }
+        // Its tracepoint came in 5.14: without it the close's sk_err and
+        // sk_err_soft are what a failed connect reports.
+        if !cfg.features.error_report {
+            progs.pt_error_report.set_autoload(false);
+        }
         clear_log();
         let skel = self.open.load().map_err(load_error)?;
         let one = [1u8];
