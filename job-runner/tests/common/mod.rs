@@ -192,6 +192,7 @@ impl Runner {
         };
         let drain = Instant::now() + Duration::from_secs(5);
         while self.next(drain).is_some() {}
+        self.child.wait_stderr_end(drain);
         (
             status.code().unwrap_or(-1),
             std::mem::take(&mut self.seen),

@@ -6,7 +6,7 @@
 use std::io::{self, BufRead as _, BufReader, Read as _};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// A running child and what it wrote so far.
@@ -18,8 +18,17 @@ pub struct ChildLines {
     pub seen: Vec<String>,
     /// When each line of `seen` was read, from `started`.
     pub seen_at: Vec<Duration>,
-    stderr: Arc<Mutex<String>>,
+    stderr: Arc<Stderr>,
     pub started: Instant,
+}
+
+/// What the child wrote on stderr, and whether the pipe reached its end.
+/// The end is waited for: a child that exited may still have bytes in the
+/// pipe that the reader thread has not copied yet.
+#[derive(Debug, Default)]
+struct Stderr {
+    text: Mutex<(String, bool)>,
+    ended: Condvar,
 }
 
 impl ChildLines {
@@ -41,7 +50,7 @@ impl ChildLines {
                 }
             }
         });
-        let stderr = Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new(Stderr::default());
         let mut err = child.stderr.take().expect("stderr is piped");
         let sink = Arc::clone(&stderr);
         std::thread::spawn(move || {
@@ -50,10 +59,14 @@ impl ChildLines {
                 if n == 0 {
                     break;
                 }
-                if let Ok(mut s) = sink.lock() {
-                    s.push_str(&String::from_utf8_lossy(&buf[..n]));
+                if let Ok(mut s) = sink.text.lock() {
+                    s.0.push_str(&String::from_utf8_lossy(&buf[..n]));
                 }
             }
+            if let Ok(mut s) = sink.text.lock() {
+                s.1 = true;
+            }
+            sink.ended.notify_all();
         });
         Ok(ChildLines {
             child,
@@ -114,12 +127,35 @@ impl ChildLines {
         };
         let drain = Instant::now() + Duration::from_secs(5);
         while self.next_line(drain).is_some() {}
+        self.wait_stderr_end(drain);
         Some(status)
+    }
+
+    /// Waits until the reader has copied all of stderr (the pipe's end),
+    /// at most until `deadline`; call once the child has exited.
+    pub fn wait_stderr_end(&self, deadline: Instant) {
+        let Ok(mut s) = self.stderr.text.lock() else {
+            return;
+        };
+        while !s.1 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            match self.stderr.ended.wait_timeout(s, left) {
+                Ok((guard, _)) => s = guard,
+                Err(_) => return,
+            }
+        }
     }
 
     /// What the child wrote on stderr so far.
     pub fn stderr(&self) -> String {
-        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+        self.stderr
+            .text
+            .lock()
+            .map(|s| s.0.clone())
+            .unwrap_or_default()
     }
 
     /// Sends `signal` to the child.
@@ -133,5 +169,26 @@ impl Drop for ChildLines {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Once the child has exited, all it wrote on stderr is there: the
+    /// last bytes may still be in the pipe when the exit is seen.
+    #[test]
+    fn stderr_is_whole_once_the_child_has_exited() {
+        for _ in 0..20 {
+            let mut child = ChildLines::spawn(
+                Command::new("sh")
+                    .args(["-c", "head -c 1000000 /dev/zero | tr '\\0' x >&2; exit 3"]),
+            )
+            .expect("spawn sh");
+            let status = child.wait_exit(Duration::from_secs(20)).expect("sh exits");
+            assert_eq!(status.code(), Some(3));
+            assert_eq!(child.stderr().len(), 1_000_000);
+        }
     }
 }
