@@ -164,7 +164,8 @@ impl Env {
         }
     }
 
-    /// Nothing of the session is left: no Job, no pod, no runner process.
+    /// Nothing of the session is left: no Job, no pod, no runner process,
+    /// nothing of the runner containers (runc state, bundle, cgroup, mount).
     async fn assert_nothing_left(&self) {
         assert_eq!(
             self.trace_jobs().await,
@@ -177,13 +178,22 @@ impl Env {
             "trace pods left"
         );
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.sandbox.runner_processes().is_empty() && Instant::now() < deadline {
+        let clean = || {
+            self.sandbox.runner_processes().is_empty()
+                && self.sandbox.runner_container_leftovers().is_empty()
+        };
+        while !clean() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert_eq!(
             self.sandbox.runner_processes(),
             Vec::<u32>::new(),
             "runner processes left"
+        );
+        assert_eq!(
+            self.sandbox.runner_container_leftovers(),
+            Vec::<String>::new(),
+            "runner containers left"
         );
     }
 }

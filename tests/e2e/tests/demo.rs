@@ -61,7 +61,8 @@ fn has(lines: &[Value], pred: impl Fn(&Value) -> bool) -> bool {
 }
 
 /// Nothing of ours left on the sandbox's nodes: no Job, no pod in the job
-/// namespace, no runner process, no BPF program, no tc/tcx hook.
+/// namespace, no runner process or container (runc state, bundle, cgroup,
+/// mount), no BPF program, no tc/tcx hook.
 fn assert_nothing_left(sandbox: &Sandbox, runner_progs: &[u64]) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -80,12 +81,13 @@ fn assert_nothing_left(sandbox: &Sandbox, runner_progs: &[u64]) {
         let left_jobs = jobs["items"].as_array().map_or(0, Vec::len);
         let left_pods = pods["items"].as_array().map_or(0, Vec::len);
         let runners = sandbox.runner_processes();
-        if left_jobs == 0 && left_pods == 0 && runners.is_empty() {
+        let containers = sandbox.runner_container_leftovers();
+        if left_jobs == 0 && left_pods == 0 && runners.is_empty() && containers.is_empty() {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "left behind after Ctrl-C: {left_jobs} jobs, {left_pods} pods, runner pids {runners:?}"
+            "left behind after Ctrl-C: {left_jobs} jobs, {left_pods} pods, runner pids {runners:?}, runner containers {containers:?}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }

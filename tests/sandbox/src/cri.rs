@@ -50,6 +50,8 @@ pub struct Runtime {
     pub tag: String,
     /// Ids of runner containers still alive (for leak checks).
     pub runners: Mutex<HashSet<String>>,
+    /// Ids of every runner container started (for leak checks).
+    pub runners_started: Mutex<HashSet<String>>,
     _janitor: Option<Janitor>,
 }
 
@@ -76,6 +78,7 @@ impl Runtime {
             images,
             tag,
             runners: Mutex::new(HashSet::new()),
+            runners_started: Mutex::new(HashSet::new()),
             _janitor: janitor,
         }
     }
@@ -84,6 +87,24 @@ impl Runtime {
     pub fn teardown(&self) {
         runc::reclaim(&self.tag);
         let _ = std::fs::remove_dir_all(self.images.dir());
+    }
+
+    /// What is left on the node of runner containers that ended (see
+    /// [`runc::artifacts`]).
+    pub fn runner_leftovers(&self) -> Vec<String> {
+        let alive = self
+            .runners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let ended: HashSet<String> = self
+            .runners_started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .difference(&alive)
+            .cloned()
+            .collect();
+        runc::artifacts(|id| ended.contains(id))
     }
 
     /// Live processes of runner containers.

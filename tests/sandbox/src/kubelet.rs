@@ -1097,12 +1097,11 @@ async fn run_container(
             rt.groups.push(pgid);
         }
         if let (Launch::Runc(container), true) = (&launch, is_runner_image(&image_name)) {
-            ctx.state
-                .cri
-                .runners
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(container.id.clone());
+            for set in [&ctx.state.cri.runners, &ctx.state.cri.runners_started] {
+                set.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(container.id.clone());
+            }
         }
         if matches!(image, Image::Runner) {
             ctx.state

@@ -90,6 +90,7 @@ pub use kubeconfig::{read_netns_prefix, read_server_and_token};
 /// Test support shared with the other test crates.
 pub use podtrace_netns::{is_root, ChildLines};
 pub use rbac::{Rule, User};
+pub use runc::artifacts as container_artifacts;
 pub use sandbox::{PodManifest, RunnerCrash, Sandbox, SandboxConfig, ShapeChoice};
 
 /// Errors from starting and driving a sandbox.

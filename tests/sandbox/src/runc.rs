@@ -174,6 +174,58 @@ pub fn reclaim(tag: &str) {
     remove_cgroups(|name| name.starts_with(tag));
 }
 
+/// What is on the node of the containers whose id `matches`: runc state,
+/// bundles, cgroups (every hierarchy) and mounts under their bundles, one
+/// line each (`runc state ID`, `bundle ID`, `cgroup PATH`, `mount PATH`).
+/// Empty once they are all deleted.
+pub fn artifacts(matches: impl Fn(&str) -> bool) -> Vec<String> {
+    let names = |dir: &Path| -> Vec<String> {
+        fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|id| matches(id))
+            .collect()
+    };
+    let mut out: Vec<String> = names(Path::new(RUNC_ROOT))
+        .into_iter()
+        .map(|id| format!("runc state {id}"))
+        .collect();
+    out.extend(
+        names(Path::new(BUNDLES))
+            .into_iter()
+            .map(|id| format!("bundle {id}")),
+    );
+    let mut parents: Vec<PathBuf> = fs::read_dir(CGROUP_ROOT)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|h| h.path().join(CGROUP_PARENT))
+        .collect();
+    parents.push(Path::new(CGROUP_ROOT).join(CGROUP_PARENT));
+    for parent in parents {
+        out.extend(
+            names(&parent)
+                .into_iter()
+                .map(|id| format!("cgroup {}", parent.join(id).display())),
+        );
+    }
+    // Field 5 of mountinfo is the mount point.
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for point in mounts.lines().filter_map(|l| l.split(' ').nth(4)) {
+        let under = Path::new(point)
+            .strip_prefix(BUNDLES)
+            .ok()
+            .and_then(|rest| rest.iter().next())
+            .is_some_and(|id| matches(&id.to_string_lossy()));
+        if under {
+            out.push(format!("mount {point}"));
+        }
+    }
+    out
+}
+
 /// A process that cleans up after the sandbox if it dies without doing it
 /// (SIGKILL): it waits for the end of a pipe only the sandbox holds, then
 /// removes the sandbox's containers. Dropping this after a clean shutdown

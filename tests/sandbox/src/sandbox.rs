@@ -545,6 +545,12 @@ impl Sandbox {
         crate::kubelet::runner_processes(&self.state)
     }
 
+    /// What runner containers that ended left on the node: runc state,
+    /// bundles, cgroups, mounts (empty when everything was removed).
+    pub fn runner_container_leftovers(&self) -> Vec<String> {
+        self.state.cri.runner_leftovers()
+    }
+
     /// Adds (or replaces) a user; returns the kubeconfig context to use it
     /// with (the user's name). The kubeconfig is rewritten.
     pub fn add_user(&self, user: User) -> Result<String> {

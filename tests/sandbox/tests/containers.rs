@@ -128,34 +128,10 @@ fn log(sandbox: &Sandbox, name: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn our_containers(tag_prefix: &str) -> Vec<String> {
-    std::fs::read_dir(RUNC_ROOT)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|id| id.starts_with(tag_prefix))
-        .collect()
-}
-
-fn cgroups_of(tag_prefix: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for h in std::fs::read_dir("/sys/fs/cgroup")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        for c in std::fs::read_dir(h.path().join("podtrace-sandbox"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            if c.file_name().to_string_lossy().starts_with(tag_prefix) {
-                out.push(c.path());
-            }
-        }
-    }
-    out
+/// runc state, bundles, cgroups and mounts of containers whose id starts
+/// with `tag_prefix`.
+fn artifacts_of(tag_prefix: &str) -> Vec<String> {
+    podtrace_sandbox::container_artifacts(|id| id.starts_with(tag_prefix))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,8 +267,9 @@ async fn memory_limits_are_enforced_and_a_stop_is_sigterm_then_sigkill() {
         "SIGKILL came late: {took:?}"
     );
     assert!(
-        our_containers(&id).is_empty(),
-        "container {id} still known to runc"
+        artifacts_of(&id).is_empty(),
+        "container {id} left: {:?}",
+        artifacts_of(&id)
     );
     sandbox.shutdown().await;
 }
@@ -353,21 +330,55 @@ fn a_sigkilled_sandbox_leaves_no_container_state_cgroup_or_bundle() {
     child.wait().unwrap();
     let deadline = Instant::now() + WAIT;
     loop {
-        let left = our_containers(&tag);
-        let cgroups = cgroups_of(&tag);
-        let bundles: Vec<_> = std::fs::read_dir("/run/podtrace-sandbox/bundles")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with(&tag))
-            .collect();
-        if left.is_empty() && cgroups.is_empty() && bundles.is_empty() {
+        let left = artifacts_of(&tag);
+        if left.is_empty() {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "left by the killed sandbox: containers {left:?}, cgroups {cgroups:?}, bundles {bundles:?}"
+            "left by the killed sandbox: {left:?}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The leak check sees each kind of leftover: a bundle, a cgroup and a
+/// mount under a bundle of a container id it is asked about, and nothing
+/// of other ids.
+#[test]
+fn the_leak_check_names_a_left_bundle_cgroup_and_mount() {
+    let id = format!("ptleakcheck-{}-x", std::process::id());
+    let bundle = Path::new("/run/podtrace-sandbox/bundles").join(&id);
+    let rootfs = bundle.join("rootfs");
+    std::fs::create_dir_all(&rootfs).unwrap();
+    let hierarchy = ["/sys/fs/cgroup/memory", "/sys/fs/cgroup"]
+        .into_iter()
+        .map(Path::new)
+        .find(|h| h.join("cgroup.procs").is_file())
+        .expect("a cgroup hierarchy");
+    let cgroup = hierarchy.join("podtrace-sandbox").join(&id);
+    std::fs::create_dir_all(&cgroup).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "leakcheck"])
+        .arg(&rootfs)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount a tmpfs");
+    let seen = artifacts_of(&id);
+    let others = artifacts_of(&format!("{id}-other"));
+    let _ = Command::new("umount").arg(&rootfs).status();
+    let _ = std::fs::remove_dir(&cgroup);
+    let _ = std::fs::remove_dir(hierarchy.join("podtrace-sandbox"));
+    let _ = std::fs::remove_dir_all(&bundle);
+    assert!(seen.contains(&format!("bundle {id}")), "{seen:?}");
+    assert!(
+        seen.contains(&format!("cgroup {}", cgroup.display())),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&format!("mount {}", rootfs.display())),
+        "{seen:?}"
+    );
+    assert!(others.is_empty(), "{others:?}");
+    assert!(artifacts_of(&id).is_empty(), "{:?}", artifacts_of(&id));
 }
