@@ -175,6 +175,8 @@ fn control_text(msg: &Message, out: &mut String, style: Style) {
         Message::SessionSummary(s) => {
             out.push_str(render::session_summary(&s.body, style).trim_end())
         }
+        // The plugin's line (it explains a drop); a runner never writes one.
+        Message::Policy(_) => out.push_str(&msg.to_line()),
         Message::Event(e) => out.push_str(&render::event_line(e, style)),
     }
 }

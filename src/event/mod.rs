@@ -8,13 +8,14 @@
 //! that an older reader would misread.
 //!
 //! Every line has a `type`. Control lines are `hello`, `ready`, `lost`,
-//! `warning` and `summary` (and the plugin's `session_summary`); everything
-//! else is an [`Event`].
+//! `warning` and `summary` (and the plugin's `session_summary` and
+//! `policy`); everything else is an [`Event`].
 
 use serde::Serialize;
 
 mod control;
 mod json;
+mod policy;
 mod record;
 mod time;
 
@@ -22,6 +23,7 @@ pub use control::{
     Features, FlowSummary, Hello, Hook, Interface, Lost, Ready, Rtt, SessionSummary, Summary,
     Warning,
 };
+pub use policy::{Policy, PolicyDirection, PolicyMiss, PolicyNearMiss, PolicyVerdict};
 pub use record::{Direction, DropSite, End, Event, EventKind, Proto, ResetDirection};
 pub use time::{now_rfc3339, rfc3339_nanos, Rfc3339};
 
@@ -38,6 +40,7 @@ pub enum Message {
     Warning(TypeTagged<Warning>),
     Summary(TypeTagged<Summary>),
     SessionSummary(TypeTagged<SessionSummary>),
+    Policy(TypeTagged<Policy>),
     Event(Event),
 }
 
@@ -95,6 +98,10 @@ impl Message {
         })
     }
 
+    pub fn policy(body: Policy) -> Self {
+        Message::Policy(TypeTagged { ty: "policy", body })
+    }
+
     /// The `type` of this line.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -104,6 +111,7 @@ impl Message {
             Message::Warning(t) => t.ty,
             Message::Summary(t) => t.ty,
             Message::SessionSummary(t) => t.ty,
+            Message::Policy(t) => t.ty,
             Message::Event(e) => e.kind.name(),
         }
     }
@@ -134,6 +142,7 @@ impl Message {
             "session_summary" => {
                 Message::session_summary(serde_json::from_value(value).map_err(invalid)?)
             }
+            "policy" => Message::policy(serde_json::from_value(value).map_err(invalid)?),
             _ => Message::Event(serde_json::from_value(value).map_err(invalid)?),
         })
     }

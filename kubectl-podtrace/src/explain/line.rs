@@ -2,85 +2,74 @@
 //! The `policy` line: one verdict for one flow and direction, in JSON and
 //! as the text line shown under the event that raised it.
 
-use serde::Serialize;
+use podtrace::event::{Message, Policy};
 
-use crate::policy::{Decision, Direction, NearMiss, Verdict};
+use crate::policy::{Decision, Direction, Verdict};
 
-/// A `{"type":"policy",…}` line (documented in docs/schema.md).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A `{"type":"policy",…}` line ([`Policy`], documented in docs/schema.md)
+/// and how its text reads.
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct PolicyLine {
-    #[serde(rename = "type")]
-    pub ty: &'static str,
-    /// The time of the event that raised it.
-    pub time: String,
-    pub node: String,
-    pub proto: podtrace::event::Proto,
-    pub src: std::net::SocketAddr,
-    pub dst: std::net::SocketAddr,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub src_name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dst_name: Option<String>,
-    pub direction: Direction,
-    pub verdict: Verdict,
-    /// `ns/name` of every policy selecting the pod for `direction`.
-    pub policies: Vec<String>,
-    /// `ns/name` of the policies whose rules allow the flow.
-    pub allowed_by: Vec<String>,
-    /// The rule that missed on one thing, when the verdict is `denied`.
-    pub rule: Option<NearMiss>,
-    /// What raised it: `drop NETFILTER_DROP`, `unanswered SYN`, or
-    /// `connection` (a flow once denied now connecting).
-    pub cause: String,
+    pub wire: Policy,
     /// Whether the text says the drop has another cause: not when the other
     /// direction is denied (that explains it).
-    #[serde(skip)]
     pub says_other_cause: bool,
 }
 
 impl PolicyLine {
     pub(crate) fn new(e: &podtrace::event::Event, d: Decision, cause: String) -> PolicyLine {
         PolicyLine {
-            ty: "policy",
-            time: e.time.clone(),
-            node: e.node.clone(),
-            proto: e.proto,
-            src: e.src,
-            dst: e.dst,
-            src_name: e.src_name.clone(),
-            dst_name: e.dst_name.clone(),
-            direction: d.direction,
-            verdict: d.verdict,
-            policies: d.policies,
-            allowed_by: d.allowed_by,
-            rule: d.near_miss,
             says_other_cause: cause != "connection",
-            cause,
+            wire: Policy {
+                time: e.time.clone(),
+                node: e.node.clone(),
+                proto: e.proto,
+                src: e.src,
+                dst: e.dst,
+                src_name: e.src_name.clone(),
+                dst_name: e.dst_name.clone(),
+                direction: d.direction,
+                verdict: d.verdict,
+                policies: d.policies,
+                allowed_by: d.allowed_by,
+                rule: d.near_miss,
+                cause,
+            },
         }
     }
 
     pub(crate) fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        Message::policy(self.wire.clone()).to_line()
     }
 
     /// One line, indented under the event it explains.
     pub(crate) fn to_text(&self) -> String {
-        let (way, pod) = match self.direction {
+        let (way, pod) = match self.wire.direction {
             Direction::Ingress => (
                 "ingress to",
-                self.dst_name.clone().unwrap_or(self.dst.ip().to_string()),
+                self.wire
+                    .dst_name
+                    .clone()
+                    .unwrap_or(self.wire.dst.ip().to_string()),
             ),
             Direction::Egress => (
                 "egress from",
-                self.src_name.clone().unwrap_or(self.src.ip().to_string()),
+                self.wire
+                    .src_name
+                    .clone()
+                    .unwrap_or(self.wire.src.ip().to_string()),
             ),
         };
-        let port = format!("{}/{}", self.proto.as_str().to_uppercase(), self.dst.port());
+        let port = format!(
+            "{}/{}",
+            self.wire.proto.as_str().to_uppercase(),
+            self.wire.dst.port()
+        );
         let head = format!("    policy: {way} {pod} on {port}");
-        match self.verdict {
+        match self.wire.verdict {
             Verdict::Denied => {
-                let mut s = format!("{head} DENIED by {}", self.policies.join(", "));
-                match &self.rule {
+                let mut s = format!("{head} DENIED by {}", self.wire.policies.join(", "));
+                match &self.wire.rule {
                     Some(r) => s.push_str(&format!(
                         "; nearest rule {} {}[{}]: {}",
                         r.policy,
@@ -94,7 +83,7 @@ impl PolicyLine {
             }
             Verdict::Allowed => format!(
                 "{head} allowed by {}{}",
-                self.allowed_by.join(", "),
+                self.wire.allowed_by.join(", "),
                 self.other_cause()
             ),
             Verdict::NoPolicy => {
@@ -104,7 +93,7 @@ impl PolicyLine {
     }
 
     fn direction_word(&self) -> &'static str {
-        match self.direction {
+        match self.wire.direction {
             Direction::Ingress => "ingress",
             Direction::Egress => "egress",
         }
@@ -112,7 +101,7 @@ impl PolicyLine {
 
     fn other_cause(&self) -> String {
         if self.says_other_cause {
-            format!(" (so the {} has another cause)", self.cause)
+            format!(" (so the {} has another cause)", self.wire.cause)
         } else {
             String::new()
         }
@@ -122,7 +111,7 @@ impl PolicyLine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::Miss;
+    use crate::policy::{Miss, NearMiss};
 
     fn drop_event() -> podtrace::event::Event {
         serde_json::from_str(
@@ -167,6 +156,11 @@ mod tests {
         assert_eq!(v["src"], "10.2.2.2:36042");
         assert_eq!(v["dst_name"], "default/nginx-demo");
         assert!(v.get("says_other_cause").is_none());
+        // One definition of the line: what the plugin writes, the schema reads.
+        match Message::parse(&l.to_json()).unwrap() {
+            Message::Policy(p) => assert_eq!(p.body, l.wire),
+            m => panic!("read back as {}", m.type_name()),
+        }
         assert_eq!(
             l.to_text(),
             "    policy: ingress to default/nginx-demo on TCP/80 DENIED by default/allow-from-client, \

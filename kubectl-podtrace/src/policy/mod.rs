@@ -64,54 +64,11 @@ pub(crate) struct Flow {
     pub protocol: String,
 }
 
-/// Which side of the flow a decision is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum Direction {
-    /// Leaving the source pod.
-    Egress,
-    /// Entering the destination pod.
-    Ingress,
-}
-
-/// What the policies say about one direction of a flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub(crate) enum Verdict {
-    /// Selected by at least one policy, and no rule allows it.
-    Denied,
-    /// Selected, and at least one rule allows it.
-    Allowed,
-    /// No policy selects the pod for this direction: not isolated.
-    NoPolicy,
-}
-
-/// The one thing a near-miss rule got wrong.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub(crate) enum Miss {
-    /// Peer right; port or protocol not in the rule's `ports`.
-    Port,
-    /// Port right; the peer pod's labels do not match its `podSelector`.
-    PodLabels,
-    /// Port right; the peer's namespace does not match (its labels against
-    /// the `namespaceSelector`, or, without one, the policy's own namespace).
-    Namespace,
-    /// Port right; the peer's address is outside the `ipBlock` (or excepted).
-    IpBlock,
-}
-
-/// A rule that would have allowed the flow but for one thing.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub(crate) struct NearMiss {
-    /// `ns/name` of the policy.
-    pub policy: String,
-    /// Index of the rule in the policy's `ingress` or `egress` list.
-    pub index: usize,
-    pub miss: Miss,
-    /// What the rule wants and what the flow has, in words.
-    pub detail: String,
-}
+// The verdict's parts are wire types: the `policy` line carries them.
+pub(crate) use podtrace::event::{
+    PolicyDirection as Direction, PolicyMiss as Miss, PolicyNearMiss as NearMiss,
+    PolicyVerdict as Verdict,
+};
 
 /// The decision for one direction of a flow.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -162,7 +162,7 @@ impl Session<'_> {
                 for v in verdicts {
                     match self.console.output {
                         Output::Json => self.console.line(&v.to_json()),
-                        Output::Text => self.console.hold(v.time.clone(), v.to_text()),
+                        Output::Text => self.console.hold(v.wire.time.clone(), v.to_text()),
                     }
                 }
             }
@@ -232,10 +232,11 @@ impl Session<'_> {
                 }
                 self.nodes[i].summary = Some(s.body);
             }
-            // The plugin's own line: no runner writes one.
-            Message::SessionSummary(_) => self.console.warn(&format!(
-                "node {node}: unexpected runner output (a session_summary line, which only the \
-                 plugin writes): {line}"
+            // The plugin's own lines: no runner writes one.
+            m @ (Message::SessionSummary(_) | Message::Policy(_)) => self.console.warn(&format!(
+                "node {node}: unexpected runner output (a {} line, which only the plugin \
+                     writes): {line}",
+                m.type_name()
             )),
         }
     }
