@@ -76,7 +76,9 @@ fn a_lost_syn_ack_shows_as_the_servers_retransmit() {
 
 /// A connect the network answers with ICMP net unreachable (a `throw`
 /// route on the node) is reported with the error its caller got,
-/// ENETUNREACH; a refused one still with ECONNREFUSED.
+/// ENETUNREACH; a refused one still with ECONNREFUSED. Without the
+/// `error_report` hook (before Linux 5.14) the ICMP error is gone once the
+/// caller read it: then `failed` has no error, never a wrong one.
 #[test]
 fn a_failed_connect_reports_the_callers_error() {
     require_root();
@@ -87,7 +89,7 @@ fn a_failed_connect_reports_the_callers_error() {
         .ip(&["route", "add", "throw", &format!("{nowhere}/32")])
         .unwrap();
     let mut runner = Runner::start(&node, &["--pod-ip", &client.ip.to_string()]);
-    runner.ready();
+    let kept = runner.ready().features.is_some_and(|f| f.error_report);
     let nowhere = SocketAddr::new(nowhere.into(), 80);
     let closed_port = SocketAddr::new(server.ip.into(), 81);
     for (to, errno, name) in [
@@ -99,7 +101,7 @@ fn a_failed_connect_reports_the_callers_error() {
         let ev = runner.expect_event(&format!("failed to {to}"), |e| {
             matches!(e.kind, EventKind::Failed { .. }) && e.dst == to
         });
-        let error = Some(name.to_owned());
+        let error = (kept || errno == libc::ECONNREFUSED).then(|| name.to_owned());
         assert_eq!(ev.kind, EventKind::Failed { error }, "{ev:?}");
         assert_eq!(ev.src.ip(), IpAddr::from(client.ip), "{ev:?}");
         assert_eq!(ev.end, Some(End::Client), "{ev:?}");
@@ -134,10 +136,12 @@ fn connect_comes_first(drop_in_client: bool) {
     let to = SocketAddr::new(server.ip.into(), 80);
     let err = connect_in(&client.netns, to, Duration::from_millis(1500)).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
-    // The SYN was sent again: before the retransmit everything about the
-    // first SYN has been written.
-    runner.expect_event("the SYN's retransmit", |e| {
-        matches!(e.kind, EventKind::Retransmit { .. }) && e.dst == to
+    // The caller gave up and closed: the `failed` comes after everything
+    // about the SYNs. (Their retransmit is no sync point: where the pod's
+    // own firewall drops it, kernels before 2025 do not trace a retransmit whose
+    // sending failed; docs/kernels.md.)
+    runner.expect_event("the connect's failure", |e| {
+        matches!(e.kind, EventKind::Failed { .. }) && e.dst == to
     });
     let lines = runner.stop_clean();
     let at = |pred: &dyn Fn(&Event) -> bool| {
@@ -155,7 +159,17 @@ fn connect_comes_first(drop_in_client: bool) {
     let drop = at(&|e| matches!(e.kind, EventKind::Drop { .. }) && e.src == connect.src);
     assert_eq!(syn.is_none(), drop_in_client, "{lines:#?}");
     let drop = drop.unwrap_or_else(|| panic!("no drop in {lines:#?}"));
-    for (what, (i, e)) in syn.iter().map(|s| ("SYN", s)).chain([("drop", &drop)]) {
+    let retransmit =
+        at(&|e| matches!(e.kind, EventKind::Retransmit { .. }) && e.src == connect.src);
+    if !drop_in_client {
+        assert!(retransmit.is_some(), "no retransmit in {lines:#?}");
+    }
+    let later = syn
+        .iter()
+        .map(|s| ("SYN", s))
+        .chain([("drop", &drop)])
+        .chain(retransmit.iter().map(|r| ("retransmit", r)));
+    for (what, (i, e)) in later {
         assert!(ci < *i, "connect at line {ci}, {what} at {i}: {lines:#?}");
         assert!(
             connect.time <= e.time,

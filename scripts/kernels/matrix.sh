@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 # The kernel matrix: runs the runner's scenario tests (job-runner/tests/
-# trace.rs) on the host's kernel and in a guest booted from each of Debian's
-# cloud kernels, one after the other; prints a table (boot and test time,
+# trace.rs and handshake.rs) on the host's kernel and in a guest booted
+# from each of Debian's cloud kernels, one after the other; prints a table (boot and test time,
 # passed/failed per kernel) and the support table docs/kernels.md shows
 # (target/kernels/table.md; --update-docs writes it into docs/kernels.md).
 # Logs go to target/kernels/NAME.log. Exits non-zero when a test failed on
-# any kernel. Arguments after `--` go to the test binary (e.g. a filter).
+# any kernel. Arguments after `--` go to the test binaries (e.g. a filter).
 # Usage: scripts/kernels/matrix.sh [--update-docs] [SERIES...] [-- TEST-ARGS...]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -28,10 +28,15 @@ bash scripts/kernels/setup.sh
 guests=()
 for s in "${series[@]}"; do [ "$s" = host ] || guests+=("$s"); done
 [ ${#guests[@]} -eq 0 ] || bash scripts/kernels/fetch.sh "${guests[@]}"
-bin=$(cargo test --locked -p podtrace-runner --test trace --no-run 2>&1 |
-  sed -n 's/^ *Executable tests\/trace.rs (\(.*\))$/\1/p')
-[ -x "$bin" ] || { echo "kernels: could not find the trace test binary" >&2; exit 1; }
-bin=$(realpath "$bin")
+# The scenario test binaries: trace.rs (lifecycle, drops, filters, cleanup)
+# and handshake.rs (lost SYN|ACK, connect errors, a dropped SYN).
+built=$(cargo test --locked -p podtrace-runner --test trace --test handshake --no-run 2>&1)
+bins=()
+for t in trace handshake; do
+  b=$(sed -n "s/^ *Executable tests\/$t.rs (\(.*\))$/\1/p" <<<"$built")
+  [ -x "$b" ] || { echo "kernels: could not find the $t test binary" >&2; exit 1; }
+  bins+=("$(realpath "$b")")
+done
 # The guests run the release runner that ships in the container image: a
 # debug build starts several times slower under emulation.
 runner=$(realpath "$(bash scripts/build-runner-static.sh)")
@@ -48,11 +53,11 @@ for s in "${series[@]}"; do
   set +e
   if [ "$s" = host ]; then
     echo "kernels: running the runner's scenarios on the host ($(uname -r))" >&2
-    PODTRACE_MATRIX_OUT=$out PODTRACE_TEST_RUNNER=$runner "$bin" --test-threads=2 "$@" 2>&1 | tee "$log"
+    PODTRACE_MATRIX_OUT=$out PODTRACE_TEST_RUNNER=$runner bash scripts/kernels/scenarios.sh "${bins[@]}" -- "$@" 2>&1 | tee "$log"
   else
     echo "kernels: running the runner's scenarios on $s ($(cut -d' ' -f2 "$CACHE/kernels/$s/VERSION"))" >&2
     PODTRACE_VM_SHARE=$out bash scripts/kernels/boot.sh "$s" \
-      env PODTRACE_MATRIX_OUT="$out" PODTRACE_TEST_RUNNER="$runner" "$bin" --test-threads=2 "$@" 2>&1 | tee "$log"
+      env PODTRACE_MATRIX_OUT="$out" PODTRACE_TEST_RUNNER="$runner" bash scripts/kernels/scenarios.sh "${bins[@]}" -- "$@" 2>&1 | tee "$log"
   fi
   rc=${PIPESTATUS[0]}
   set -e
@@ -60,7 +65,7 @@ for s in "${series[@]}"; do
   boot=$(sed -n 's/^vm: .* up after \([0-9.]*\) s$/\1/p' "$log" | head -1)
   passed=$(grep -c '^test .* \.\.\. ok$' "$log" || true)
   fails=$(grep -c '^test .* \.\.\. FAILED$' "$log" || true)
-  tests=$(sed -n 's/^test result: .* finished in \([0-9.]*\)s$/\1/p' "$log" | head -1)
+  tests=$(sed -n 's/^test result: .* finished in \([0-9.]*\)s$/\1/p' "$log" | awk '{ t += $1 } END { if (NR) print t }')
   release=$(uname -r)
   [ "$s" = host ] || release=$(cut -d' ' -f3 "$CACHE/kernels/$s/VERSION")
   rows+=("$(printf '%-6s %-26s %7s %8s %8s %7s %7s' "$s" "$release" "${boot:--}" "${tests:-?}" "$wall" "$passed" "$fails")")

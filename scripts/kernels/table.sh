@@ -26,7 +26,9 @@ for name in host $(ls "$dir" | grep -E '^[0-9]+\.[0-9]+$' | sort -V); do
   done
   log="$dir/$name.log"
   if [ -f "$log" ]; then
-    row+=" $(sed -n 's/^test result: [A-Za-z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 passed, \2 failed/p' "$log" | head -1) |"
+    # Summed over the test binaries.
+    row+=" $(sed -n 's/^test result: [A-Za-z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$log" |
+      awk '{ p += $1; f += $2 } END { printf "%d passed, %d failed", p, f }') |"
   else
     row+=" |"
   fi
