@@ -4,13 +4,14 @@
 
 #![allow(dead_code)]
 
-use std::net::{IpAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd as _;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use podtrace::event::{Event, Features, FlowSummary, Hello, Message, Ready, Summary};
+pub use podtrace_netns::Family;
 use podtrace_netns::{ChildLines, Cluster, Netns, Node, Pod, Shape};
 use serde_json::Value;
 
@@ -244,11 +245,21 @@ pub fn udp_listener(ns: &Netns, ip: IpAddr, port: u16) -> UdpSocket {
 /// Sends one datagram from inside `ns`.
 pub fn udp_send(ns: &Netns, to: std::net::SocketAddr, payload: &'static [u8]) {
     in_netns(ns, move || {
-        let s = UdpSocket::bind(("0.0.0.0", 0)).expect("bind");
+        let any: IpAddr = if to.is_ipv6() {
+            std::net::Ipv6Addr::UNSPECIFIED.into()
+        } else {
+            std::net::Ipv4Addr::UNSPECIFIED.into()
+        };
+        let s = UdpSocket::bind((any, 0)).expect("bind");
         s.send_to(payload, to).expect("send");
     })
     .join()
     .unwrap();
+}
+
+/// `http://IP:PORT/` (brackets around an IPv6 address).
+pub fn http_url(ip: IpAddr, port: u16) -> String {
+    format!("http://{}/", SocketAddr::new(ip, port))
 }
 
 /// Runs a command, returning stdout (empty on failure).
@@ -384,7 +395,29 @@ pub fn one_node_two_pods(
     server: &str,
     client: &str,
 ) -> (Cluster, Arc<Node>, Pod, Pod) {
-    let cluster = Cluster::new().unwrap();
+    one_node_two_pods_in(Cluster::new().unwrap(), shape, server, client)
+}
+
+/// [`one_node_two_pods`] in `family` (a dual-stack cluster for IPv6).
+pub fn one_node_two_pods_of(
+    family: Family,
+    shape: Shape,
+    server: &str,
+    client: &str,
+) -> (Cluster, Arc<Node>, Pod, Pod) {
+    let cluster = match family {
+        Family::V4 => Cluster::new(),
+        Family::V6 => Cluster::dual_stack(),
+    };
+    one_node_two_pods_in(cluster.unwrap(), shape, server, client)
+}
+
+fn one_node_two_pods_in(
+    cluster: Cluster,
+    shape: Shape,
+    server: &str,
+    client: &str,
+) -> (Cluster, Arc<Node>, Pod, Pod) {
     let node = cluster.add_node("node", shape).unwrap();
     let server = cluster.add_pod("node", server).unwrap();
     let client = cluster.add_pod("node", client).unwrap();

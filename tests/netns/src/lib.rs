@@ -20,7 +20,7 @@ pub use child::ChildLines;
 
 use std::fs;
 use std::io::{self, Write as _};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -161,6 +161,17 @@ impl Netns {
     /// Sets a sysctl inside the namespace.
     pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
         self.exec("sysctl", &["-qw", &format!("{key}={value}")])?;
+        Ok(())
+    }
+
+    /// Makes sure IPv6 is on, forwarding, and without duplicate address
+    /// detection (which would hold new addresses back for a second).
+    pub fn enable_ipv6(&self) -> Result<()> {
+        for scope in ["all", "default"] {
+            self.sysctl(&format!("net.ipv6.conf.{scope}.disable_ipv6"), "0")?;
+            self.sysctl(&format!("net.ipv6.conf.{scope}.accept_dad"), "0")?;
+            self.sysctl(&format!("net.ipv6.conf.{scope}.forwarding"), "1")?;
+        }
         Ok(())
     }
 
@@ -324,6 +335,10 @@ pub struct Node {
     pub uplink_ip: Ipv4Addr,
     /// First address of the node's /24 pod CIDR.
     pub pod_cidr: Ipv4Addr,
+    /// In a dual-stack cluster: the node's IPv6 address on the fabric
+    /// (`fd00:{slot}::{index}`) and its /64 pod CIDR (`fd00:{slot}:{index}::`).
+    pub uplink_ip6: Option<Ipv6Addr>,
+    pub pod_cidr6: Option<Ipv6Addr>,
     pub netns: Netns,
     next_pod: Mutex<u8>,
 }
@@ -342,6 +357,8 @@ impl Node {
 struct Inner {
     // Dropped in this order: nodes, then the fabric, then the slot claim.
     nodes: Mutex<Vec<Arc<Node>>>,
+    /// Pods and nodes get IPv6 addresses too.
+    dual_stack: bool,
     fabric: Netns,
     slot: Slot,
 }
@@ -354,8 +371,18 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Claims a slot and creates the fabric namespace.
+    /// Claims a slot and creates the fabric namespace (IPv4 only).
     pub fn new() -> Result<Cluster> {
+        Self::create(false)
+    }
+
+    /// Like [`Cluster::new`], with IPv6 besides IPv4 on every node and pod
+    /// (as a dual-stack cluster): [`Pod::ip6`].
+    pub fn dual_stack() -> Result<Cluster> {
+        Self::create(true)
+    }
+
+    fn create(dual_stack: bool) -> Result<Cluster> {
         let slot = Slot::take()?;
         let fabric = Netns::create(&format!("pt{}-fabric", slot.0))?;
         fabric.ip(&["link", "add", "br0", "type", "bridge"])?;
@@ -365,6 +392,7 @@ impl Cluster {
                 slot,
                 fabric,
                 nodes: Mutex::new(Vec::new()),
+                dual_stack,
             }),
         })
     }
@@ -403,6 +431,18 @@ impl Cluster {
         netns.sysctl("net.ipv4.ip_forward", "1")?;
         let uplink_ip = Ipv4Addr::new(10, slot, 0, index);
         let pod_cidr = Ipv4Addr::new(10, slot, index, 0);
+        let dual = self.inner.dual_stack;
+        let (uplink_ip6, pod_cidr6) = if dual {
+            netns.enable_ipv6()?;
+            let s = u16::from(slot);
+            let i = u16::from(index);
+            (
+                Some(Ipv6Addr::new(0xfd00, s, 0, 0, 0, 0, 0, i)),
+                Some(Ipv6Addr::new(0xfd00, s, i, 0, 0, 0, 0, 0)),
+            )
+        } else {
+            (None, None)
+        };
         let fab_if = format!("n{index}");
         self.inner.fabric.ip(&[
             "link",
@@ -420,11 +460,25 @@ impl Cluster {
             .fabric
             .ip(&["link", "set", &fab_if, "master", "br0", "up"])?;
         netns.ip(&["addr", "add", &format!("{uplink_ip}/24"), "dev", "eth0"])?;
+        if let Some(ip6) = uplink_ip6 {
+            netns.ip(&["addr", "add", &format!("{ip6}/64"), "dev", "eth0", "nodad"])?;
+        }
         netns.ip(&["link", "set", "eth0", "up"])?;
         if shape == Shape::Bridge {
             netns.ip(&["link", "add", Node::BRIDGE, "type", "bridge"])?;
             let gw = Ipv4Addr::new(10, slot, index, 1);
             netns.ip(&["addr", "add", &format!("{gw}/24"), "dev", Node::BRIDGE])?;
+            if let Some(cidr6) = pod_cidr6 {
+                let gw6 = with_host(cidr6, 1);
+                netns.ip(&[
+                    "addr",
+                    "add",
+                    &format!("{gw6}/64"),
+                    "dev",
+                    Node::BRIDGE,
+                    "nodad",
+                ])?;
+            }
             netns.ip(&["link", "set", Node::BRIDGE, "up"])?;
         }
         let node = Arc::new(Node {
@@ -433,6 +487,8 @@ impl Cluster {
             shape,
             uplink_ip,
             pod_cidr,
+            uplink_ip6,
+            pod_cidr6,
             netns,
             // Bridge shape keeps .1 for the gateway.
             next_pod: Mutex::new(2),
@@ -452,6 +508,25 @@ impl Cluster {
                 "via",
                 &other.uplink_ip.to_string(),
             ])?;
+            if let (Some(a), Some(b)) = (node.pod_cidr6, other.pod_cidr6) {
+                let (a_up, b_up) = (node.uplink_ip6.unwrap(), other.uplink_ip6.unwrap());
+                other.netns.ip(&[
+                    "-6",
+                    "route",
+                    "add",
+                    &format!("{a}/64"),
+                    "via",
+                    &a_up.to_string(),
+                ])?;
+                node.netns.ip(&[
+                    "-6",
+                    "route",
+                    "add",
+                    &format!("{b}/64"),
+                    "via",
+                    &b_up.to_string(),
+                ])?;
+            }
         }
         nodes.push(node.clone());
         Ok(node)
@@ -472,7 +547,11 @@ impl Cluster {
         };
         let slot = self.slot();
         let ip = Ipv4Addr::new(10, slot, node.index, host);
+        let ip6 = node.pod_cidr6.map(|c| with_host(c, host));
         let netns = Netns::create(&format!("pt{slot}-{name}"))?;
+        if ip6.is_some() {
+            netns.enable_ipv6()?;
+        }
         // Interface names are at most 15 bytes: pt{slot}v{node}x{host}.
         let host_if = format!("pt{slot}v{}x{host}", node.index);
         // Calico gives every host-side veth this MAC; the pod's gateway
@@ -530,6 +609,34 @@ impl Cluster {
                     "dev",
                     "eth0",
                 ])?;
+                if let Some(ip6) = ip6 {
+                    // As Calico: the pod's IPv6 gateway is the link-local
+                    // address of the host-side veth (from its fixed MAC).
+                    node.netns.ip(&[
+                        "-6",
+                        "route",
+                        "add",
+                        &format!("{ip6}/128"),
+                        "dev",
+                        &host_if,
+                    ])?;
+                    netns.ip(&["addr", "add", &format!("{ip6}/128"), "dev", "eth0", "nodad"])?;
+                    netns.ip(&[
+                        "-6",
+                        "neigh",
+                        "add",
+                        CALICO_LL,
+                        "lladdr",
+                        CALICO_MAC,
+                        "dev",
+                        "eth0",
+                        "nud",
+                        "permanent",
+                    ])?;
+                    netns.ip(&[
+                        "-6", "route", "add", "default", "via", CALICO_LL, "dev", "eth0",
+                    ])?;
+                }
             }
             Shape::Bridge => {
                 node.netns
@@ -538,11 +645,17 @@ impl Cluster {
                 netns.ip(&["link", "set", "eth0", "up"])?;
                 let gw = Ipv4Addr::new(10, slot, node.index, 1);
                 netns.ip(&["route", "add", "default", "via", &gw.to_string()])?;
+                if let (Some(ip6), Some(cidr6)) = (ip6, node.pod_cidr6) {
+                    netns.ip(&["addr", "add", &format!("{ip6}/64"), "dev", "eth0", "nodad"])?;
+                    let gw6 = with_host(cidr6, 1).to_string();
+                    netns.ip(&["-6", "route", "add", "default", "via", &gw6])?;
+                }
             }
         }
         Ok(Pod {
             name: name.to_owned(),
             ip,
+            ip6,
             host_if,
             node,
             netns,
@@ -557,6 +670,8 @@ impl Cluster {
 pub struct Pod {
     pub name: String,
     pub ip: Ipv4Addr,
+    /// Its IPv6 address in a dual-stack cluster.
+    pub ip6: Option<Ipv6Addr>,
     /// The host-side interface (in the node's namespace).
     pub host_if: String,
     pub node: Arc<Node>,
@@ -567,6 +682,18 @@ pub struct Pod {
 }
 
 impl Pod {
+    /// The pod's address in `family`; panics for IPv6 outside a
+    /// dual-stack cluster (a test's own mistake).
+    pub fn addr(&self, family: Family) -> IpAddr {
+        match family {
+            Family::V4 => self.ip.into(),
+            Family::V6 => self
+                .ip6
+                .expect("an IPv6 pod address needs Cluster::dual_stack")
+                .into(),
+        }
+    }
+
     /// Starts Debian's nginx in the pod, serving `root` (default: Debian's
     /// default page in /var/www/html) on `port`, one worker, no access log.
     /// Returns once the port is listening.
@@ -576,6 +703,12 @@ impl Pod {
         fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
         let root = root.unwrap_or(Path::new("/var/www/html"));
         let d = dir.display();
+        // IPv6 too where the pod has it (the socket fails where IPv6 is off).
+        let listen6 = if self.ip6.is_some() {
+            format!("    listen [::]:{port} default_server reuseport;\n")
+        } else {
+            String::new()
+        };
         let conf = format!(
             "daemon off;\nmaster_process off;\nworker_processes 1;\nuser root;\n\
              pid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
@@ -583,7 +716,7 @@ impl Pod {
              http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
                fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
                keepalive_requests 1000000;\n\
-               server {{\n    listen {port} default_server reuseport;\n    root {};\n\
+               server {{\n    listen {port} default_server reuseport;\n{listen6}    root {};\n\
                  index index.html index.htm index.nginx-debian.html;\n  }}\n}}\n",
             root.display()
         );
@@ -661,6 +794,23 @@ impl Pod {
             .to_owned()
     }
 }
+
+/// An address family, for tests that run over both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+/// `prefix` with `host` as its last 16 bits.
+fn with_host(prefix: Ipv6Addr, host: u8) -> Ipv6Addr {
+    let mut seg = prefix.segments();
+    seg[7] = u16::from(host);
+    Ipv6Addr::from(seg)
+}
+
+/// The link-local address a veth with [`CALICO_MAC`] gets (EUI-64).
+const CALICO_LL: &str = "fe80::ecee:eeff:feee:eeee";
 
 /// A process started in a namespace; killed (and reaped) on drop.
 #[derive(Debug)]
@@ -740,5 +890,46 @@ mod tests {
             })
             .unwrap_or_default();
         assert!(left.is_empty(), "left behind: {left:?}");
+    }
+
+    /// A dual-stack cluster: pods reach each other over IPv6 as over IPv4,
+    /// routed and bridged, on one node and across nodes.
+    #[test]
+    fn dual_stack_pods_reach_each_other_over_ipv6_in_both_shapes() {
+        assert!(
+            is_root(),
+            "these tests build network namespaces: run as root"
+        );
+        let cluster = Cluster::dual_stack().unwrap();
+        cluster.add_node("node-a", Shape::Routed).unwrap();
+        cluster.add_node("node-b", Shape::Bridge).unwrap();
+        let routed = cluster.add_pod("node-a", "routed").unwrap();
+        let routed2 = cluster.add_pod("node-a", "routed2").unwrap();
+        let bridged = cluster.add_pod("node-b", "bridged").unwrap();
+        let bridged2 = cluster.add_pod("node-b", "bridged2").unwrap();
+        let _servers: Vec<Daemon> = [&routed, &bridged]
+            .iter()
+            .map(|p| p.start_nginx(80, None).unwrap())
+            .collect();
+        for (from, to) in [
+            (&routed2, &routed),
+            (&bridged2, &bridged),
+            (&routed, &bridged),
+            (&bridged, &routed),
+        ] {
+            for family in [Family::V4, Family::V6] {
+                let url = match to.addr(family) {
+                    IpAddr::V6(a) => format!("http://[{a}]/"),
+                    a => format!("http://{a}/"),
+                };
+                let out = from.curl(&url, 5).unwrap();
+                let text = String::from_utf8_lossy(&out.stdout);
+                assert!(
+                    text.starts_with("200 "),
+                    "{} -> {url}: curl said {text:?} {out:?}",
+                    from.name
+                );
+            }
+        }
     }
 }
