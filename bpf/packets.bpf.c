@@ -16,6 +16,24 @@
 char LICENSE[] SEC("license") = "GPL";
 
 const volatile __u8 trace_packets = 0; /* an event for every packet */
+/* Bytes of each packet (from the Ethernet header) copied into its event,
+ * at most PT_MAX_SNAPLEN; 0: none, and the copying code is dead. */
+const volatile __u32 snaplen = 0;
+
+/*
+ * packet_buf: per CPU, where a packet event with payload is put together
+ * before bpf_ringbuf_output copies just its length into `events` (a
+ * reserved record's size is fixed when the program is verified: it would
+ * take PT_MAX_SNAPLEN of the ring for every packet).
+ * Written by the tc programs on their own CPU (tc runs do not nest on a
+ * CPU); used only when `snaplen` is set. Never deleted.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pt_packet);
+} packet_buf SEC(".maps");
 
 /*
  * flow_cache: per CPU, the flow this CPU's tc programs counted last and the
@@ -234,10 +252,21 @@ static __always_inline void handle_packet(struct __sk_buff *skb, __u8 direction)
 		      (created && proto == IPPROTO_UDP);
 	if (!report)
 		return;
-	struct pt_event *e = reserve_event();
+	struct pt_packet *pkt = NULL;
+	struct pt_event *e;
 
-	if (!e)
-		return;
+	if (snaplen) {
+		pkt = bpf_map_lookup_elem(&packet_buf, &zero);
+		if (!pkt)
+			return;
+		e = &pkt->ev;
+		__builtin_memset(e, 0, sizeof(*e));
+		e->ts_ns = bpf_ktime_get_ns();
+	} else {
+		e = reserve_event();
+		if (!e)
+			return;
+	}
 	e->kind = PT_PACKET;
 	e->saddr = src;
 	e->daddr = dst;
@@ -249,7 +278,19 @@ static __always_inline void handle_packet(struct __sk_buff *skb, __u8 direction)
 	e->first = created;
 	e->len = len;
 	e->ifindex = skb->ifindex;
-	submit_event(e);
+	if (!pkt) {
+		submit_event(e);
+		return;
+	}
+	__u32 caplen = skb->len < snaplen ? skb->len : snaplen;
+
+	/* Bounds the verifier can see (the runner keeps snaplen within). */
+	if (caplen > PT_MAX_SNAPLEN)
+		caplen = PT_MAX_SNAPLEN;
+	if (caplen && bpf_skb_load_bytes(skb, 0, pkt->data, caplen))
+		caplen = 0;
+	pkt->caplen = caplen;
+	output_event(pkt, __builtin_offsetof(struct pt_packet, data) + caplen);
 }
 
 /* Host side ingress: the packet is leaving the pod. */

@@ -161,6 +161,7 @@ pub fn event_line(e: &Event, style: Style) -> String {
             flags,
             len,
             first,
+            ..
         } => {
             let dir = direction.as_str();
             let mut d = format!("{dir} {iface}");

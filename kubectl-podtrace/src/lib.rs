@@ -149,6 +149,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 image: &trace.image,
                 ports: &trace.ports,
                 packets: trace.packets,
+                snaplen: None,
                 duration: trace.duration,
                 max_duration: trace.max_duration,
                 security: trace.security,

@@ -107,6 +107,7 @@ impl Event {
                 flags,
                 len,
                 first,
+                data,
             } => {
                 j.str(key!("iface"), iface);
                 j.raw_str(key!("direction"), direction.as_str());
@@ -115,6 +116,12 @@ impl Event {
                 if *first {
                     j.out
                         .extend_from_slice(concat!(",\"first\":", "true").as_bytes());
+                }
+                if let Some(d) = data {
+                    j.out.extend_from_slice(key!("data"));
+                    j.out.push(b'"');
+                    d.encode_into(j.out);
+                    j.out.push(b'"');
                 }
             }
         }
@@ -217,7 +224,7 @@ impl JsonObject<'_> {
 #[cfg(test)]
 mod tests {
     use crate::event::tests::sample_event;
-    use crate::event::{Direction, DropSite, EventKind, Message, ResetDirection};
+    use crate::event::{Direction, DropSite, EventKind, Message, Payload, ResetDirection};
 
     #[test]
     fn fast_event_json_is_what_serde_writes() {
@@ -274,6 +281,7 @@ mod tests {
                 flags: String::new(),
                 len: 0,
                 first: false,
+                data: Some(Payload(Vec::new())),
             },
             EventKind::Packet {
                 iface: "veth".into(),
@@ -281,6 +289,15 @@ mod tests {
                 flags: "SYN|ACK".into(),
                 len: 65535,
                 first: true,
+                data: None,
+            },
+            EventKind::Packet {
+                iface: "veth".into(),
+                direction: Direction::Egress,
+                flags: "ACK".into(),
+                len: 3,
+                first: false,
+                data: Some(Payload(vec![0, 0xff, 0x10, b'"', b'\\'])),
             },
         ];
         for (i, kind) in kinds.into_iter().enumerate() {

@@ -34,6 +34,7 @@ fn packet(src: &str, dst: &str, direction: Direction, flags: &str, len: u32) -> 
             flags: flags.into(),
             len,
             first: false,
+            data: None,
         },
         src,
         dst,
