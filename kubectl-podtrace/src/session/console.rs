@@ -17,7 +17,7 @@ pub(super) struct Console {
     pub(super) output: Output,
     pub(super) style: Style,
     header_done: bool,
-    reorder: Reorder,
+    reorder: Reorder<String>,
 }
 
 impl Console {
