@@ -117,6 +117,15 @@ impl RunnerArgs {
 /// `--snaplen 0` means this many.
 pub const MAX_SNAPLEN: u32 = 16384;
 
+/// The bytes a `--snaplen` value keeps of each packet (0: the most).
+pub fn snap_bytes(snaplen: u32) -> u32 {
+    if snaplen == 0 {
+        MAX_SNAPLEN
+    } else {
+        snaplen.min(MAX_SNAPLEN)
+    }
+}
+
 /// Parses a snap length: bytes from 0 (whole packets, up to
 /// [`MAX_SNAPLEN`]) to [`MAX_SNAPLEN`].
 pub fn parse_snaplen(s: &str) -> Result<u32, String> {

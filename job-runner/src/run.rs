@@ -20,6 +20,7 @@ use podtrace::event::{
 };
 use podtrace::features::Kernel;
 use podtrace::flows::{Counters, Flows};
+use podtrace::runner_args::snap_bytes;
 use podtrace::tracer::{self, Config, Iface, OpenObject, OpenTracepoints, Packets, Stop, Tracer};
 
 use crate::cli::Cli;
@@ -76,11 +77,8 @@ fn config(cli: &Cli) -> Config {
         peer_ips: cli.trace.peer_ips.clone(),
         ports: cli.trace.ports.clone(),
         packets: cli.trace.packets,
-        // 0 asks for whole packets; absent for none.
-        snaplen: cli
-            .trace
-            .snaplen
-            .map_or(0, |n| if n == 0 { tracer::MAX_SNAPLEN } else { n }),
+        // Absent: no bytes (0 in the kernel's terms).
+        snaplen: cli.trace.snaplen.map_or(0, snap_bytes),
         netns: Vec::new(),
         ring_bytes: cli.ring_buffer_mib << 20,
         ignored_drop_reasons: Vec::new(),
