@@ -16,9 +16,6 @@
 char LICENSE[] SEC("license") = "GPL";
 
 const volatile __u8 trace_packets = 0; /* an event for every packet */
-/* Bytes of each packet (from the Ethernet header) copied into its event,
- * at most PT_MAX_SNAPLEN; 0: none, and the copying code is dead. */
-const volatile __u32 snaplen = 0;
 
 /*
  * packet_buf: per CPU, where a packet event with payload is put together
@@ -252,21 +249,11 @@ static __always_inline void handle_packet(struct __sk_buff *skb, __u8 direction)
 		      (created && proto == IPPROTO_UDP);
 	if (!report)
 		return;
-	struct pt_packet *pkt = NULL;
-	struct pt_event *e;
+	struct pt_packet *pkt;
+	struct pt_event *e = begin_event(&packet_buf, &pkt);
 
-	if (snaplen) {
-		pkt = bpf_map_lookup_elem(&packet_buf, &zero);
-		if (!pkt)
-			return;
-		e = &pkt->ev;
-		__builtin_memset(e, 0, sizeof(*e));
-		e->ts_ns = bpf_ktime_get_ns();
-	} else {
-		e = reserve_event();
-		if (!e)
-			return;
-	}
+	if (!e)
+		return;
 	e->kind = PT_PACKET;
 	e->saddr = src;
 	e->daddr = dst;
@@ -289,8 +276,7 @@ static __always_inline void handle_packet(struct __sk_buff *skb, __u8 direction)
 		caplen = PT_MAX_SNAPLEN;
 	if (caplen && bpf_skb_load_bytes(skb, 0, pkt->data, caplen))
 		caplen = 0;
-	pkt->caplen = caplen;
-	output_event(pkt, __builtin_offsetof(struct pt_packet, data) + caplen);
+	send_packet(pkt, caplen);
 }
 
 /* Host side ingress: the packet is leaving the pod. */

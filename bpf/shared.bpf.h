@@ -23,6 +23,10 @@ const volatile __u64 the_pod[2] = {};
  * periodic poll picks events up (so latency is bounded by its interval).
  * Set by the runner to a fraction of the ring buffer's size. */
 const volatile __u32 wakeup_bytes = PT_RINGBUF_BYTES / 8;
+/* Bytes of each reported packet and dropped packet (from the Ethernet
+ * header) copied into its event, at most PT_MAX_SNAPLEN; 0: none, and the
+ * copying code is dead. */
+const volatile __u32 snaplen = 0;
 
 /*
  * pod_ips: the traced pods' addresses.
@@ -244,6 +248,34 @@ static __always_inline void output_event(void *rec, __u64 size)
 {
 	if (bpf_ringbuf_output(&events, rec, size, wakeup_flags()))
 		count_lost();
+}
+
+/* An event that may carry packet bytes, to fill in. With bytes asked for
+ * (`snaplen`), in this CPU's *pkt from `buf` (a per-CPU map of one
+ * pt_packet), to be sent with send_packet(); else reserved in the ring
+ * (*pkt NULL), for submit_event(). NULL when there is no room. */
+static __always_inline struct pt_event *begin_event(void *buf, struct pt_packet **pkt)
+{
+	__u32 zero = 0;
+	struct pt_event *e;
+
+	*pkt = NULL;
+	if (!snaplen)
+		return reserve_event();
+	*pkt = bpf_map_lookup_elem(buf, &zero);
+	if (!*pkt)
+		return NULL;
+	e = &(*pkt)->ev;
+	__builtin_memset(e, 0, sizeof(*e));
+	e->ts_ns = bpf_ktime_get_ns();
+	return e;
+}
+
+/* Sends a begin_event() record with `caplen` bytes of its packet. */
+static __always_inline void send_packet(struct pt_packet *pkt, __u32 caplen)
+{
+	pkt->caplen = caplen;
+	output_event(pkt, __builtin_offsetof(struct pt_packet, data) + caplen);
 }
 
 /* Writes the connect event socket `s` still owes, now that its port is

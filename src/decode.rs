@@ -226,6 +226,7 @@ fn set_kind(
             iface: None,
             direction: None,
             at: None,
+            data: (!payload.is_empty()).then(|| Payload(payload.to_vec())),
         },
         // The hot one (every SYN, FIN and RST; every packet with
         // --packets): updated in place.

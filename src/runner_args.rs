@@ -31,9 +31,10 @@ pub struct RunnerArgs {
     #[arg(long)]
     pub packets: bool,
 
-    /// Copy the first N bytes of each reported packet, from its Ethernet
-    /// header on, into its event (`data`); 0: whole packets, up to 16384
-    /// bytes (default: no bytes; nothing is copied in the kernel).
+    /// Copy the first N bytes of each reported and each dropped packet,
+    /// from its Ethernet header on, into its event (`data`); 0: whole
+    /// packets, up to 16384 bytes (default: no bytes; the kernel copies
+    /// nothing).
     #[arg(long, value_name = "N", value_parser = parse_snaplen)]
     pub snaplen: Option<u32>,
 

@@ -89,6 +89,41 @@ fn snaplen_bounds_the_bytes_and_none_are_copied_without_it() {
     );
 }
 
+/// A SYN to a closed port dies in the server's kernel (NO_SOCKET): its
+/// drop event carries the packet, behind an Ethernet header of zeros.
+#[test]
+fn dropped_packets_carry_their_bytes() {
+    require_root();
+    let (_cluster, node, server, client) = one_node_two_pods(Shape::Routed, "nginx", "curl");
+    let (sip, cip) = (server.ip.to_string(), client.ip.to_string());
+    let mut runner = Runner::start(
+        &node,
+        &["--pod-ip", &sip, "--pod-ip", &cip, "--snaplen", "0"],
+    );
+    runner.ready();
+    let (code, _) = curl(&client, &format!("http://{sip}:81/"), 5);
+    assert_eq!(code, "000", "refused");
+    let drop = runner.expect_event("the SYN's drop", |e| {
+        matches!(&e.kind, EventKind::Drop { reason: Some(r), .. } if r == "NO_SOCKET")
+            && e.dst.port() == 81
+    });
+    runner.stop_clean();
+    let EventKind::Drop {
+        data: Some(Payload(data)),
+        ..
+    } = &drop.kind
+    else {
+        panic!("a drop without its bytes: {drop:?}")
+    };
+    assert_eq!(data[..14], [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x08, 0x00]);
+    assert_eq!(data[26..30], octets(drop.src.ip()), "{drop:?}");
+    assert_eq!(data[30..34], octets(drop.dst.ip()), "{drop:?}");
+    // The whole SYN: IPv4 header, TCP header with options, no payload.
+    let ip_len = u16::from_be_bytes([data[16], data[17]]) as usize;
+    assert_eq!(data.len(), ETH_HLEN as usize + ip_len, "{drop:?}");
+    assert_eq!(data[14 + 20 + 13] & 0x12, 0x02, "a SYN: {drop:?}");
+}
+
 fn octets(ip: IpAddr) -> [u8; 4] {
     match ip {
         IpAddr::V4(v4) => v4.octets(),

@@ -316,6 +316,7 @@ fn drop_sites(shape: Shape) {
                 iface: Some(iface.into()),
                 direction: Some(direction),
                 at: Some(at),
+                data: None,
             },
             "{shape:?}, port {port}"
         );

@@ -6,8 +6,8 @@
 //! when its first packet comes; a Name Resolution Block with the pod and
 //! Service names of addresses not named before, ahead of the packet that
 //! first shows them (a reader in one pass names every packet); an Enhanced
-//! Packet Block per `packet` event that carries bytes. What the file holds
-//! is in docs/pcapng.md.
+//! Packet Block per `packet` or `drop` event that carries bytes, a drop's
+//! with its reason as comment. What the file holds is in docs/pcapng.md.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -96,25 +96,42 @@ impl<W: Write> Writer<W> {
         self.packets
     }
 
-    /// Writes the event if it is a packet with bytes (with the interface
-    /// and names it needs first); other events are no packets to write.
+    /// Writes the event if it is a packet or a drop with bytes (with the
+    /// interface and names it needs first); other events are no packets.
+    /// A drop is written on the interface of the pod it concerns, with the
+    /// reason as its comment; one placed at no traced pod's interface is
+    /// not written.
     pub(crate) fn write(&mut self, e: &Event) -> Result<(), Error> {
-        let EventKind::Packet {
-            iface,
-            direction,
-            len,
-            data: Some(data),
-            ..
-        } = &e.kind
-        else {
-            return Ok(());
+        let (iface, direction, data, original_len, comment) = match &e.kind {
+            EventKind::Packet {
+                iface,
+                direction,
+                len,
+                data: Some(data),
+                ..
+            } => (iface, *direction, data, len + ETH_HLEN, None),
+            EventKind::Drop {
+                reason,
+                iface: Some(iface),
+                direction: Some(direction),
+                at,
+                data: Some(data),
+            } => {
+                let reason = reason
+                    .as_deref()
+                    .unwrap_or("no reason given (Linux < 5.17)");
+                let at = at.map_or(String::new(), |a| format!(" in the {}", a.as_str()));
+                let comment = format!("dropped by the kernel{at}: {reason}");
+                (iface, *direction, data, frame_len(&data.0), Some(comment))
+            }
+            _ => return Ok(()),
         };
         let unix_ns = chrono::DateTime::parse_from_rfc3339(&e.time)
             .ok()
             .and_then(|t| t.timestamp_nanos_opt())
             .and_then(|ns| u64::try_from(ns).ok())
             .ok_or_else(|| Error::BadTime(e.time.clone()))?;
-        let interface_id = self.interface(e, iface, *direction)?;
+        let interface_id = self.interface(e, iface, direction)?;
         self.name(e)?;
         // From the host-side interface's view: what leaves the pod comes
         // in on it.
@@ -122,12 +139,14 @@ impl<W: Write> Writer<W> {
             Direction::Egress => INBOUND,
             Direction::Ingress => OUTBOUND,
         };
+        let mut options = vec![EnhancedPacketOption::Flags(flags)];
+        options.extend(comment.map(|c| EnhancedPacketOption::Comment(c.into())));
         self.out.write_pcapng_block(EnhancedPacketBlock {
             interface_id,
             timestamp: Duration::from_nanos(unix_ns),
-            original_len: len + ETH_HLEN,
+            original_len,
             data: Cow::Borrowed(&data.0),
-            options: vec![EnhancedPacketOption::Flags(flags)],
+            options,
         })?;
         self.packets += 1;
         Ok(())
@@ -196,6 +215,26 @@ impl<W: Write> Writer<W> {
     pub(crate) fn flush(&mut self) -> std::io::Result<()> {
         self.out.get_mut().flush()
     }
+}
+
+/// The length of a frame (Ethernet header and IP packet) from its IP
+/// header, which the first bytes carry; the bytes' own length when they
+/// are too few to tell.
+fn frame_len(frame: &[u8]) -> u32 {
+    let at = |i: usize| {
+        frame
+            .get(i..i + 2)
+            .map(|b| u32::from(u16::from_be_bytes([b[0], b[1]])))
+    };
+    let eth = ETH_HLEN as usize;
+    let ip = match frame.get(eth).map(|b| b >> 4) {
+        Some(4) => at(eth + 2),
+        // The payload length does not count the 40-byte fixed header.
+        Some(6) => at(eth + 4).map(|n| n + 40),
+        _ => None,
+    };
+    ip.map_or(frame.len() as u32, |n| n + ETH_HLEN)
+        .max(frame.len() as u32)
 }
 
 #[cfg(test)]

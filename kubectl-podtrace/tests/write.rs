@@ -99,6 +99,13 @@ async fn write_to_stdout_gives_wireshark_every_packet_with_pod_names() {
     wait_for(&mut seen, "FIN packets", &|s| {
         s.iter().filter(|l| l.contains("\"FIN|ACK\"")).count() >= 4
     });
+    // And a closed port: the SYN dies in nginx-demo (NO_SOCKET).
+    let closed = format!("http://{ip}:81/");
+    let out = sb
+        .exec("default", "curl-demo", &["curl", "-s", &closed])
+        .unwrap();
+    assert!(!out.status.success(), "refused");
+    wait_for(&mut seen, "the SYN's drop", &|s| count(s, "drop") >= 1);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,
@@ -116,12 +123,21 @@ async fn write_to_stdout_gives_wireshark_every_packet_with_pod_names() {
     seen.extend(lines.iter());
     assert!(status.success(), "{}", seen.join("\n"));
 
-    let packets: Vec<_> = seen
+    let events: Vec<_> = seen
         .iter()
         .filter_map(|l| match Message::parse(l) {
-            Ok(Message::Event(e)) if matches!(e.kind, EventKind::Packet { .. }) => Some(e),
+            Ok(Message::Event(e)) => Some(e),
             _ => None,
         })
+        .collect();
+    let packets: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::Packet { .. }))
+        .collect();
+    // Drops placed at a traced pod's interface go into the file too.
+    let drops: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::Drop { iface: Some(_), .. }))
         .collect();
     assert!(packets.len() >= 16, "{}", seen.join("\n"));
     assert!(
@@ -143,8 +159,15 @@ async fn write_to_stdout_gives_wireshark_every_packet_with_pod_names() {
             "ip.dst_host",
         ],
     );
-    assert_eq!(rows.len(), packets.len(), "one frame per packet event");
-    let summary = format!("wrote {} packets to stdout (pcapng)", packets.len());
+    assert_eq!(
+        rows.len(),
+        packets.len() + drops.len(),
+        "one frame per packet and drop event"
+    );
+    let summary = format!(
+        "wrote {} packets to stdout (pcapng)",
+        packets.len() + drops.len()
+    );
     assert!(seen.contains(&summary), "{}", seen.join("\n"));
 
     let names: BTreeSet<&str> = rows.iter().map(|r| r[1].as_str()).collect();
@@ -178,4 +201,10 @@ async fn write_to_stdout_gives_wireshark_every_packet_with_pod_names() {
         &["frame.interface_id"],
     );
     assert_eq!(requests, [["0"], ["1"]], "{rows:?}");
+    let comments = tshark::fields(file.path(), &["-Y", "frame.comment"], &["frame.comment"]);
+    assert_eq!(
+        comments,
+        [["dropped by the kernel in the pod: NO_SOCKET"]],
+        "{rows:?}"
+    );
 }

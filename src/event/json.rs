@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use super::{Event, EventKind, Message};
+use super::{Event, EventKind, Message, Payload};
 
 impl Message {
     /// Appends this line's JSON (no newline) to `out`. Events take the fast
@@ -87,6 +87,7 @@ impl Event {
                 iface,
                 direction,
                 at,
+                data,
             } => {
                 if let Some(r) = reason {
                     j.str(key!("reason"), r);
@@ -99,6 +100,9 @@ impl Event {
                 }
                 if let Some(a) = at {
                     j.raw_str(key!("at"), a.as_str());
+                }
+                if let Some(d) = data {
+                    j.bytes(key!("data"), d);
                 }
             }
             EventKind::Packet {
@@ -118,10 +122,7 @@ impl Event {
                         .extend_from_slice(concat!(",\"first\":", "true").as_bytes());
                 }
                 if let Some(d) = data {
-                    j.out.extend_from_slice(key!("data"));
-                    j.out.push(b'"');
-                    d.encode_into(j.out);
-                    j.out.push(b'"');
+                    j.bytes(key!("data"), d);
                 }
             }
         }
@@ -160,6 +161,14 @@ impl JsonObject<'_> {
         self.out.extend_from_slice(k);
         self.out.push(b'"');
         self.out.extend_from_slice(v.as_bytes());
+        self.out.push(b'"');
+    }
+
+    /// Packet bytes, base64: nothing to escape.
+    fn bytes(&mut self, k: &[u8], v: &Payload) {
+        self.out.extend_from_slice(k);
+        self.out.push(b'"');
+        v.encode_into(self.out);
         self.out.push(b'"');
     }
 
@@ -262,18 +271,21 @@ mod tests {
                 iface: Some("eth0".into()),
                 direction: Some(Direction::Ingress),
                 at: Some(DropSite::Pod),
+                data: None,
             },
             EventKind::Drop {
                 reason: None,
                 iface: None,
                 direction: None,
                 at: None,
+                data: None,
             },
             EventKind::Drop {
                 reason: Some("NETFILTER_DROP".into()),
                 iface: Some("cni0".into()),
                 direction: Some(Direction::Egress),
                 at: Some(DropSite::Node),
+                data: Some(Payload(vec![0; 20])),
             },
             EventKind::Packet {
                 iface: "cali\"1".into(),

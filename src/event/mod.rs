@@ -216,6 +216,7 @@ mod tests {
                 iface: Some("cali1".into()),
                 direction: Some(Direction::Ingress),
                 at: Some(DropSite::Node),
+                data: Some(Payload(vec![0, 1, 2])),
             },
             EventKind::Packet {
                 iface: "cali1".into(),

@@ -215,6 +215,12 @@ pub enum EventKind {
         /// Where the kernel freed it: in that pod's namespace or on the node.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         at: Option<DropSite>,
+        /// The first bytes of the packet as a frame, when the runner was
+        /// asked for them (`--snaplen`): an Ethernet header with zero
+        /// addresses (the packet may have had none where it died), then
+        /// the IP packet as far as the kernel held it in one piece.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        data: Option<Payload>,
     },
     /// A packet at a pod's host-side interface.
     Packet {

@@ -241,6 +241,7 @@ fn packet_events_count_each_packet_once_in_its_direction() {
             iface: None,
             direction: None,
             at: None,
+            data: None,
         },
         SERVER,
         CLIENT,

@@ -41,7 +41,6 @@ impl<'obj> Packets<'obj> {
             .map_err(bpf_err("open the BPF object"))?;
         let rodata = set_shared_rodata!(open, cfg);
         rodata.trace_packets = u8::from(cfg.packets);
-        rodata.snaplen = cfg.snaplen.min(super::MAX_SNAPLEN);
         reuse_shared_maps!(open, shared);
         let skel = open.load().map_err(load_error)?;
         tracing::debug!(

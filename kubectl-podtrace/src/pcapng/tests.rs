@@ -159,6 +159,80 @@ fn tshark_reads_interfaces_names_directions_and_times() {
 }
 
 #[test]
+fn drops_show_their_reason_as_a_comment() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let mut w = Writer::new(file.reopen().unwrap(), &session()).unwrap();
+    let sent = packet("node-1", "pt1v1x3", Direction::Egress, 1_000, true);
+    // The same packet, dropped on its way into the server, cut at 40 bytes
+    // (its Ethernet header the runner's zeros).
+    let mut bytes = frame(sent.src, sent.dst, b"GET / HTTP/1.1\r\n\r\n");
+    bytes.truncate(40);
+    let drop = |reason: Option<&str>, ns| Event {
+        kind: EventKind::Drop {
+            reason: reason.map(Into::into),
+            iface: Some("pt1v2x2".into()),
+            direction: Some(Direction::Ingress),
+            at: Some(podtrace::event::DropSite::Node),
+            data: Some(Payload(bytes.clone())),
+        },
+        ..packet("node-2", "pt1v2x2", Direction::Ingress, ns, true)
+    };
+    let unplaced = Event {
+        kind: EventKind::Drop {
+            reason: None,
+            iface: None,
+            direction: None,
+            at: None,
+            data: Some(Payload(bytes.clone())),
+        },
+        ..sent.clone()
+    };
+    for e in [
+        &sent,
+        &drop(Some("NETFILTER_DROP"), 2_000),
+        &drop(None, 3_000),
+        &unplaced,
+    ] {
+        w.write(e).unwrap();
+    }
+    w.flush().unwrap();
+    assert_eq!(
+        w.packets(),
+        3,
+        "a drop at no traced pod's interface is not written"
+    );
+    let rows = tshark::fields(
+        file.path(),
+        &[],
+        &[
+            "frame.interface_name",
+            "frame.comment",
+            "frame.len",
+            "frame.cap_len",
+        ],
+    );
+    let node2 = "node-2/pt1v2x2 (default/nginx-demo)";
+    assert_eq!(
+        rows,
+        [
+            ["node-1/pt1v1x3 (default/curl-demo)", "", "72", "72"],
+            [
+                node2,
+                "dropped by the kernel in the node: NETFILTER_DROP",
+                "72",
+                "40"
+            ],
+            [
+                node2,
+                "dropped by the kernel in the node: no reason given (Linux < 5.17)",
+                "72",
+                "40"
+            ],
+        ]
+    );
+}
+
+#[test]
 fn the_section_says_who_wrote_it_what_it_traced_and_when() {
     use pcap_file::pcapng::{Block, PcapNgReader};
     let (path, _) = written();

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
-use podtrace::event::{Event, EventKind};
+use podtrace::event::{Event, EventKind, Payload};
 
 use super::reorder::Reorder;
 use super::Session;
@@ -55,9 +55,9 @@ impl Capture {
         self.target == "stdout"
     }
 
-    /// Holds a packet that carries bytes; other events are not written.
+    /// Holds a packet or drop with its bytes.
     fn hold(&mut self, e: Event) {
-        if matches!(&e.kind, EventKind::Packet { data: Some(_), .. }) && !self.failed {
+        if !self.failed {
             self.held.hold(e.time.clone(), e, Instant::now());
         }
     }
@@ -88,20 +88,27 @@ impl Capture {
     }
 }
 
+/// The bytes field of an event that can carry some.
+fn data_of(e: &mut Event) -> Option<&mut Option<Payload>> {
+    match &mut e.kind {
+        EventKind::Packet { data, .. } | EventKind::Drop { data, .. } => Some(data),
+        _ => None,
+    }
+}
+
 impl Session<'_> {
-    /// Hands a packet's bytes to the capture, if there is one: the event
-    /// keeps none, so the output is what it is without `--write`.
+    /// Hands a packet or drop with bytes to the capture, if there is one:
+    /// the event keeps none, so the output is what it is without `--write`.
     pub(super) fn capture_event(&mut self, e: &mut Event) {
-        let EventKind::Packet { data, .. } = &mut e.kind else {
+        let Some(bytes) = data_of(e).and_then(Option::take) else {
             return;
         };
-        let Some(bytes) = data.take() else { return };
         if let Some(c) = &mut self.capture {
-            let mut packet = e.clone();
-            if let EventKind::Packet { data, .. } = &mut packet.kind {
+            let mut kept = e.clone();
+            if let Some(data) = data_of(&mut kept) {
                 *data = Some(bytes);
             }
-            c.hold(packet);
+            c.hold(kept);
         }
     }
 
