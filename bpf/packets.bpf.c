@@ -249,8 +249,7 @@ static __always_inline void handle_packet(struct __sk_buff *skb, __u8 direction)
 		      (created && proto == IPPROTO_UDP);
 	if (!report)
 		return;
-	struct pt_packet *pkt;
-	struct pt_event *e = begin_event(&packet_buf, &pkt);
+	struct pt_event *e = begin_event(&packet_buf);
 
 	if (!e)
 		return;
@@ -265,7 +264,7 @@ static __always_inline void handle_packet(struct __sk_buff *skb, __u8 direction)
 	e->first = created;
 	e->len = len;
 	e->ifindex = skb->ifindex;
-	if (!pkt) {
+	if (!snaplen) {
 		submit_event(e);
 		return;
 	}
@@ -274,9 +273,9 @@ static __always_inline void handle_packet(struct __sk_buff *skb, __u8 direction)
 	/* Bounds the verifier can see (the runner keeps snaplen within). */
 	if (caplen > PT_MAX_SNAPLEN)
 		caplen = PT_MAX_SNAPLEN;
-	if (caplen && bpf_skb_load_bytes(skb, 0, pkt->data, caplen))
+	if (caplen && bpf_skb_load_bytes(skb, 0, ((struct pt_packet *)e)->data, caplen))
 		caplen = 0;
-	send_packet(pkt, caplen);
+	send_packet(e, caplen);
 }
 
 /* Host side ingress: the packet is leaving the pod. */

@@ -720,8 +720,7 @@ static __always_inline void handle_kfree_skb(struct sk_buff *skb, int reason)
 	if (st)
 		__sync_fetch_and_add(&st->drops, 1);
 
-	struct pt_packet *pkt;
-	struct pt_event *e = begin_event(&drop_buf, &pkt);
+	struct pt_event *e = begin_event(&drop_buf);
 
 	if (!e)
 		return;
@@ -736,11 +735,11 @@ static __always_inline void handle_kfree_skb(struct sk_buff *skb, int reason)
 	e->len = pk.len;
 	if (dev)
 		e->ifindex = BPF_CORE_READ(dev, ifindex);
-	if (!pkt) {
+	if (!snaplen) {
 		submit_event(e);
 		return;
 	}
-	send_packet(pkt, copy_dropped(skb, pkt, pk.len));
+	send_packet(e, copy_dropped(skb, (struct pt_packet *)e, pk.len));
 }
 
 SEC("raw_tp/kfree_skb")
