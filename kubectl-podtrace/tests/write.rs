@@ -208,3 +208,33 @@ async fn write_to_stdout_gives_wireshark_every_packet_with_pod_names() {
         "{rows:?}"
     );
 }
+
+/// A capture file that cannot be created fails the command in one line,
+/// before any Job exists.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_that_cannot_be_written_fails_before_any_job() {
+    let sb = sandbox().await;
+    let out = Command::new(PLUGIN)
+        .arg("--kubeconfig")
+        .arg(sb.kubeconfig_path())
+        .args(["curl-demo", "nginx-demo"])
+        .args(["--write", "/nonexistent-podtrace-dir/trace.pcapng"])
+        .env_remove("KUBECONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        "error: cannot create /nonexistent-podtrace-dir/trace.pcapng (--write): No such file or \
+         directory (os error 2); give a file in a directory you can write"
+    );
+    let jobs = sb
+        .kubectl()
+        .args(["get", "jobs", "-n", "podtrace", "-o", "name"])
+        .output()
+        .unwrap();
+    assert!(jobs.status.success());
+    assert_eq!(String::from_utf8_lossy(&jobs.stdout), "", "no trace Job");
+}
