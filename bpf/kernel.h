@@ -103,6 +103,7 @@ struct sk_buff {
 	struct net_device *dev;
 	struct sock *sk;
 	unsigned char *head;
+	__u32 tail; /* sk_buff_data_t: an offset from head on 64-bit kernels */
 	__u16 network_header;
 	__be16 protocol;
 } __pai;

@@ -18,6 +18,21 @@ char LICENSE[] SEC("license") = "GPL";
 const volatile __u8 trace_packets = 0; /* an event for every packet */
 
 /*
+ * packet_buf: per CPU, where a packet event with payload is put together
+ * before bpf_ringbuf_output copies just its length into `events` (a
+ * reserved record's size is fixed when the program is verified: it would
+ * take PT_MAX_SNAPLEN of the ring for every packet).
+ * Written by the tc programs on their own CPU (tc runs do not nest on a
+ * CPU); used only when `snaplen` is set. Never deleted.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pt_packet);
+} packet_buf SEC(".maps");
+
+/*
  * flow_cache: per CPU, the flow this CPU's tc programs counted last and the
  * packets and bytes counted for it since, not yet in `flows`. Consecutive
  * packets mostly belong to one flow (the key has no client port, so every
@@ -234,7 +249,7 @@ static __always_inline void handle_packet(struct __sk_buff *skb, __u8 direction)
 		      (created && proto == IPPROTO_UDP);
 	if (!report)
 		return;
-	struct pt_event *e = reserve_event();
+	struct pt_event *e = begin_event(&packet_buf);
 
 	if (!e)
 		return;
@@ -249,7 +264,18 @@ static __always_inline void handle_packet(struct __sk_buff *skb, __u8 direction)
 	e->first = created;
 	e->len = len;
 	e->ifindex = skb->ifindex;
-	submit_event(e);
+	if (!snaplen) {
+		submit_event(e);
+		return;
+	}
+	__u32 caplen = skb->len < snaplen ? skb->len : snaplen;
+
+	/* Bounds the verifier can see (the runner keeps snaplen within). */
+	if (caplen > PT_MAX_SNAPLEN)
+		caplen = PT_MAX_SNAPLEN;
+	if (caplen && bpf_skb_load_bytes(skb, 0, ((struct pt_packet *)e)->data, caplen))
+		caplen = 0;
+	send_packet(e, caplen);
 }
 
 /* Host side ingress: the packet is leaving the pod. */

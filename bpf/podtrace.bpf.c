@@ -639,6 +639,50 @@ static __always_inline bool ignored_drop_reason(__u32 reason)
 	return false;
 }
 
+/*
+ * drop_buf: per CPU, where a drop event with its packet's bytes is put
+ * together before bpf_ringbuf_output copies just its length into `events`
+ * (as packet_buf in packets.bpf.c). Written by pt_kfree_skb, which does
+ * not nest on a CPU (the kernel skips a raw tracepoint program's nested
+ * runs: see recursion.rs); used only when `snaplen` is set. Never deleted.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pt_packet);
+} drop_buf SEC(".maps");
+
+/* Copies the start of a dropped packet into pkt->data as a frame, and
+ * returns its length: an Ethernet header of our own (zero addresses: the
+ * packet may never have had one, or had it pulled off already), then the
+ * IP packet of `ip_len` bytes, from the skb's linear part only (what lies
+ * past it in memory is not the packet). */
+static __always_inline __u32 copy_dropped(const struct sk_buff *skb, struct pt_packet *pkt,
+					  __u32 ip_len)
+{
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u32 nh = BPF_CORE_READ(skb, network_header);
+	__u32 tail = BPF_CORE_READ(skb, tail);
+	__be16 proto = BPF_CORE_READ(skb, protocol);
+	__u32 n = snaplen > ETH_HLEN ? snaplen - ETH_HLEN : 0;
+
+	if (n > ip_len)
+		n = ip_len;
+	if (tail <= nh)
+		n = 0;
+	else if (n > tail - nh)
+		n = tail - nh;
+	/* Bounds the verifier can see. */
+	if (n > PT_MAX_SNAPLEN - ETH_HLEN)
+		n = PT_MAX_SNAPLEN - ETH_HLEN;
+	__builtin_memset(pkt->data, 0, 12);
+	__builtin_memcpy(&pkt->data[12], &proto, sizeof(proto));
+	if (n && bpf_probe_read_kernel(&pkt->data[ETH_HLEN], n, head + nh))
+		n = 0;
+	return ETH_HLEN + n;
+}
+
 static __always_inline void handle_kfree_skb(struct sk_buff *skb, int reason)
 {
 	struct net_device *dev = BPF_CORE_READ(skb, dev);
@@ -676,7 +720,7 @@ static __always_inline void handle_kfree_skb(struct sk_buff *skb, int reason)
 	if (st)
 		__sync_fetch_and_add(&st->drops, 1);
 
-	struct pt_event *e = reserve_event();
+	struct pt_event *e = begin_event(&drop_buf);
 
 	if (!e)
 		return;
@@ -691,7 +735,11 @@ static __always_inline void handle_kfree_skb(struct sk_buff *skb, int reason)
 	e->len = pk.len;
 	if (dev)
 		e->ifindex = BPF_CORE_READ(dev, ifindex);
-	submit_event(e);
+	if (!snaplen) {
+		submit_event(e);
+		return;
+	}
+	send_packet(e, copy_dropped(skb, (struct pt_packet *)e, pk.len));
 }
 
 SEC("raw_tp/kfree_skb")

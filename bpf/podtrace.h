@@ -36,6 +36,10 @@
 /* Default ring buffer size (the runner may resize it before load). Its
  * pages are mapped twice into the runner, so this costs 2x in RSS. */
 #define PT_RINGBUF_BYTES (1024 * 1024)
+/* Most bytes of a packet one event carries (--snaplen; 0 asks for this
+ * many). The record is assembled in a per-CPU buffer, whose values the
+ * kernel caps at 32 KiB; GSO packets on a veth can be longer (cut here). */
+#define PT_MAX_SNAPLEN 16384
 
 /* What an event reports; `kind` in struct pt_event. */
 enum pt_kind {
@@ -119,6 +123,17 @@ struct pt_event {
 	__u8 oriented;        /* connection events: saddr/daddr known to be opener/acceptor (else guessed from the ports) */
 	__u8 by_opener;       /* connection events: 1 if the opener's socket reported it (saddr is local), 0 the acceptor's */
 	char comm[PT_COMM_LEN];
+};
+
+/* A packet event with the first bytes of its frame, Ethernet header on,
+ * written instead of a bare pt_event when the runner asks for payload
+ * (packets.bpf.c's `snaplen`). Only `caplen` bytes of `data` go into the
+ * ring: the record ends there. */
+struct pt_packet {
+	struct pt_event ev;
+	__u32 caplen;         /* bytes of data that follow */
+	__u32 pad;
+	__u8 data[PT_MAX_SNAPLEN];
 };
 
 /* A flow as the summary reports it: all connections from a client IP to a

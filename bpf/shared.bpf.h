@@ -23,6 +23,10 @@ const volatile __u64 the_pod[2] = {};
  * periodic poll picks events up (so latency is bounded by its interval).
  * Set by the runner to a fraction of the ring buffer's size. */
 const volatile __u32 wakeup_bytes = PT_RINGBUF_BYTES / 8;
+/* Bytes of each reported packet and dropped packet (from the Ethernet
+ * header) copied into its event, at most PT_MAX_SNAPLEN; 0: none, and the
+ * copying code is dead. */
+const volatile __u32 snaplen = 0;
 
 /*
  * pod_ips: the traced pods' addresses.
@@ -186,16 +190,22 @@ static __always_inline bool should_discard(const struct pt_ip *a, __u16 aport,
 	return should_discard_pod(a, aport, b, bport, &a_pod);
 }
 
+/* One more event the ring buffer had no room for, on this CPU. */
+static __always_inline void count_lost(void)
+{
+	__u32 zero = 0;
+	struct pt_cpu_events *c = bpf_map_lookup_elem(&lost, &zero);
+
+	if (c)
+		c->lost += 1;
+}
+
 static __always_inline struct pt_event *reserve_event(void)
 {
 	struct pt_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 
 	if (!e) {
-		__u32 zero = 0;
-		struct pt_cpu_events *c = bpf_map_lookup_elem(&lost, &zero);
-
-		if (c)
-			c->lost += 1;
+		count_lost();
 		return NULL;
 	}
 	__builtin_memset(e, 0, sizeof(*e));
@@ -209,21 +219,66 @@ static __always_inline struct pt_event *reserve_event(void)
  * most this many events per CPU does not matter against wakeup_bytes. */
 #define PT_CHECK_FILL_EVERY 32
 
-static __always_inline void submit_event(struct pt_event *e)
+/* The flags to hand the ring buffer with an event. */
+static __always_inline __u64 wakeup_flags(void)
 {
 	/* Batch wake-ups: the runner polls on a short timer anyway, so only
 	 * a filling buffer is worth an immediate wake-up. */
 	__u32 zero = 0;
 	struct pt_cpu_events *c = bpf_map_lookup_elem(&lost, &zero);
-	__u64 flags = BPF_RB_NO_WAKEUP;
 
 	if (!c || ++c->unchecked >= PT_CHECK_FILL_EVERY) {
 		if (c)
 			c->unchecked = 0;
 		if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
-			flags = BPF_RB_FORCE_WAKEUP;
+			return BPF_RB_FORCE_WAKEUP;
 	}
-	bpf_ringbuf_submit(e, flags);
+	return BPF_RB_NO_WAKEUP;
+}
+
+static __always_inline void submit_event(struct pt_event *e)
+{
+	bpf_ringbuf_submit(e, wakeup_flags());
+}
+
+/* Copies the first `size` bytes of `rec` into the ring as one event: for
+ * records whose length is only known at run time (reserve_event's is
+ * fixed at compile time). */
+static __always_inline void output_event(void *rec, __u64 size)
+{
+	if (bpf_ringbuf_output(&events, rec, size, wakeup_flags()))
+		count_lost();
+}
+
+/* An event that may carry packet bytes, to fill in. With bytes asked for
+ * (`snaplen`), the event of this CPU's pt_packet in `buf` (a per-CPU map
+ * of one), to be sent with send_packet(); else reserved in the ring, for
+ * submit_event(). NULL when there is no room. Callers test `snaplen`, not
+ * the pointer, to tell which: the verifier knows it and drops the other
+ * way, so without bytes the code is what it was before they existed. */
+static __always_inline struct pt_event *begin_event(void *buf)
+{
+	__u32 zero = 0;
+	struct pt_packet *pkt;
+
+	if (!snaplen)
+		return reserve_event();
+	pkt = bpf_map_lookup_elem(buf, &zero);
+	if (!pkt)
+		return NULL;
+	__builtin_memset(&pkt->ev, 0, sizeof(pkt->ev));
+	pkt->ev.ts_ns = bpf_ktime_get_ns();
+	return &pkt->ev;
+}
+
+/* Sends a begin_event() event that carries bytes (`ev` is the first
+ * member of its pt_packet) with `caplen` bytes of its packet. */
+static __always_inline void send_packet(struct pt_event *e, __u32 caplen)
+{
+	struct pt_packet *pkt = (struct pt_packet *)e;
+
+	pkt->caplen = caplen;
+	output_event(pkt, __builtin_offsetof(struct pt_packet, data) + caplen);
 }
 
 /* Writes the connect event socket `s` still owes, now that its port is

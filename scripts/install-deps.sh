@@ -9,6 +9,7 @@ packages=(
   bpftool iproute2 nftables iptables                      # attach checks, tc, firewall faults
   nginx-light curl procps                                 # the demo's pods
   tcpdump bpftrace wrk hyperfine                          # benchmarks' baselines
+  tshark                                                  # reads --write's pcapng in the tests
   python3-venv                                            # the Kubernetes schema validator below
   podman skopeo runc busybox-static                       # images: build, inspect, run (busybox: test images)
 )
@@ -28,6 +29,9 @@ for p in "${packages[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install-deps: installing ${missing[*]}" >&2
+  # wireshark-common asks whether non-root users may capture: no (the
+  # tests only read files), and no question.
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi

@@ -7,7 +7,9 @@ use crate::abi::{c_str, ip_from_key, push_tcp_flags, tcp_state_name};
 use crate::bpf::types;
 use crate::discover::{Discovery, PodIface};
 use crate::drop_reason::DropReasons;
-use crate::event::{Direction, DropSite, End, Event, EventKind, Proto, ResetDirection, Rfc3339};
+use crate::event::{
+    Direction, DropSite, End, Event, EventKind, Payload, Proto, ResetDirection, Rfc3339,
+};
 
 /// Converts events; holds what that needs (clock offset, names).
 #[derive(Debug)]
@@ -71,19 +73,21 @@ impl Decoder {
 
     /// The event, or `None` for a kind this runner does not know.
     pub fn event(&mut self, raw: &types::pt_event) -> Option<Event> {
-        self.decode(raw).cloned()
+        self.decode(raw, &[]).cloned()
     }
 
     /// [`Decoder::event`] without allocating: the event is built in a slot
     /// kept per kind, whose strings are overwritten in place (the runner
     /// decodes every event, on the traced pods' own CPUs under load).
-    /// Valid until the next call.
-    pub fn decode(&mut self, raw: &types::pt_event) -> Option<&Event> {
+    /// Valid until the next call. `payload`: the packet bytes the record
+    /// carried (see `Tracer::ring_buffer`), empty when none.
+    pub fn decode(&mut self, raw: &types::pt_event, payload: &[u8]) -> Option<&Event> {
         let unix_ns = self.unix_ns(raw.ts_ns);
         let slot = self.reuse.get_mut(usize::from(raw.kind))?;
         let known = set_kind(
             slot.get_or_insert_with(empty_event),
             raw,
+            payload,
             &self.drop_reasons,
             &self.ifnames,
         );
@@ -185,6 +189,7 @@ fn set(s: &mut String, v: &str) {
 fn set_kind(
     e: &mut Event,
     raw: &types::pt_event,
+    payload: &[u8],
     drop_reasons: &DropReasons,
     ifnames: &foldhash::HashMap<u32, String>,
 ) -> bool {
@@ -221,6 +226,7 @@ fn set_kind(
             iface: None,
             direction: None,
             at: None,
+            data: (!payload.is_empty()).then(|| Payload(payload.to_vec())),
         },
         // The hot one (every SYN, FIN and RST; every packet with
         // --packets): updated in place.
@@ -232,6 +238,7 @@ fn set_kind(
                 flags,
                 len,
                 first,
+                data,
             },
         ) => {
             ifname(iface);
@@ -246,6 +253,14 @@ fn set_kind(
             }
             *len = raw.len;
             *first = raw.first != 0;
+            match (payload.is_empty(), data) {
+                (true, d) => *d = None,
+                (false, Some(d)) => {
+                    d.0.clear();
+                    d.0.extend_from_slice(payload);
+                }
+                (false, d) => *d = Some(Payload(payload.to_vec())),
+            }
             return true;
         }
         (types::pt_kind::PT_PACKET, _) => {
@@ -255,8 +270,9 @@ fn set_kind(
                 flags: String::new(),
                 len: 0,
                 first: false,
+                data: None,
             };
-            return set_kind(e, raw, drop_reasons, ifnames);
+            return set_kind(e, raw, payload, drop_reasons, ifnames);
         }
         _ => return false,
     };
@@ -493,7 +509,7 @@ mod tests {
         raw.first = 0;
         raw.has_pid = 0;
         raw.ts_ns += 1_500_000_000;
-        let second = d.decode(&raw).unwrap();
+        let second = d.decode(&raw, &[]).unwrap();
         assert_eq!(second.proto, Proto::Udp);
         assert_eq!((second.pid, second.comm.as_deref()), (None, None));
         assert_eq!(
@@ -503,7 +519,8 @@ mod tests {
                 direction: Direction::Ingress,
                 flags: String::new(),
                 len: 28,
-                first: false
+                first: false,
+                data: None
             }
         );
         assert_ne!(second.time, first.time);
@@ -511,8 +528,25 @@ mod tests {
         // Another kind in between leaves the packet slot as it was.
         raw.kind = types::pt_kind::PT_ESTABLISHED.0 as u8;
         raw.rtt_us = 9;
-        let est = d.decode(&raw).unwrap();
+        let est = d.decode(&raw, &[]).unwrap();
         assert_eq!(est.kind, EventKind::Established { rtt_us: 9 });
+    }
+
+    #[test]
+    fn packet_bytes_go_with_their_event_only() {
+        let mut d = veth7_decoder();
+        let raw = syn_ack_on_veth7();
+        let data = |e: &Event| match &e.kind {
+            EventKind::Packet { data, .. } => data.clone(),
+            k => panic!("{k:?}"),
+        };
+        let with = d.decode(&raw, b"frame one").unwrap();
+        assert_eq!(data(with), Some(Payload(b"frame one".to_vec())));
+        let shorter = d.decode(&raw, b"two").unwrap();
+        assert_eq!(data(shorter), Some(Payload(b"two".to_vec())));
+        // The same slot, a record without bytes: none left over.
+        let without = d.decode(&raw, &[]).unwrap();
+        assert_eq!(data(without), None);
     }
 
     #[test]
@@ -598,7 +632,8 @@ mod tests {
                 direction: Direction::Egress,
                 flags: "SYN|ACK".into(),
                 len: 60,
-                first: false
+                first: false,
+                data: None
             }
         );
         raw.kind = types::pt_kind::PT_FAILED.0 as u8;

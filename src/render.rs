@@ -133,6 +133,7 @@ pub fn event_line(e: &Event, style: Style) -> String {
             iface,
             direction,
             at,
+            ..
         } => {
             let mut d = reason
                 .as_ref()
@@ -161,6 +162,7 @@ pub fn event_line(e: &Event, style: Style) -> String {
             flags,
             len,
             first,
+            ..
         } => {
             let dir = direction.as_str();
             let mut d = format!("{dir} {iface}");
@@ -389,6 +391,7 @@ mod tests {
                 iface: None,
                 direction: None,
                 at: None,
+                data: None,
             }),
             Style {
                 color: true,
@@ -407,6 +410,7 @@ mod tests {
                 iface: iface.map(Into::into),
                 direction,
                 at,
+                data: None,
             });
             e.pid = None;
             e.comm = None;

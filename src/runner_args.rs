@@ -31,6 +31,13 @@ pub struct RunnerArgs {
     #[arg(long)]
     pub packets: bool,
 
+    /// Copy the first N bytes of each reported and each dropped packet,
+    /// from its Ethernet header on, into its event (`data`); 0: whole
+    /// packets, up to 16384 bytes (default: no bytes; the kernel copies
+    /// nothing).
+    #[arg(long, value_name = "N", value_parser = parse_snaplen)]
+    pub snaplen: Option<u32>,
+
     /// Stop after this long, e.g. 30, 30s, 1m30s, 500ms (default: until
     /// SIGINT/SIGTERM).
     // Hyphen values reach the parser, so `-5s` is told it is negative
@@ -79,6 +86,9 @@ impl RunnerArgs {
         if let Some(node) = &self.node_name {
             push("node-name", node.clone());
         }
+        if let Some(n) = self.snaplen {
+            push("snaplen", n.to_string());
+        }
         if self.packets {
             args.push("--packets".into());
         }
@@ -100,6 +110,32 @@ impl RunnerArgs {
         let argv = std::iter::once(std::ffi::OsString::from("podtrace-runner"))
             .chain(args.into_iter().map(Into::into));
         Only::try_parse_from(argv).map(|o| o.args)
+    }
+}
+
+/// The most bytes of a packet its event can carry: `PT_MAX_SNAPLEN` in
+/// bpf/podtrace.h (the loader checks at compile time that they agree);
+/// `--snaplen 0` means this many.
+pub const MAX_SNAPLEN: u32 = 16384;
+
+/// The bytes a `--snaplen` value keeps of each packet (0: the most).
+pub fn snap_bytes(snaplen: u32) -> u32 {
+    if snaplen == 0 {
+        MAX_SNAPLEN
+    } else {
+        snaplen.min(MAX_SNAPLEN)
+    }
+}
+
+/// Parses a snap length: bytes from 0 (whole packets, up to
+/// [`MAX_SNAPLEN`]) to [`MAX_SNAPLEN`].
+pub fn parse_snaplen(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(n) if n <= MAX_SNAPLEN => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a snap length: use a number of bytes from 1 to {MAX_SNAPLEN}, \
+             or 0 for whole packets (up to {MAX_SNAPLEN} bytes)"
+        )),
     }
 }
 
@@ -277,6 +313,10 @@ mod tests {
         assert!(e.contains("durations cannot be negative"), "{e}");
         let e = err(&["--pod-ip", "10.0.0.1", "--port", "0"]);
         assert!(e.contains("port 0 matches no traffic"), "{e}");
+        let e = err(&["--pod-ip", "10.0.0.1", "--snaplen", "16385"]);
+        assert!(e.contains("from 1 to 16384, or 0 for whole packets"), "{e}");
+        let e = err(&["--pod-ip", "10.0.0.1", "--snaplen=-1"]);
+        assert!(e.contains("is not a snap length"), "{e}");
     }
 
     fn contract() -> impl Strategy<Value = RunnerArgs> {
@@ -288,21 +328,24 @@ mod tests {
             prop::collection::vec(ip.clone(), 1..4),
             prop::collection::vec(ip, 0..3),
             prop::collection::vec(1..=u16::MAX, 0..3),
-            any::<bool>(),
+            (any::<bool>(), prop::option::of(0..=MAX_SNAPLEN)),
             prop::option::of((1..=MAX_DURATION.as_nanos() as u64).prop_map(Duration::from_nanos)),
             prop_oneof![Just(Format::Json), Just(Format::Text)],
             // Any text, even one starting with `-`: `=` keeps it a value.
             "[^\u{0}]{0,20}",
         )
             .prop_map(
-                |(pod_ips, peer_ips, ports, packets, duration, format, node)| RunnerArgs {
-                    pod_ips,
-                    peer_ips,
-                    ports,
-                    packets,
-                    duration,
-                    format,
-                    node_name: Some(node),
+                |(pod_ips, peer_ips, ports, (packets, snaplen), duration, format, node)| {
+                    RunnerArgs {
+                        pod_ips,
+                        peer_ips,
+                        ports,
+                        packets,
+                        snaplen,
+                        duration,
+                        format,
+                        node_name: Some(node),
+                    }
                 },
             )
     }

@@ -120,6 +120,7 @@ mod tests {
             peer_ips: vec!["10.244.2.3".parse().unwrap()],
             ports: vec![80, 443],
             packets: true,
+            snaplen: Some(0),
             duration: Some(std::time::Duration::from_millis(1500)),
             format: Format::Json,
             node_name: Some("-node-with-a-dash".into()),

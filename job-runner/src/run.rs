@@ -20,6 +20,7 @@ use podtrace::event::{
 };
 use podtrace::features::Kernel;
 use podtrace::flows::{Counters, Flows};
+use podtrace::runner_args::snap_bytes;
 use podtrace::tracer::{self, Config, Iface, OpenObject, OpenTracepoints, Packets, Stop, Tracer};
 
 use crate::cli::Cli;
@@ -76,6 +77,8 @@ fn config(cli: &Cli) -> Config {
         peer_ips: cli.trace.peer_ips.clone(),
         ports: cli.trace.ports.clone(),
         packets: cli.trace.packets,
+        // Absent: no bytes (0 in the kernel's terms).
+        snaplen: cli.trace.snaplen.map_or(0, snap_bytes),
         netns: Vec::new(),
         ring_bytes: cli.ring_buffer_mib << 20,
         ignored_drop_reasons: Vec::new(),
@@ -212,11 +215,11 @@ impl Sink {
         }
     }
 
-    fn on_event(&mut self, raw: &types::pt_event) {
+    fn on_event(&mut self, raw: &types::pt_event, payload: &[u8]) {
         if self.error.is_some() {
             return;
         }
-        let Some(ev) = self.decoder.decode(raw) else {
+        let Some(ev) = self.decoder.decode(raw, payload) else {
             return;
         };
         self.flows.record(ev);
@@ -250,7 +253,7 @@ fn drain(
 ) -> anyhow::Result<Drained> {
     let sink = Rc::new(RefCell::new(sink));
     let cb_sink = Rc::clone(&sink);
-    let rb = tracer.ring_buffer(move |ev| cb_sink.borrow_mut().on_event(ev))?;
+    let rb = tracer.ring_buffer(move |ev, payload| cb_sink.borrow_mut().on_event(ev, payload))?;
     let deadline = cli.trace.duration.map(|d| trace_start + d);
     let (mut lost_reported, mut skipped_reported) = (0u64, 0u64);
     let mut counters_read = Instant::now();

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use podtrace::runner_args::{parse_duration, parse_port};
+use podtrace::runner_args::{parse_duration, parse_port, parse_snaplen};
 
 /// The runner image this build of the plugin pairs with: a release build
 /// pins it by digest (scripts/release.sh sets `PODTRACE_DEFAULT_IMAGE`).
@@ -26,6 +26,10 @@ EXAMPLES:
 
   # Pods in different namespaces, one event per packet, as JSON lines
   kubectl podtrace shop/frontend pod/backend -n shop --packets -o json
+
+  # Also write every packet to a file for Wireshark (or `--write -` to pipe it:
+  # `... --write - | wireshark -k -i -`, the text then goes to stderr)
+  kubectl podtrace curl-demo nginx-demo --write trace.pcapng
 
   # Print the trace Job(s) that would be created, and create nothing
   kubectl podtrace curl-demo nginx-demo --dry-run
@@ -115,6 +119,12 @@ pub struct KubeArgs {
     pub job_namespace: String,
 }
 
+/// `--snaplen`'s default: Ethernet (14) + the largest IPv4 header (60) + the
+/// largest TCP header (60) + DNS over TCP's length prefix (2) + a DNS
+/// message at its classic 512-byte limit: every header of any packet, and
+/// whole DNS messages, at a fraction of a full 1514-byte frame.
+pub const DEFAULT_SNAPLEN: u32 = 14 + 60 + 60 + 2 + 512;
+
 /// Output format.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Output {
@@ -159,6 +169,19 @@ pub struct TraceArgs {
     /// Report every packet (headers only), not just SYN, FIN and RST.
     #[arg(long)]
     pub packets: bool,
+
+    /// Also write every packet the runners capture, from all nodes in time
+    /// order, to this pcapng file for Wireshark; `-` writes it to stdout
+    /// (the text or JSON then goes to stderr: `--write - | wireshark -k -i -`).
+    /// Implies --packets.
+    #[arg(long, value_name = "FILE")]
+    pub write: Option<std::path::PathBuf>,
+
+    /// With --write: bytes kept of each packet, from its Ethernet header
+    /// (default 648: every header and a whole DNS message); 0: whole
+    /// packets, up to 16384 bytes.
+    #[arg(long, value_name = "N", value_parser = parse_snaplen, requires = "write")]
+    pub snaplen: Option<u32>,
 
     /// Stop by itself after this long, e.g. 30s, 5m (default: until Ctrl-C).
     // Hyphen values reach the parser, which says why `-5s` is wrong.
@@ -282,6 +305,10 @@ mod tests {
             "--port",
             "443",
             "--packets",
+            "--write",
+            "-",
+            "--snaplen",
+            "0",
             "--duration",
             "1m30s",
             "--image",
@@ -310,11 +337,27 @@ mod tests {
         assert_eq!(cli.trace.output, Output::Json);
         assert_eq!(cli.trace.ports, vec![80, 443]);
         assert!(cli.trace.packets && cli.trace.dry_run);
+        assert_eq!(cli.trace.write.as_deref(), Some(std::path::Path::new("-")));
+        assert_eq!(cli.trace.snaplen, Some(0));
         assert_eq!(cli.trace.duration, Some(Duration::from_secs(90)));
         assert_eq!(cli.trace.image, "img:1");
         assert_eq!(cli.trace.max_duration, Duration::from_secs(600));
         assert_eq!(cli.trace.start_timeout, Duration::from_secs(45));
         assert_eq!(cli.trace.security, Security::Privileged);
+    }
+
+    #[test]
+    fn snaplen_needs_write_and_a_length_it_can_keep() {
+        let err = |args: &[&str]| {
+            let mut v = vec!["kubectl-podtrace", "a", "b"];
+            v.extend_from_slice(args);
+            Cli::try_parse_from(v).unwrap_err().to_string()
+        };
+        let e = err(&["--snaplen", "100"]);
+        assert!(e.contains("--write <FILE>"), "{e}");
+        let e = err(&["--write", "t.pcapng", "--snaplen", "99999"]);
+        assert!(e.contains("from 1 to 16384, or 0 for whole packets"), "{e}");
+        assert_eq!(DEFAULT_SNAPLEN, 648);
     }
 
     #[test]

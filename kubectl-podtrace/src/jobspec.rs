@@ -56,6 +56,8 @@ pub struct JobInput<'a> {
     pub image: &'a str,
     pub ports: &'a [u16],
     pub packets: bool,
+    /// `--snaplen` (with `--write`): packet bytes the runner copies.
+    pub snaplen: Option<u32>,
     /// `--duration`: the runner stops by itself after this long.
     pub duration: Option<Duration>,
     /// `--max-duration`: the server-side deadline.
@@ -101,6 +103,7 @@ pub fn runner_args(input: &JobInput<'_>) -> RunnerArgs {
         peer_ips: input.plan.peer_ips.clone(),
         ports: input.ports.to_vec(),
         packets: input.packets,
+        snaplen: input.snaplen,
         duration: input.duration,
         format: Format::Json,
         node_name: Some(input.plan.node.clone()),
@@ -301,6 +304,7 @@ mod tests {
             image: "ghcr.io/podtrace/podtrace-runner:v0.1.0",
             ports: &[],
             packets: false,
+            snaplen: None,
             duration: None,
             max_duration: Duration::from_secs(3600),
             security: Security::Privileged,

@@ -15,6 +15,7 @@ pub(crate) mod errors;
 pub(crate) mod explain;
 pub(crate) mod jobspec;
 pub(crate) mod names;
+pub(crate) mod pcapng;
 pub(crate) mod policy;
 pub(crate) mod preflight;
 pub(crate) mod progress;
@@ -133,6 +134,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         )));
     }
     let plans = resolve::plan(&targets);
+    let snaplen = trace
+        .write
+        .as_ref()
+        .map(|_| trace.snaplen.unwrap_or(cli::DEFAULT_SNAPLEN));
     let id = session_id();
     let target_ids: Vec<String> = targets.iter().map(resolve::Target::id).collect();
     let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
@@ -148,7 +153,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                 targets: &target_ids,
                 image: &trace.image,
                 ports: &trace.ports,
-                packets: trace.packets,
+                packets: trace.packets || trace.write.is_some(),
+                snaplen,
                 duration: trace.duration,
                 max_duration: trace.max_duration,
                 security: trace.security,
@@ -163,6 +169,20 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
     let target_namespaces: Vec<&str> = targets.iter().map(|t| t.namespace.as_str()).collect();
     preflight::check(&cluster.client, &job_ns, &target_namespaces).await?;
+    let capture = match (&trace.write, snaplen) {
+        (Some(path), Some(snaplen)) => Some(
+            session::Capture::create(
+                path,
+                &pcapng::Session {
+                    targets: target_ids.clone(),
+                    started: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+                    snaplen: podtrace::runner_args::snap_bytes(snaplen),
+                },
+            )
+            .map_err(Error::Usage)?,
+        ),
+        _ => None,
+    };
     let spec = session::SessionSpec {
         id,
         job_namespace: job_ns,
@@ -173,6 +193,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         output: trace.output,
         duration: trace.duration,
         start_timeout: trace.start_timeout,
+        capture,
     };
     session::run(&cluster, spec, interrupted).await
 }

@@ -24,7 +24,9 @@ pub use control::{
     Warning,
 };
 pub use policy::{Policy, PolicyDirection, PolicyMiss, PolicyNearMiss, PolicyVerdict};
-pub use record::{Direction, DropSite, End, Event, EventKind, Proto, ResetDirection};
+pub use record::{
+    Direction, DropSite, End, Event, EventKind, Payload, Proto, ResetDirection, ETH_HLEN,
+};
 pub use time::{now_rfc3339, rfc3339_nanos, Rfc3339};
 
 /// Version of this schema, carried in the `hello` line.
@@ -214,6 +216,7 @@ mod tests {
                 iface: Some("cali1".into()),
                 direction: Some(Direction::Ingress),
                 at: Some(DropSite::Node),
+                data: Some(Payload(vec![0, 1, 2])),
             },
             EventKind::Packet {
                 iface: "cali1".into(),
@@ -221,6 +224,15 @@ mod tests {
                 flags: "SYN".into(),
                 len: 60,
                 first: true,
+                data: None,
+            },
+            EventKind::Packet {
+                iface: "cali1".into(),
+                direction: Direction::Ingress,
+                flags: "ACK".into(),
+                len: 40,
+                first: false,
+                data: Some(Payload(b"\x00\x01GET / HTTP/1.1\r\n\xff".to_vec())),
             },
         ];
         let mut msgs: Vec<Message> = kinds

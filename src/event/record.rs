@@ -114,6 +114,49 @@ impl End {
     }
 }
 
+/// Length of the Ethernet header that packet bytes ([`Payload`]) start
+/// with and that a packet's `len` does not count.
+pub const ETH_HLEN: u32 = 14;
+
+/// Bytes captured from a packet; base64 (standard alphabet, padded) on the
+/// wire.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Payload(pub Vec<u8>);
+
+impl Payload {
+    /// Appends the wire form (base64, no quotes) to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        use base64::Engine as _;
+        let start = out.len();
+        out.resize(
+            start + base64::encoded_len(self.0.len(), true).unwrap_or(0),
+            0,
+        );
+        let n = base64::engine::general_purpose::STANDARD
+            .encode_slice(&self.0, &mut out[start..])
+            .expect("sized by encoded_len");
+        out.truncate(start + n);
+    }
+}
+
+impl Serialize for Payload {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine as _;
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Payload {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use base64::Engine as _;
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(s.as_bytes())
+            .map(Payload)
+            .map_err(|e| serde::de::Error::custom(format!("data is not base64: {e}")))
+    }
+}
+
 /// What happened, with the fields particular to it. Serialized flat into the
 /// [`Event`] line, under the `type` key.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -172,6 +215,12 @@ pub enum EventKind {
         /// Where the kernel freed it: in that pod's namespace or on the node.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         at: Option<DropSite>,
+        /// The first bytes of the packet as a frame, when the runner was
+        /// asked for them (`--snaplen`): an Ethernet header with zero
+        /// addresses (the packet may have had none where it died), then
+        /// the IP packet as far as the kernel held it in one piece.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        data: Option<Payload>,
     },
     /// A packet at a pod's host-side interface.
     Packet {
@@ -185,6 +234,11 @@ pub enum EventKind {
         /// are reported this way without `--packets`).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         first: bool,
+        /// The first bytes of the frame as the interface carried it,
+        /// Ethernet header on (the whole frame was `len` + [`ETH_HLEN`]
+        /// bytes), when the runner was asked for them (`--snaplen`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        data: Option<Payload>,
     },
 }
 

@@ -49,6 +49,7 @@ macro_rules! set_shared_rodata {
         if cfg.ring_bytes > 0 {
             rodata.wakeup_bytes = cfg.ring_bytes / 8;
         }
+        rodata.snaplen = cfg.snaplen.min(super::MAX_SNAPLEN);
         rodata
     }};
 }

@@ -99,6 +99,9 @@ pub struct Config {
     pub ports: Vec<u16>,
     /// An event for every packet, not only SYN/FIN/RST.
     pub packets: bool,
+    /// Bytes of each packet (from the Ethernet header) its event carries,
+    /// at most [`MAX_SNAPLEN`]; 0: none (nothing is copied).
+    pub snaplen: u32,
     /// Network namespace inodes whose sockets and drops are in scope.
     pub netns: Vec<u64>,
     /// Ring buffer size in bytes (a power of two of at least a page); 0
@@ -113,6 +116,13 @@ pub struct Config {
     /// the programs to load.
     pub features: Features,
 }
+
+/// The most bytes of a packet its event can carry (`PT_MAX_SNAPLEN` in
+/// bpf/podtrace.h: the length of `pt_packet.data`).
+pub const MAX_SNAPLEN: u32 = (std::mem::size_of::<crate::bpf::packets::types::pt_packet>()
+    - std::mem::offset_of!(crate::bpf::packets::types::pt_packet, data))
+    as u32;
+const _: () = assert!(MAX_SNAPLEN == crate::runner_args::MAX_SNAPLEN);
 
 /// How to attach packet programs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -199,17 +209,18 @@ impl<'obj> Tracer<'obj> {
         &self.hooks
     }
 
-    /// A ring buffer that hands each event to `on_event`.
+    /// A ring buffer that hands each event to `on_event`, with the packet
+    /// bytes it carries (empty when none: see [`Config::snaplen`]).
     pub fn ring_buffer<F>(&self, mut on_event: F) -> Result<RingBuffer<'obj>, Error>
     where
-        F: FnMut(&types::pt_event) + 'obj,
+        F: FnMut(&types::pt_event, &[u8]) + 'obj,
     {
         let mut builder = libbpf_rs::RingBufferBuilder::new();
         builder
             .add(&self.skel.maps.events, move |data: &[u8]| {
                 let mut ev = types::pt_event::default();
                 if plain::copy_from_bytes(&mut ev, data).is_ok() {
-                    on_event(&ev);
+                    on_event(&ev, payload(data));
                 }
                 0
             })
@@ -233,5 +244,41 @@ impl<'obj> Tracer<'obj> {
     /// caches still hold (see `flow_cache` in packets.bpf.c) added in.
     pub fn flows(&self) -> Vec<(types::pt_flow_key, types::pt_flow_stats)> {
         maps::read_flows(&self.skel.maps.flows, &self.packets.maps.flow_cache)
+    }
+}
+
+/// The packet bytes of a ring record: what follows the event when the
+/// record is a `pt_packet` (longer than its header), else nothing.
+fn payload(record: &[u8]) -> &[u8] {
+    use crate::bpf::packets::types::pt_packet;
+    let head = std::mem::offset_of!(pt_packet, data);
+    let at = std::mem::offset_of!(pt_packet, caplen);
+    let Some(caplen) = record.get(at..at + 4) else {
+        return &[];
+    };
+    let caplen = u32::from_ne_bytes(caplen.try_into().expect("4 bytes")) as usize;
+    record
+        .get(head..)
+        .map_or(&[], |d| &d[..caplen.min(d.len())])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_carries_payload_only_past_the_event() {
+        let event = vec![0u8; std::mem::size_of::<types::pt_event>()];
+        assert!(payload(&event).is_empty());
+        let head = std::mem::offset_of!(crate::bpf::packets::types::pt_packet, data);
+        let at = std::mem::offset_of!(crate::bpf::packets::types::pt_packet, caplen);
+        let mut rec = vec![0u8; head + 5];
+        rec[at..at + 4].copy_from_slice(&3u32.to_ne_bytes());
+        rec[head..].copy_from_slice(b"abcde");
+        assert_eq!(payload(&rec), b"abc");
+        // A caplen past the record's end is cut to the record.
+        rec[at..at + 4].copy_from_slice(&99u32.to_ne_bytes());
+        assert_eq!(payload(&rec), b"abcde");
+        assert_eq!(MAX_SNAPLEN, 16384);
     }
 }

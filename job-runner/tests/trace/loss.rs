@@ -149,6 +149,7 @@ fn drop_sites(shape: Shape, family: Family) {
                 iface: Some(iface.into()),
                 direction: Some(direction),
                 at: Some(at),
+                data: None,
             },
             "{shape:?}, port {port}"
         );

@@ -230,8 +230,8 @@ fn peer_and_port_filters() {
 }
 
 /// Every combination of the options that change the verified programs
-/// (read-only data: one pod or several, --packets, --peer-ip, --port)
-/// loads. The verifier judges each combination separately, and Linux 6.18
+/// (read-only data: one pod or several, --packets with or without
+/// --snaplen, --peer-ip, --port) loads. The verifier judges each combination separately, and Linux 6.18
 /// has rejected some program shapes with an internal "verifier bug"
 /// (a comparison against one pod's address needed its stack set up early).
 #[test]
@@ -239,7 +239,8 @@ fn every_filter_combination_loads() {
     require_root();
     let (_cluster, node, a, b) = one_node_two_pods(Shape::Routed, "a", "b");
     let (aip, bip) = (a.ip.to_string(), b.ip.to_string());
-    for packets in [false, true] {
+    let packet_flags: [&[&str]; 3] = [&[], &["--packets"], &["--packets", "--snaplen", "0"]];
+    for packets in packet_flags {
         for both_pods in [false, true] {
             for peer in [false, true] {
                 for port in [false, true] {
@@ -247,9 +248,7 @@ fn every_filter_combination_loads() {
                     if both_pods {
                         args.extend(["--pod-ip", bip.as_str()]);
                     }
-                    if packets {
-                        args.push("--packets");
-                    }
+                    args.extend_from_slice(packets);
                     if peer {
                         args.extend(["--peer-ip", bip.as_str()]);
                     }

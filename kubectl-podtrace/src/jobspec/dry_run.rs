@@ -67,6 +67,7 @@ mod tests {
                     image: "ghcr.io/podtrace/podtrace-runner:v0.1.0",
                     ports: &[80],
                     packets: false,
+                    snaplen: None,
                     duration: Some(Duration::from_millis(1500)),
                     max_duration: Duration::from_secs(3600),
                     security,

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-//! The terminal during a session: runner lines on stdout (text or JSON),
-//! progress lines and warnings on stderr, without one tearing the other.
+//! The terminal during a session: runner lines on stdout (text or JSON;
+//! on stderr when the capture has stdout: `--write -`), progress lines and
+//! warnings on stderr, without one tearing the other.
 
 use std::io::{IsTerminal, Write};
 use std::time::Instant;
@@ -17,13 +18,20 @@ pub(super) struct Console {
     pub(super) output: Output,
     pub(super) style: Style,
     header_done: bool,
-    reorder: Reorder,
+    reorder: Reorder<String>,
+    /// The lines go to stderr: stdout carries the capture.
+    to_stderr: bool,
 }
 
 impl Console {
     /// One progress line per node.
-    pub(super) fn new(output: Output, nodes: &[String]) -> Self {
-        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    pub(super) fn new(output: Output, nodes: &[String], to_stderr: bool) -> Self {
+        let terminal = if to_stderr {
+            std::io::stderr().is_terminal()
+        } else {
+            std::io::stdout().is_terminal()
+        };
+        let color = terminal && std::env::var_os("NO_COLOR").is_none();
         Console {
             progress: Progress::new(nodes),
             output,
@@ -33,6 +41,7 @@ impl Console {
             },
             header_done: false,
             reorder: Reorder::default(),
+            to_stderr,
         }
     }
 
@@ -71,12 +80,21 @@ impl Console {
         }
     }
 
-    /// Prints one stdout line.
+    /// Prints one output line.
     pub(super) fn line(&mut self, line: &str) {
         self.header();
+        self.text(&format!("{line}\n"));
+    }
+
+    /// Prints `text` as it is where the output lines go.
+    pub(super) fn text(&self, text: &str) {
         self.progress.suspend(|| {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{line}");
+            let mut out: Box<dyn Write> = if self.to_stderr {
+                Box::new(std::io::stderr().lock())
+            } else {
+                Box::new(std::io::stdout().lock())
+            };
+            let _ = write!(out, "{text}");
             let _ = out.flush();
         });
     }
@@ -91,5 +109,10 @@ impl Console {
 
     pub(super) fn warn(&self, text: &str) {
         self.progress.suspend(|| eprintln!("warning: {text}"));
+    }
+
+    /// A line for the person on stderr, in any output format.
+    pub(super) fn note(&self, text: &str) {
+        self.progress.suspend(|| eprintln!("{text}"));
     }
 }

@@ -148,6 +148,7 @@ impl Session<'_> {
                 }
                 self.names.annotate(&mut e);
                 self.nodes[i].tally.record(&e);
+                self.capture_event(&mut e);
                 let (verdicts, warning) = self.explainer.on_event(&e).await;
                 if let Some(w) = warning {
                     self.console.warn(&w);

@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 //! One trace session: create the Jobs, wait for the runners ([`startup`]),
 //! stream their lines ([`logs`], printed by [`console`] in the order of
-//! [`reorder`]), stop and clean up ([`teardown`]), summarize ([`summary`]).
+//! [`reorder`], packets written by [`capture`] with `--write`), stop and
+//! clean up ([`teardown`]), summarize ([`summary`]).
 //! Ctrl-C is counted by [`signals`].
 
+mod capture;
 mod console;
 mod logs;
 mod reorder;
@@ -23,6 +25,7 @@ use tokio::sync::{mpsc, watch};
 use podtrace::event::Summary;
 use podtrace::flows::Flows;
 
+pub(crate) use capture::Capture;
 pub(crate) use signals::interrupts;
 
 use crate::cli::Output;
@@ -52,6 +55,8 @@ pub(crate) struct SessionSpec {
     pub output: Output,
     pub duration: Option<Duration>,
     pub start_timeout: Duration,
+    /// `--write`: where the packets go.
+    pub capture: Option<Capture>,
 }
 
 /// Why streaming stopped.
@@ -84,7 +89,7 @@ struct NodeState {
 /// Runs a session to its end. Jobs are deleted on every way out.
 pub(crate) async fn run(
     cluster: &Cluster,
-    spec: SessionSpec,
+    mut spec: SessionSpec,
     mut interrupted: watch::Receiver<u32>,
 ) -> Result<()> {
     let jobs_api: Api<Job> = Api::namespaced(cluster.client.clone(), &spec.job_namespace);
@@ -106,7 +111,8 @@ pub(crate) async fn run(
             }
         }
     }
-    let mut session = Session::new(cluster, &spec);
+    let capture = spec.capture.take();
+    let mut session = Session::new(cluster, &spec, capture);
     if result.is_ok() && *interrupted.borrow() == 0 {
         result = session.trace(&mut interrupted).await;
     }
@@ -114,10 +120,11 @@ pub(crate) async fn run(
     session.show_held_output();
     let cleanup = session.stop(&jobs_api, &created, &mut interrupted).await;
     session.show_held_output();
-    session.console.flush(true);
+    session.flush(true);
     if result.is_ok() {
         session.print_summary();
     }
+    session.finish_capture();
     if let Err(warning) = cleanup {
         eprintln!("warning: {warning}");
     }
@@ -134,10 +141,11 @@ struct Session<'a> {
     tx: mpsc::Sender<LogEvent>,
     rx: mpsc::Receiver<LogEvent>,
     pods_api: Api<Pod>,
+    capture: Option<Capture>,
 }
 
 impl<'a> Session<'a> {
-    fn new(cluster: &'a Cluster, spec: &'a SessionSpec) -> Self {
+    fn new(cluster: &'a Cluster, spec: &'a SessionSpec, capture: Option<Capture>) -> Self {
         let node_names: Vec<String> = spec.plans.iter().map(|p| p.node.clone()).collect();
         let nodes = spec
             .plans
@@ -168,12 +176,17 @@ impl<'a> Session<'a> {
             cluster,
             spec,
             nodes,
-            console: Console::new(spec.output, &node_names),
+            console: Console::new(
+                spec.output,
+                &node_names,
+                capture.as_ref().is_some_and(Capture::on_stdout),
+            ),
             names,
             explainer: Explainer::start(&cluster.client),
             tx,
             rx,
             pods_api: Api::namespaced(cluster.client.clone(), &spec.job_namespace),
+            capture,
         }
     }
 
@@ -209,7 +222,7 @@ impl<'a> Session<'a> {
                     self.on_snapshot(snap?)?;
                 }
                 _ = tick.tick() => {
-                    self.console.flush(false);
+                    self.flush(false);
                     if !self.all_ready() && Instant::now() >= start_deadline {
                         return Err(Error::StartTimeout {
                             timeout: self.spec.start_timeout,

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-//! Text lines from several nodes, printed in event-time order.
+//! Lines (or anything else) from several nodes, handed on in event-time
+//! order.
 //!
 //! Each node's lines arrive in order, but one node's may arrive before an
 //! earlier event of another's: a line is held for [`REORDER`] so earlier
@@ -11,25 +12,33 @@ use std::time::{Duration, Instant};
 pub(super) const REORDER: Duration = Duration::from_millis(300);
 
 /// One held line.
-struct Held {
+struct Held<T> {
     /// The event's RFC 3339 time (fixed width, so it sorts as text).
     time: String,
     /// Arrival order, to keep equal times in the order they came.
     seq: u64,
     arrived: Instant,
-    line: String,
+    line: T,
 }
 
 /// The held lines.
-#[derive(Default)]
-pub(super) struct Reorder {
-    held: Vec<Held>,
+pub(super) struct Reorder<T> {
+    held: Vec<Held<T>>,
     seq: u64,
 }
 
-impl Reorder {
+impl<T> Default for Reorder<T> {
+    fn default() -> Self {
+        Reorder {
+            held: Vec::new(),
+            seq: 0,
+        }
+    }
+}
+
+impl<T> Reorder<T> {
     /// Holds a line of an event that happened at `time`, arriving `now`.
-    pub(super) fn hold(&mut self, time: String, line: String, now: Instant) {
+    pub(super) fn hold(&mut self, time: String, line: T, now: Instant) {
         self.seq += 1;
         self.held.push(Held {
             time,
@@ -42,7 +51,7 @@ impl Reorder {
     /// The lines due at `now`, in event-time order: those up to the newest
     /// event time among lines held for [`REORDER`] already. (By arrival, not
     /// by the clock: node clocks and ours may differ.)
-    pub(super) fn due(&mut self, now: Instant) -> Vec<String> {
+    pub(super) fn due(&mut self, now: Instant) -> Vec<T> {
         let cutoff = self
             .held
             .iter()
@@ -56,11 +65,11 @@ impl Reorder {
     }
 
     /// Every held line, in event-time order.
-    pub(super) fn all(&mut self) -> Vec<String> {
+    pub(super) fn all(&mut self) -> Vec<T> {
         self.release(None)
     }
 
-    fn release(&mut self, cutoff: Option<&str>) -> Vec<String> {
+    fn release(&mut self, cutoff: Option<&str>) -> Vec<T> {
         let mut held = std::mem::take(&mut self.held);
         held.sort_by(|a, b| (&a.time, a.seq).cmp(&(&b.time, b.seq)));
         let (out, keep): (Vec<_>, Vec<_>) = held
@@ -82,7 +91,7 @@ mod tests {
     #[test]
     fn lines_from_two_nodes_come_out_in_event_time_order() {
         let start = Instant::now();
-        let mut r = Reorder::default();
+        let mut r = Reorder::<String>::default();
         // node-2's later event arrives before node-1's earlier ones.
         r.hold(T2.into(), "node-2 at 2".into(), start);
         r.hold(T1.into(), "node-1 at 1".into(), start);
@@ -97,7 +106,7 @@ mod tests {
     #[test]
     fn equal_times_keep_their_arrival_order() {
         let start = Instant::now();
-        let mut r = Reorder::default();
+        let mut r = Reorder::<String>::default();
         r.hold(T1.into(), "first".into(), start);
         r.hold(T1.into(), "second".into(), start);
         assert_eq!(r.all(), vec!["first", "second"]);
@@ -106,7 +115,7 @@ mod tests {
     #[test]
     fn a_line_waits_the_reorder_window_for_earlier_events() {
         let start = Instant::now();
-        let mut r = Reorder::default();
+        let mut r = Reorder::<String>::default();
         r.hold(T2.into(), "node-1 at 2".into(), start);
         assert!(r.due(start).is_empty(), "held at first");
         assert!(r.due(start + REORDER / 2).is_empty(), "still held");
@@ -124,7 +133,7 @@ mod tests {
         // The cutoff is an event time: a fresh line older than a due one is
         // printed with it, not after it.
         let start = Instant::now();
-        let mut r = Reorder::default();
+        let mut r = Reorder::<String>::default();
         r.hold(T2.into(), "old arrival".into(), start);
         r.hold(
             T1.into(),
@@ -140,7 +149,7 @@ mod tests {
     #[test]
     fn flush_all_empties_everything_in_order() {
         let start = Instant::now();
-        let mut r = Reorder::default();
+        let mut r = Reorder::<String>::default();
         r.hold(T3.into(), "c".into(), start);
         r.hold(T1.into(), "a".into(), start);
         r.hold(T2.into(), "b".into(), start);

@@ -2,8 +2,6 @@
 //! The session's summary when it ends: a table in text, a
 //! `session_summary` line in JSON.
 
-use std::io::Write;
-
 use podtrace::event::Message;
 
 use super::Session;
@@ -34,15 +32,9 @@ impl Session<'_> {
             Output::Json => self
                 .console
                 .line(&Message::session_summary(summary).to_line()),
-            Output::Text => {
-                let mut out = std::io::stdout().lock();
-                let _ = write!(
-                    out,
-                    "{}",
-                    render::session_summary(&summary, self.console.style)
-                );
-                let _ = out.flush();
-            }
+            Output::Text => self
+                .console
+                .text(&render::session_summary(&summary, self.console.style)),
         }
     }
 }

@@ -44,7 +44,7 @@ impl Session<'_> {
         let mut gone = false;
         let mut tick = tokio::time::interval(POLL);
         loop {
-            self.console.flush(false);
+            self.flush(false);
             let drained = self.nodes.iter().all(|n| n.ended || !n.following);
             if (drained || Instant::now() >= drain_deadline)
                 && (gone || Instant::now() >= gone_deadline)

@@ -124,6 +124,7 @@ async fn main() -> std::process::ExitCode {
                 iface: None,
                 direction: None,
                 at: None,
+                data: None,
             },
         }));
     }
