@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 # The kernel matrix: runs the runner's scenario tests (job-runner/tests/
-# trace.rs and handshake.rs) on the host's kernel and in a guest booted
-# from each of Debian's cloud kernels, one after the other; prints a table (boot and test time,
-# passed/failed per kernel) and the support table docs/kernels.md shows
-# (target/kernels/table.md; --update-docs writes it into docs/kernels.md).
+# trace/, handshake.rs and payload.rs) on the host's kernel and in a guest
+# booted from each of Debian's cloud kernels, one after the other; prints a
+# table (boot and test time, passed/failed per kernel) and the support
+# table docs/kernels.md shows (target/kernels/table.md; --update-docs
+# writes it into docs/kernels.md).
 # Logs go to target/kernels/NAME.log. Exits non-zero when a test failed on
 # any kernel. Arguments after `--` go to the test binaries (e.g. a filter).
 # Usage: scripts/kernels/matrix.sh [--update-docs] [SERIES...] [-- TEST-ARGS...]
@@ -28,12 +29,13 @@ bash scripts/kernels/setup.sh
 guests=()
 for s in "${series[@]}"; do [ "$s" = host ] || guests+=("$s"); done
 [ ${#guests[@]} -eq 0 ] || bash scripts/kernels/fetch.sh "${guests[@]}"
-# The scenario test binaries: trace.rs (lifecycle, drops, filters, cleanup)
-# and handshake.rs (lost SYN|ACK, connect errors, a dropped SYN).
-built=$(cargo test --locked -p podtrace-runner --test trace --test handshake --no-run 2>&1)
+# The scenario test binaries: trace (lifecycle, drops, filters, cleanup,
+# over IPv4 and IPv6), handshake (lost SYN|ACK, connect errors, a dropped
+# SYN) and payload (packet bytes copied in the kernel for --write).
+built=$(cargo test --locked -p podtrace-runner --test trace --test handshake --test payload --no-run 2>&1)
 bins=()
-for t in trace handshake; do
-  b=$(sed -n "s/^ *Executable tests\/$t.rs (\(.*\))$/\1/p" <<<"$built")
+for t in trace handshake payload; do
+  b=$(sed -n "s/^ *Executable tests\/$t\(\.rs\|\/main\.rs\) (\(.*\))$/\2/p" <<<"$built")
   [ -x "$b" ] || { echo "kernels: could not find the $t test binary" >&2; exit 1; }
   bins+=("$(realpath "$b")")
 done
