@@ -64,11 +64,13 @@ pub fn decode(
 
 /// Paths in `body` that the schema of `resource` lacks.
 pub fn unknown_fields(resource: Resource, body: &Value) -> Result<Vec<String>, ApiError> {
-    use k8s_openapi::api::{batch::v1 as batch, core::v1 as core};
+    use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, core::v1 as core};
     match resource {
         Resource::Job => admission::unknown_fields::<batch::Job>(body),
         Resource::Pod => admission::unknown_fields::<core::Pod>(body),
         Resource::Namespace => admission::unknown_fields::<core::Namespace>(body),
+        Resource::Deployment => admission::unknown_fields::<apps::Deployment>(body),
+        Resource::ReplicaSet => admission::unknown_fields::<apps::ReplicaSet>(body),
         Resource::NetworkPolicy => {
             admission::unknown_fields::<k8s_openapi::api::networking::v1::NetworkPolicy>(body)
         }

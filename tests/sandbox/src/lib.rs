@@ -60,9 +60,11 @@
 
 mod admission;
 mod api;
+mod apps;
 pub mod cli;
 mod cri;
 mod discovery;
+mod gc;
 mod images;
 mod jobs;
 mod kubeconfig;
@@ -83,6 +85,7 @@ mod selectors;
 mod server;
 mod status;
 mod store;
+mod strategic;
 mod tls;
 
 pub use cri::runner_image_archive;
