@@ -98,7 +98,7 @@ fn sweep(state: &State) {
                 name,
                 "collecting an object whose owner is gone"
             );
-            let _ = delete_dependent(state, *resource, ns, name);
+            let _ = delete_dependent(state, *resource, ns, name, Propagation::Background);
         }
     }
     for (resource, owner) in foreground {
@@ -110,7 +110,7 @@ fn sweep(state: &State) {
         for (r, d) in &left {
             if !is_deleting(d) {
                 let (ns, name) = name_of(d);
-                let _ = delete_dependent(state, *r, ns, name);
+                let _ = delete_dependent(state, *r, ns, name, Propagation::Foreground);
             }
         }
         if left.is_empty() {
@@ -120,15 +120,18 @@ fn sweep(state: &State) {
     }
 }
 
+/// Deletes a dependent: in the foreground when its owner waits for it
+/// (so the owner goes last of all), as the real collector does.
 fn delete_dependent(
     state: &State,
     resource: Resource,
     ns: &str,
     name: &str,
+    policy: Propagation,
 ) -> Result<(), ApiError> {
     match resource {
         Resource::Pod => api::delete_pod(state, ns, name, None).map(drop),
-        r => delete(state, r, ns, name, Propagation::Background).map(drop),
+        r => delete(state, r, ns, name, policy).map(drop),
     }
 }
 
