@@ -439,3 +439,84 @@ async fn foreground_and_orphan_deletion_of_a_deployment() {
     ready_pods(&pods, "kept", 0).await;
     sb.shutdown().await;
 }
+
+/// `kubectl ARGS -f -` with `manifest` on stdin, which must succeed.
+async fn apply(sb: &Sandbox, manifest: &str) {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let mut cmd = sb.kubectl();
+    cmd.args(["apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let manifest = manifest.to_owned();
+    let run = move || {
+        let mut child = cmd.spawn()?;
+        child.stdin.take().unwrap().write_all(manifest.as_bytes())?;
+        child.wait_with_output()
+    };
+    let o = tokio::time::timeout(WAIT, tokio::task::spawn_blocking(run))
+        .await
+        .expect("kubectl timed out")
+        .unwrap()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+const WEB: &str = "
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - {name: nginx, image: 'nginx:1.25', ports: [{containerPort: 80}]}
+";
+
+#[tokio::test]
+async fn set_image_keeps_the_container_and_rollout_undo_brings_back_the_old_replica_set() {
+    let sb = start().await;
+    let kc = client(&sb, None).await;
+    let (deploys, sets, pods): (Api<Deployment>, Api<ReplicaSet>, Api<Pod>) = (
+        Api::namespaced(kc.clone(), "default"),
+        Api::namespaced(kc.clone(), "default"),
+        Api::namespaced(kc, "default"),
+    );
+    apply(&sb, WEB).await;
+    ok(&sb, &["rollout", "status", "deploy/web", "--timeout=20s"]).await;
+    let first = sets.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(first.len(), 1);
+    let first = first[0].metadata.name.clone().unwrap();
+
+    // A strategic merge patch of one container's image: its ports stay.
+    ok(&sb, &["set", "image", "deploy/web", "nginx=nginx:1.26"]).await;
+    ok(&sb, &["rollout", "status", "deploy/web", "--timeout=20s"]).await;
+    let d = deploys.get("web").await.unwrap();
+    let c = &d.spec.unwrap().template.spec.unwrap().containers[0];
+    assert_eq!(c.image.as_deref(), Some("nginx:1.26"));
+    assert_eq!(c.ports.as_ref().unwrap()[0].container_port, 80);
+    assert_eq!(
+        sets.list(&ListParams::default()).await.unwrap().items.len(),
+        2
+    );
+
+    // Undo sends the old template back: the old ReplicaSet, not a third.
+    ok(&sb, &["rollout", "undo", "deploy/web"]).await;
+    ok(&sb, &["rollout", "status", "deploy/web", "--timeout=20s"]).await;
+    let rs = sets.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(rs.len(), 2);
+    let back = rs
+        .iter()
+        .find(|r| r.metadata.name.as_deref() == Some(&first))
+        .unwrap();
+    assert_eq!(back.spec.as_ref().unwrap().replicas, Some(2));
+    let running = ready_pods(&pods, "web", 2).await;
+    assert!(running
+        .iter()
+        .all(|p| name(p).starts_with(&format!("{first}-"))));
+    sb.shutdown().await;
+}
