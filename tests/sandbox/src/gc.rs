@@ -4,7 +4,7 @@
 //! gone is deleted (background propagation, and the pod a controller made
 //! from a stale view just after its owner went); an owner deleted in the
 //! foreground goes once its dependents have; orphaning strips the owner
-//! references. (A Job's own deletion paths stay in `api::delete_job`.)
+//! references.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -21,10 +21,6 @@ const DEPENDENTS: [Resource; 2] = [Resource::Pod, Resource::ReplicaSet];
 
 /// What may own others here.
 const OWNERS: [Resource; 3] = [Resource::Job, Resource::Deployment, Resource::ReplicaSet];
-
-/// Owners whose foreground deletion this collector finishes (a Job's is
-/// finished by the Job controller).
-const FOREGROUND: [Resource; 2] = [Resource::Deployment, Resource::ReplicaSet];
 
 /// Runs until aborted, sweeping after every change.
 pub async fn run(state: Arc<State>) {
@@ -77,7 +73,7 @@ fn sweep(state: &State) {
             .collect();
         let foreground: Vec<(Resource, Value)> = owners
             .into_iter()
-            .filter(|(r, o)| FOREGROUND.contains(r) && is_deleting(o))
+            .filter(|(_, o)| is_deleting(o))
             .collect();
         (dependents, live, foreground)
     };
@@ -136,7 +132,7 @@ fn delete_dependent(
 }
 
 /// DELETE of an object whose dependents this collector looks after (a
-/// Deployment, a ReplicaSet): `(status code, body)` as a real server
+/// Job, a Deployment, a ReplicaSet): `(status code, body)` as a real server
 /// answers — 200 with the object gone, 202 when the foreground deletion
 /// still waits for dependents.
 pub fn delete(

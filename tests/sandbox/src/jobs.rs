@@ -118,21 +118,8 @@ fn reconcile_job(state: &Arc<State>, job: &Value, memory: &mut Memory) {
     let uid = job["metadata"]["uid"].as_str().unwrap_or("").to_owned();
     let key = Key::new(Resource::Job, &ns, &name);
     let pods = pods_of(state, job);
-    // Foreground deletion: the Job goes once its pods have.
+    // Being deleted in the foreground: its pods are the garbage collector's.
     if !job["metadata"]["deletionTimestamp"].is_null() {
-        for p in &pods {
-            if p["metadata"]["deletionTimestamp"].is_null() {
-                let _ = api::delete_pod(
-                    state,
-                    &ns,
-                    p["metadata"]["name"].as_str().unwrap_or(""),
-                    None,
-                );
-            }
-        }
-        if pods.is_empty() {
-            let _ = state.lock().remove(&key);
-        }
         return;
     }
     let phase = |p: &Value| {
