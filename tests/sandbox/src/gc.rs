@@ -71,10 +71,8 @@ fn sweep(state: &State) {
             .iter()
             .filter_map(|(_, o)| o["metadata"]["uid"].as_str().map(str::to_owned))
             .collect();
-        let foreground: Vec<(Resource, Value)> = owners
-            .into_iter()
-            .filter(|(_, o)| is_deleting(o))
-            .collect();
+        let foreground: Vec<(Resource, Value)> =
+            owners.into_iter().filter(|(_, o)| is_deleting(o)).collect();
         (dependents, live, foreground)
     };
     for (resource, o) in &dependents {

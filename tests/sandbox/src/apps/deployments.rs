@@ -3,9 +3,7 @@
 //! (`DEPLOYMENT-<pod-template-hash>`), the newest scaled up and the older
 //! ones down within maxSurge/maxUnavailable (or all at once for
 //! `Recreate`), old ReplicaSets beyond `revisionHistoryLimit` deleted, and
-//! the status `kubectl rollout status` reads (replicas, updated, ready,
-//! available, observedGeneration, the Available and Progressing
-//! conditions). Progress deadlines are not enforced.
+//! the status `kubectl rollout status` reads (`deployment_status`).
 
 use std::sync::Arc;
 
@@ -15,10 +13,10 @@ use super::{controlled_by, controller_ref, is_active, is_deleting, is_ready, rep
 use super::{template_hash, HASH_LABEL};
 use crate::objects::event_for;
 use crate::sandbox::State;
-use crate::store::{now, Key, Resource};
+use crate::store::{Key, Resource};
 
 const CONTROLLER: &str = "deployment-controller";
-const REVISION: &str = "deployment.kubernetes.io/revision";
+pub(super) const REVISION: &str = "deployment.kubernetes.io/revision";
 
 pub fn reconcile(state: &Arc<State>) {
     let (deployments, sets, pods) = {
@@ -65,6 +63,14 @@ fn resolve(v: &Value, total: i64, round_up: bool) -> i64 {
     }
 }
 
+/// How many pods a Deployment wants, and how far a rollout may stray.
+#[derive(Clone, Copy)]
+struct Limits {
+    want: i64,
+    surge: i64,
+    unavailable: i64,
+}
+
 /// (maxSurge, maxUnavailable) as the real controller resolves them.
 fn surge_and_unavailable(d: &Value) -> (i64, i64) {
     let ru = &d["spec"]["strategy"]["rollingUpdate"];
@@ -78,7 +84,7 @@ fn surge_and_unavailable(d: &Value) -> (i64, i64) {
     }
 }
 
-fn revision(o: &Value) -> i64 {
+pub(super) fn revision(o: &Value) -> i64 {
     o["metadata"]["annotations"][REVISION]
         .as_str()
         .and_then(|r| r.parse().ok())
@@ -86,7 +92,7 @@ fn revision(o: &Value) -> i64 {
 }
 
 /// Per ReplicaSet: its active pods and how many of them are ready.
-fn counts(rs: &Value, pods: &[Value]) -> (i64, i64) {
+pub(super) fn counts(rs: &Value, pods: &[Value]) -> (i64, i64) {
     let active: Vec<&Value> = pods
         .iter()
         .filter(|p| controlled_by(p, rs) && is_active(p))
@@ -220,32 +226,29 @@ fn reconcile_one(state: &Arc<State>, d: &Value, sets: &[&Value], pods: &[Value])
         } else if !old.iter().any(|s| replicas(s) > 0) {
             scale(state, d, n, want);
         } else {
-            roll(state, d, n, &old, pods, want, surge, unavailable);
+            let limits = Limits {
+                want,
+                surge,
+                unavailable,
+            };
+            roll(state, d, n, &old, pods, limits);
         }
         cleanup(state, d, &old, pods);
     }
-    write_status(state, d, new_rs.as_ref(), sets, pods, want, unavailable);
+    super::deployment_status::write(state, d, new_rs.as_ref(), sets, pods, want, unavailable);
 }
 
 /// One step of a rolling update: the new ReplicaSet up to what maxSurge
 /// allows, the old ones down to what maxUnavailable allows.
-#[allow(clippy::too_many_arguments)]
-fn roll(
-    state: &State,
-    d: &Value,
-    new_rs: &Value,
-    old: &[&Value],
-    pods: &[Value],
-    want: i64,
-    surge: i64,
-    unavailable: i64,
-) {
+fn roll(state: &State, d: &Value, new_rs: &Value, old: &[&Value], pods: &[Value], l: Limits) {
+    let Limits {
+        want,
+        surge,
+        unavailable,
+    } = l;
     let total: i64 = old.iter().map(|s| replicas(s)).sum::<i64>() + replicas(new_rs);
     let up = (want + surge - total).max(0);
-    let new_replicas = (replicas(new_rs) + up)
-        .min(want)
-        .max(replicas(new_rs).min(want));
-    scale(state, d, new_rs, new_replicas);
+    scale(state, d, new_rs, (replicas(new_rs) + up).min(want));
     // Scale down only what is available beyond the minimum.
     let available: i64 =
         old.iter().map(|s| counts(s, pods).1).sum::<i64>() + counts(new_rs, pods).1;
@@ -296,107 +299,4 @@ fn cleanup(state: &State, d: &Value, old: &[&Value], pods: &[Value]) {
             crate::api::Propagation::Background,
         );
     }
-}
-
-/// A condition, keeping its times when nothing about it changed.
-fn condition(old: &Value, ty: &str, status: bool, reason: &str, message: &str) -> Value {
-    let prev = old["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| c["type"] == ty);
-    let status = if status { "True" } else { "False" };
-    let ts = now();
-    let mut c = json!({"type": ty, "status": status, "reason": reason, "message": message,
-                       "lastUpdateTime": ts, "lastTransitionTime": ts});
-    if let Some(p) = prev {
-        if p["status"] == status {
-            c["lastTransitionTime"] = p["lastTransitionTime"].clone();
-            if p["reason"] == reason && p["message"] == message {
-                c["lastUpdateTime"] = p["lastUpdateTime"].clone();
-            }
-        }
-    }
-    c
-}
-
-fn write_status(
-    state: &State,
-    d: &Value,
-    new_rs: Option<&Value>,
-    sets: &[&Value],
-    pods: &[Value],
-    want: i64,
-    unavailable: i64,
-) {
-    let (mut total, mut ready) = (0, 0);
-    for s in sets {
-        let (a, r) = counts(s, pods);
-        total += a;
-        ready += r;
-    }
-    let updated = new_rs.map_or(0, |n| counts(n, pods).0);
-    let new_name = new_rs
-        .and_then(|n| n["metadata"]["name"].as_str())
-        .unwrap_or("");
-    let complete = updated == want && total == want && ready == want;
-    let available_ok = ready >= want - unavailable;
-    let progressing = if complete {
-        condition(
-            d,
-            "Progressing",
-            true,
-            "NewReplicaSetAvailable",
-            &format!("ReplicaSet \"{new_name}\" has successfully progressed."),
-        )
-    } else {
-        condition(
-            d,
-            "Progressing",
-            true,
-            "ReplicaSetUpdated",
-            &format!("ReplicaSet \"{new_name}\" is progressing."),
-        )
-    };
-    let available = if available_ok {
-        condition(
-            d,
-            "Available",
-            true,
-            "MinimumReplicasAvailable",
-            "Deployment has minimum availability.",
-        )
-    } else {
-        condition(
-            d,
-            "Available",
-            false,
-            "MinimumReplicasUnavailable",
-            "Deployment does not have minimum availability.",
-        )
-    };
-    let mut status = json!({
-        "observedGeneration": d["metadata"]["generation"],
-        "replicas": total, "updatedReplicas": updated, "readyReplicas": ready,
-        "availableReplicas": ready, "unavailableReplicas": (want - ready).max(0),
-        "conditions": [available, progressing],
-    });
-    // All counters are `omitempty`.
-    if let Some(s) = status.as_object_mut() {
-        s.retain(|_, v| *v != json!(0));
-    }
-    let revision = new_rs.map(revision);
-    let ns = d["metadata"]["namespace"].as_str().unwrap_or("");
-    let name = d["metadata"]["name"].as_str().unwrap_or("");
-    let _ = state
-        .lock()
-        .update(&Key::new(Resource::Deployment, ns, name), |d| {
-            // A spec changed since this pass read it is the next pass's.
-            if d["metadata"]["generation"] == status["observedGeneration"] {
-                d["status"] = status;
-            }
-            if let Some(r) = revision {
-                d["metadata"]["annotations"][REVISION] = json!(r.to_string());
-            }
-        });
 }

@@ -9,6 +9,7 @@
 //! reads. Dependents of deleted objects are the garbage collector's (`gc`).
 
 pub mod api;
+mod deployment_status;
 mod deployments;
 pub mod protobuf;
 mod replicasets;
