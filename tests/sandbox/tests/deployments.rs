@@ -356,7 +356,7 @@ async fn rollout_restart_gives_new_pods_new_names_and_addresses() {
 }
 
 #[tokio::test]
-async fn foreground_and_orphan_deletion_of_a_deployment() {
+async fn foreground_and_orphan_deletion_and_adoption_by_a_new_deployment() {
     let sb = start().await;
     let kc = client(&sb, None).await;
     let (deploys, sets, pods): (Api<Deployment>, Api<ReplicaSet>, Api<Pod>) = (
@@ -434,8 +434,47 @@ async fn foreground_and_orphan_deletion_of_a_deployment() {
     })
     .await;
 
-    // The orphaned ReplicaSet still keeps its pod; deleting it takes the pod.
-    ok(&sb, &["delete", "rs", rs.metadata.name.as_deref().unwrap()]).await;
+    // A Deployment made again adopts the orphaned ReplicaSet, which still
+    // has its pod: nothing is replaced.
+    let pod = name(&ready_pods(&pods, "kept", 1).await[0]);
+    ok(
+        &sb,
+        &[
+            "create",
+            "deployment",
+            "kept",
+            "--image=nginx",
+            "--replicas=1",
+        ],
+    )
+    .await;
+    let d = deploys.get("kept").await.unwrap();
+    let rs_name = rs.metadata.name.clone().unwrap();
+    let adopted = until("the ReplicaSet's adoption", || async {
+        let rs = sets.get(&rs_name).await.ok()?;
+        rs.metadata.owner_references.is_some().then_some(rs)
+    })
+    .await;
+    assert_eq!(
+        controller(&adopted.metadata),
+        (
+            "Deployment".into(),
+            "kept".into(),
+            d.metadata.uid.clone().unwrap()
+        )
+    );
+    ok(
+        &sb,
+        &["rollout", "status", "deployment", "kept", "--timeout=20s"],
+    )
+    .await;
+    assert_eq!(name(&ready_pods(&pods, "kept", 1).await[0]), pod);
+    assert_eq!(
+        sets.list(&ListParams::default()).await.unwrap().items.len(),
+        1
+    );
+
+    ok(&sb, &["delete", "deployment", "kept"]).await;
     ready_pods(&pods, "kept", 0).await;
     sb.shutdown().await;
 }

@@ -28,7 +28,12 @@ pub fn reconcile(state: &Arc<State>) {
         )
     };
     for d in deployments.iter().filter(|d| !is_deleting(d)) {
-        let mine: Vec<&Value> = sets.iter().filter(|s| controlled_by(s, d)).collect();
+        let adopted = super::adopt(state, Resource::ReplicaSet, d, &sets);
+        let mine: Vec<&Value> = sets
+            .iter()
+            .filter(|s| controlled_by(s, d))
+            .chain(&adopted)
+            .collect();
         reconcile_one(state, d, &mine, &pods);
     }
 }

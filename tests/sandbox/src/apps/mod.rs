@@ -21,6 +21,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use crate::sandbox::State;
+use crate::store::{Key, Resource};
 
 /// The label a Deployment adds to its ReplicaSets' selectors and pods.
 pub const HASH_LABEL: &str = "pod-template-hash";
@@ -53,6 +54,39 @@ fn controlled_by(o: &Value, owner: &Value) -> bool {
         .into_iter()
         .flatten()
         .any(|r| r["controller"] == json!(true) && r["uid"] == owner["metadata"]["uid"])
+}
+
+/// Objects in `owner`'s namespace with no controller that its selector
+/// selects become its own, as the real controllers adopt them (say, after
+/// a `--cascade=orphan` deletion and a re-create). Returns them, updated.
+fn adopt(state: &State, resource: Resource, owner: &Value, candidates: &[Value]) -> Vec<Value> {
+    let ns = owner["metadata"]["namespace"].as_str().unwrap_or("");
+    let orphans = candidates.iter().filter(|o| {
+        o["metadata"]["namespace"] == ns
+            && !is_deleting(o)
+            && (resource != Resource::Pod || is_active(o))
+            && !o["metadata"]["ownerReferences"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|r| r["controller"] == json!(true))
+            && selects(&owner["spec"]["selector"], &o["metadata"]["labels"])
+    });
+    let mut st = state.lock();
+    orphans
+        .filter_map(|o| {
+            let key = Key::new(resource, ns, o["metadata"]["name"].as_str().unwrap_or(""));
+            st.update(&key, |o| {
+                let mut refs = o["metadata"]["ownerReferences"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                refs.push(controller_ref(owner));
+                o["metadata"]["ownerReferences"] = json!(refs);
+            })
+            .ok()
+        })
+        .collect()
 }
 
 fn is_deleting(o: &Value) -> bool {

@@ -37,7 +37,12 @@ pub fn reconcile(state: &Arc<State>, memory: &mut Memory) {
         .retry
         .retain(|uid, _| sets.iter().any(|s| s["metadata"]["uid"] == *uid));
     for rs in sets.iter().filter(|s| !is_deleting(s)) {
-        let mine: Vec<&Value> = pods.iter().filter(|p| controlled_by(p, rs)).collect();
+        let adopted = super::adopt(state, Resource::Pod, rs, &pods);
+        let mine: Vec<&Value> = pods
+            .iter()
+            .filter(|p| controlled_by(p, rs))
+            .chain(&adopted)
+            .collect();
         reconcile_one(state, rs, &mine, memory);
     }
 }
