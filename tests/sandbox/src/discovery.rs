@@ -45,7 +45,17 @@ pub fn api_groups() -> Value {
 pub fn verbs(r: Resource) -> &'static [&'static str] {
     match r {
         Resource::Namespace => &["create", "delete", "get", "list", "patch", "watch"],
-        Resource::Pod | Resource::Job | Resource::Deployment | Resource::ReplicaSet => &[
+        Resource::Deployment | Resource::ReplicaSet => &[
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "update",
+            "watch",
+        ],
+        Resource::Pod | Resource::Job => &[
             "create",
             "delete",
             "deletecollection",

@@ -357,6 +357,13 @@ async fn route(state: &Arc<State>, r: &Req) -> Result<Reply, ApiError> {
             )?;
             Ok(Reply::Json(200, obj, warnings))
         }
+        ("update", None) if matches!(resource, Resource::Deployment | Resource::ReplicaSet) => {
+            let fv = FieldValidation::parse(r.q("fieldValidation"))?;
+            let (ns, name) = (ns.unwrap_or(""), name.unwrap_or(""));
+            let (obj, warnings) =
+                crate::apps::api::replace(state, resource, ns, name, &json_body(r)?, fv)?;
+            Ok(Reply::Json(200, obj, warnings))
+        }
         ("update", None) if resource == Resource::NetworkPolicy => {
             let fv = FieldValidation::parse(r.q("fieldValidation"))?;
             let (obj, warnings) = crate::netpol::api::replace(

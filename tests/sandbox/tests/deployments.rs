@@ -479,12 +479,13 @@ async fn foreground_and_orphan_deletion_and_adoption_by_a_new_deployment() {
     sb.shutdown().await;
 }
 
-/// `kubectl ARGS -f -` with `manifest` on stdin, which must succeed.
-async fn apply(sb: &Sandbox, manifest: &str) {
+/// `kubectl ARGS -f -` with `manifest` on stdin.
+async fn with_stdin(sb: &Sandbox, args: &[&str], manifest: &str) -> Output {
     use std::io::Write as _;
     use std::process::Stdio;
     let mut cmd = sb.kubectl();
-    cmd.args(["apply", "-f", "-"])
+    cmd.args(args)
+        .args(["-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -494,11 +495,15 @@ async fn apply(sb: &Sandbox, manifest: &str) {
         child.stdin.take().unwrap().write_all(manifest.as_bytes())?;
         child.wait_with_output()
     };
-    let o = tokio::time::timeout(WAIT, tokio::task::spawn_blocking(run))
+    tokio::time::timeout(WAIT, tokio::task::spawn_blocking(run))
         .await
         .expect("kubectl timed out")
         .unwrap()
-        .unwrap();
+        .unwrap()
+}
+
+async fn apply(sb: &Sandbox, manifest: &str) {
+    let o = with_stdin(sb, &["apply"], manifest).await;
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
@@ -557,5 +562,19 @@ async fn set_image_keeps_the_container_and_rollout_undo_brings_back_the_old_repl
     assert!(running
         .iter()
         .all(|p| name(p).starts_with(&format!("{first}-"))));
+
+    // PUT of the whole object: from the current version it is taken, from
+    // a stale one it is a conflict.
+    let current = ok(&sb, &["get", "deploy/web", "-o", "json"]).await;
+    let mut d: serde_json::Value = serde_json::from_str(&current).unwrap();
+    d["spec"]["replicas"] = 1.into();
+    let o = with_stdin(&sb, &["replace"], &d.to_string()).await;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    ready_pods(&pods, "web", 1).await;
+    d["spec"]["replicas"] = 3.into();
+    let o = with_stdin(&sb, &["replace"], &d.to_string()).await;
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("the object has been modified"), "{err}");
     sb.shutdown().await;
 }

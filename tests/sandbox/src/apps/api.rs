@@ -12,7 +12,7 @@ use crate::admission::{self, Causes, FieldValidation};
 use crate::api;
 use crate::sandbox::State;
 use crate::status::ApiError;
-use crate::store::Resource;
+use crate::store::{Key, Resource};
 
 /// POST deployments / replicasets.
 pub fn create(
@@ -172,7 +172,48 @@ fn admit(resource: Resource, name: &str, obj: &mut Value) -> Result<(), ApiError
     Ok(())
 }
 
-/// What a PATCH or a scale may change: the spec (validated and defaulted
+/// PUT of a whole Deployment or ReplicaSet (`kubectl replace`): the spec,
+/// labels and annotations as sent, from the version it names if any.
+pub fn replace(
+    state: &State,
+    resource: Resource,
+    ns: &str,
+    name: &str,
+    body: &Value,
+    fv: FieldValidation,
+) -> Result<(Value, Vec<String>), ApiError> {
+    let (obj, warnings) = api::decode(resource, body, fv)?;
+    api::check_namespace_matches(&obj, ns)?;
+    if obj["metadata"]["name"].as_str() != Some(name) {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({}) does not match the name on the URL ({name})",
+            obj["metadata"]["name"].as_str().unwrap_or("")
+        )));
+    }
+    let key = Key::new(resource, ns, name);
+    let old = state
+        .lock()
+        .get(&key)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(resource, name))?;
+    let rv = &obj["metadata"]["resourceVersion"];
+    if rv.as_str().is_some_and(|v| !v.is_empty()) && *rv != old["metadata"]["resourceVersion"] {
+        return Err(ApiError::conflict(resource, name));
+    }
+    let mut new = old.clone();
+    new["spec"] = obj["spec"].clone();
+    for k in ["labels", "annotations"] {
+        new["metadata"][k] = obj["metadata"][k].clone();
+    }
+    admit_change(resource, name, &old, &mut new)?;
+    let updated = state
+        .lock()
+        .update(&key, |o| *o = new)
+        .map_err(|_| ApiError::not_found(resource, name))?;
+    Ok((updated, warnings))
+}
+
+/// What a PATCH, a PUT or a scale may change: the spec (validated and defaulted
 /// again), not the selector; every change of the spec is a new generation.
 pub fn admit_change(
     resource: Resource,

@@ -57,12 +57,7 @@ pub fn handle(
             if !rv.is_empty()
                 && s["metadata"]["resourceVersion"] != obj["metadata"]["resourceVersion"]
             {
-                return Err(ApiError {
-                    code: 409,
-                    reason: "Conflict",
-                    message: format!("Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again", resource.qualified()),
-                    details: json!({"name": name, "group": resource.group(), "kind": resource.plural()}),
-                });
+                return Err(ApiError::conflict(resource, name));
             }
             s
         }
