@@ -71,8 +71,14 @@ fn sweep(state: &State) {
             .iter()
             .filter_map(|(_, o)| o["metadata"]["uid"].as_str().map(str::to_owned))
             .collect();
-        let foreground: Vec<(Resource, Value)> =
-            owners.into_iter().filter(|(_, o)| is_deleting(o)).collect();
+        let foreground: Vec<(Resource, Value)> = owners
+            .into_iter()
+            .filter(|(_, o)| {
+                o["metadata"]["finalizers"]
+                    .as_array()
+                    .is_some_and(|f| f.iter().any(|f| f == "foregroundDeletion"))
+            })
+            .collect();
         (dependents, live, foreground)
     };
     for (resource, o) in &dependents {
