@@ -119,7 +119,7 @@ pub(crate) fn validate_name(causes: &mut Causes, meta: &Value, max: usize) {
     }
 }
 
-fn validate_pod_spec(causes: &mut Causes, spec: &Value, path: &str, job: bool) {
+pub(crate) fn validate_pod_spec(causes: &mut Causes, spec: &Value, path: &str, job: bool) {
     let containers = spec["containers"].as_array().filter(|c| !c.is_empty());
     let Some(containers) = containers else {
         required(causes, &format!("{path}.containers"), "");

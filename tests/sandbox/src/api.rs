@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::admission::{self, FieldValidation};
 use crate::sandbox::State;
 use crate::status::ApiError;
-use crate::store::{new_uid, now, Key, Resource, StoreError};
+use crate::store::{new_uid, Key, Resource, StoreError};
 
 /// `DeleteOptions.propagationPolicy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,11 +64,13 @@ pub fn decode(
 
 /// Paths in `body` that the schema of `resource` lacks.
 pub fn unknown_fields(resource: Resource, body: &Value) -> Result<Vec<String>, ApiError> {
-    use k8s_openapi::api::{batch::v1 as batch, core::v1 as core};
+    use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, core::v1 as core};
     match resource {
         Resource::Job => admission::unknown_fields::<batch::Job>(body),
         Resource::Pod => admission::unknown_fields::<core::Pod>(body),
         Resource::Namespace => admission::unknown_fields::<core::Namespace>(body),
+        Resource::Deployment => admission::unknown_fields::<apps::Deployment>(body),
+        Resource::ReplicaSet => admission::unknown_fields::<apps::ReplicaSet>(body),
         Resource::NetworkPolicy => {
             admission::unknown_fields::<k8s_openapi::api::networking::v1::NetworkPolicy>(body)
         }
@@ -265,85 +267,13 @@ pub fn delete_pod(
 }
 
 /// Deletes a Job with the given propagation (a real server's default for
-/// `batch/v1` Jobs, when the request names none, is to orphan the pods).
+/// `batch/v1` Jobs, when the request names none, is to orphan the pods);
+/// its pods are the garbage collector's (`gc`).
 pub fn delete_job(
     state: &State,
     ns: &str,
     name: &str,
     policy: Propagation,
 ) -> Result<Value, ApiError> {
-    let key = Key::new(Resource::Job, ns, name);
-    let job = state
-        .lock()
-        .get(&key)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found(Resource::Job, name))?;
-    let pods = crate::jobs::pods_of(state, &job);
-    match policy {
-        Propagation::Orphan => {
-            let removed = state
-                .lock()
-                .remove(&key)
-                .map_err(store_err(Resource::Job, name))?;
-            let uid = job["metadata"]["uid"].clone();
-            let mut st = state.lock();
-            for p in pods {
-                let pkey = Key::new(
-                    Resource::Pod,
-                    ns,
-                    p["metadata"]["name"].as_str().unwrap_or(""),
-                );
-                let _ = st.update(&pkey, |p| {
-                    if let Some(refs) = p["metadata"]["ownerReferences"].as_array_mut() {
-                        refs.retain(|r| r["uid"] != uid);
-                        if refs.is_empty() {
-                            if let Some(m) = p["metadata"].as_object_mut() {
-                                m.remove("ownerReferences");
-                            }
-                        }
-                    }
-                });
-            }
-            Ok(removed)
-        }
-        Propagation::Background => {
-            let removed = state
-                .lock()
-                .remove(&key)
-                .map_err(store_err(Resource::Job, name))?;
-            for p in pods {
-                let _ = delete_pod(
-                    state,
-                    ns,
-                    p["metadata"]["name"].as_str().unwrap_or(""),
-                    None,
-                );
-            }
-            Ok(removed)
-        }
-        Propagation::Foreground => {
-            let marked = state
-                .lock()
-                .update(&key, |j| {
-                    if j["metadata"]["deletionTimestamp"].is_null() {
-                        j["metadata"]["deletionTimestamp"] = json!(now());
-                        j["metadata"]["deletionGracePeriodSeconds"] = json!(0);
-                        j["metadata"]["finalizers"] = json!(["foregroundDeletion"]);
-                    }
-                })
-                .map_err(store_err(Resource::Job, name))?;
-            for p in &pods {
-                let _ = delete_pod(
-                    state,
-                    ns,
-                    p["metadata"]["name"].as_str().unwrap_or(""),
-                    None,
-                );
-            }
-            if pods.is_empty() {
-                let _ = state.lock().remove(&key);
-            }
-            Ok(marked)
-        }
-    }
+    crate::gc::delete(state, Resource::Job, ns, name, policy).map(|(_, job)| job)
 }

@@ -22,7 +22,8 @@ pub fn api_versions() -> Value {
 }
 
 /// The API groups besides the core one, with their one version.
-pub const GROUPS: [(&str, &str); 4] = [
+pub const GROUPS: [(&str, &str); 5] = [
+    ("apps", "v1"),
     ("batch", "v1"),
     ("networking.k8s.io", "v1"),
     ("authorization.k8s.io", "v1"),
@@ -44,6 +45,16 @@ pub fn api_groups() -> Value {
 pub fn verbs(r: Resource) -> &'static [&'static str] {
     match r {
         Resource::Namespace => &["create", "delete", "get", "list", "patch", "watch"],
+        Resource::Deployment | Resource::ReplicaSet => &[
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "update",
+            "watch",
+        ],
         Resource::Pod | Resource::Job => &[
             "create",
             "delete",
@@ -68,6 +79,8 @@ fn short_names(r: Resource) -> Option<Value> {
         Resource::Event => Some(json!(["ev"])),
         Resource::Service => Some(json!(["svc"])),
         Resource::NetworkPolicy => Some(json!(["netpol"])),
+        Resource::Deployment => Some(json!(["deploy"])),
+        Resource::ReplicaSet => Some(json!(["rs"])),
         Resource::Job => None,
     }
 }
@@ -83,7 +96,7 @@ pub fn resources(group: &str, version: &str) -> Option<Value> {
     }
     let mut list: Vec<Value> = Vec::new();
     match group {
-        "" | "batch" | "networking.k8s.io" => {
+        "" | "apps" | "batch" | "networking.k8s.io" => {
             for r in Resource::ALL.into_iter().filter(|r| r.group() == group) {
                 let mut e = json!({"name": r.plural(), "singularName": singular(r),
                     "namespaced": r.namespaced(), "kind": r.kind(), "verbs": verbs(r)});
@@ -93,10 +106,18 @@ pub fn resources(group: &str, version: &str) -> Option<Value> {
                 if r == Resource::Pod {
                     e["categories"] = json!(["all"]);
                 }
-                if r == Resource::Job {
+                if matches!(
+                    r,
+                    Resource::Job | Resource::Deployment | Resource::ReplicaSet
+                ) {
                     e["categories"] = json!(["all"]);
                 }
                 list.push(e);
+                if matches!(r, Resource::Deployment | Resource::ReplicaSet) {
+                    list.push(json!({"name": format!("{}/scale", r.plural()), "singularName": "",
+                        "namespaced": true, "group": "autoscaling", "version": "v1", "kind": "Scale",
+                        "verbs": ["get", "patch", "update"]}));
+                }
                 if r == Resource::Pod {
                     list.push(json!({"name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"]}));
                 }
@@ -364,6 +385,13 @@ fn columns_and_cells(r: Resource, o: &Value) -> (Vec<Value>, Vec<Value>) {
         }
         Resource::NetworkPolicy => {
             let (cols, cells) = crate::netpol::api::table_cells(o, name, age_v);
+            (
+                cols.into_iter().map(|(n, t, p)| col(n, t, p)).collect(),
+                cells,
+            )
+        }
+        Resource::Deployment | Resource::ReplicaSet => {
+            let (cols, cells) = crate::apps::table::cells(r, o, name, age_v);
             (
                 cols.into_iter().map(|(n, t, p)| col(n, t, p)).collect(),
                 cells,

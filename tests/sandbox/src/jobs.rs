@@ -1,8 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-//! The Job controller (and the TTL-after-finished controller and the
-//! garbage collector's part for Jobs): makes each Job's pod, keeps its
-//! status, fails it on its deadline or back-off limit, completes it, deletes
-//! it when its TTL runs out, and deletes pods whose Job is gone.
+//! The Job controller (and the TTL-after-finished controller): makes each
+//! Job's pod, keeps its status, fails it on its deadline or back-off limit,
+//! completes it and deletes it when its TTL runs out.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -90,40 +89,14 @@ fn reconcile(state: &Arc<State>, memory: &mut Memory) {
             failed.insert(p.pod_uid);
         }
     }
-    // Pods first: a Job is created before its pods, so a pod whose owner is
-    // missing from the later list of Jobs really has lost it.
-    let pods = state.lock().list(Resource::Pod, None);
+    // Pods whose Job is gone are the garbage collector's (`gc`).
     let jobs = state.lock().list(Resource::Job, None);
-    collect_orphans(state, &pods, &jobs);
     memory.counted.retain(|uid, _| {
         jobs.iter()
             .any(|j| j["metadata"]["uid"].as_str() == Some(uid.as_str()))
     });
     for job in jobs {
         reconcile_job(state, &job, memory);
-    }
-}
-
-/// The garbage collector's sweep of dangling owner references: a pod all of
-/// whose owners are Jobs that no longer exist is deleted. A real controller
-/// can create a pod from a stale cache just after its Job was deleted (the
-/// Job's own deletion found no pods to take along); the real collector then
-/// removes the pod, so clients waiting for "no pods left" see it go.
-fn collect_orphans(state: &State, pods: &[Value], jobs: &[Value]) {
-    for p in pods {
-        let owners = p["metadata"]["ownerReferences"].as_array();
-        let Some(owners) = owners.filter(|o| !o.is_empty()) else {
-            continue;
-        };
-        let dangling = owners
-            .iter()
-            .all(|o| o["kind"] == "Job" && !jobs.iter().any(|j| j["metadata"]["uid"] == o["uid"]));
-        if dangling && p["metadata"]["deletionTimestamp"].is_null() {
-            let ns = p["metadata"]["namespace"].as_str().unwrap_or("");
-            let name = p["metadata"]["name"].as_str().unwrap_or("");
-            tracing::debug!(pod = name, "garbage-collecting a pod whose Job is gone");
-            let _ = api::delete_pod(state, ns, name, None);
-        }
     }
 }
 
@@ -145,21 +118,8 @@ fn reconcile_job(state: &Arc<State>, job: &Value, memory: &mut Memory) {
     let uid = job["metadata"]["uid"].as_str().unwrap_or("").to_owned();
     let key = Key::new(Resource::Job, &ns, &name);
     let pods = pods_of(state, job);
-    // Foreground deletion: the Job goes once its pods have.
+    // Being deleted in the foreground: its pods are the garbage collector's.
     if !job["metadata"]["deletionTimestamp"].is_null() {
-        for p in &pods {
-            if p["metadata"]["deletionTimestamp"].is_null() {
-                let _ = api::delete_pod(
-                    state,
-                    &ns,
-                    p["metadata"]["name"].as_str().unwrap_or(""),
-                    None,
-                );
-            }
-        }
-        if pods.is_empty() {
-            let _ = state.lock().remove(&key);
-        }
         return;
     }
     let phase = |p: &Value| {

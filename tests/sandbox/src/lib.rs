@@ -30,17 +30,20 @@
 //! # The API server
 //! HTTPS on `127.0.0.1:<random port>` (a CA made at start, its certificate
 //! in the kubeconfig), bearer tokens from the written kubeconfig. Discovery,
-//! OpenAPI v3, namespaces, nodes, pods (+ `log`), jobs, events, services,
+//! OpenAPI v3, namespaces, nodes, pods (+ `log`), jobs, deployments and
+//! replicasets (+ `scale`; their controllers in `apps`), events, services,
 //! NetworkPolicies (enforced with nftables in the nodes, `src/netpol/`),
 //! `SelfSubjectAccessReview`, `SelfSubjectReview`; list + watch with
-//! resource versions, bookmarks, `410 Gone`; PATCH of metadata; `Status`
+//! resource versions, bookmarks, `410 Gone`; PATCH (JSON, merge, strategic
+//! merge); `Status`
 //! errors with the real reasons and messages; Table printing for the real
 //! `kubectl`. Deleting a namespace makes it `Terminating` until the
 //! namespace controller has deleted everything in it.
 //! Deleting a `batch/v1` Job without a propagation policy orphans its pods,
 //! as a real server does; a pod whose owning Job is gone (made from a stale
 //! view just after the Job's deletion) is garbage-collected, as the real
-//! collector does. Pod Security admission runs on pod creation (so a
+//! collector does (`gc`, for every owner kind: deleting a Deployment takes
+//! its ReplicaSets and their pods). Pod Security admission runs on pod creation (so a
 //! Job in a `baseline` namespace is admitted and its controller gets a
 //! `FailedCreate` event). Field validation follows `fieldValidation`
 //! (`Strict` rejects unknown fields with 400, the default `Warn` answers
@@ -60,9 +63,11 @@
 
 mod admission;
 mod api;
+mod apps;
 pub mod cli;
 mod cri;
 mod discovery;
+mod gc;
 mod images;
 mod jobs;
 mod kubeconfig;
@@ -83,6 +88,7 @@ mod selectors;
 mod server;
 mod status;
 mod store;
+mod strategic;
 mod tls;
 
 pub use cri::runner_image_archive;

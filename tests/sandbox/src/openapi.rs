@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::hash::{Hash as _, Hasher as _};
 use std::sync::OnceLock;
 
-use k8s_openapi::api::{authentication, authorization, batch, core, networking};
+use k8s_openapi::api::{apps, authentication, authorization, batch, core, networking};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use k8s_openapi::schemars::{generate::SchemaSettings, JsonSchema, SchemaGenerator};
 use serde_json::{json, Map, Value};
@@ -81,6 +81,8 @@ fn kind_ref(gen: &mut SchemaGenerator, r: Resource, list: bool) -> Value {
         Resource::Event => of::<core::v1::Event>(gen),
         Resource::Service => of::<core::v1::Service>(gen),
         Resource::NetworkPolicy => of::<networking::v1::NetworkPolicy>(gen),
+        Resource::Deployment => of::<apps::v1::Deployment>(gen),
+        Resource::ReplicaSet => of::<apps::v1::ReplicaSet>(gen),
     };
     if !list {
         return item;
@@ -435,6 +437,7 @@ mod tests {
         assert_eq!(pod["x-kubernetes-group-version-kind"][0]["kind"], "Pod");
         assert!(pod["properties"]["spec"].is_object());
         assert!(core["components"]["schemas"]["io.k8s.api.core.v1.PodList"].is_object());
-        assert!(super::group_version("apis/apps/v1").is_none());
+        assert!(super::group_version("apis/apps/v1").is_some());
+        assert!(super::group_version("apis/policy/v1").is_none());
     }
 }

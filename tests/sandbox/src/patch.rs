@@ -1,12 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
-//! PATCH, as `kubectl apply`, `label` and `annotate` send it to an object
-//! that exists: JSON patch (RFC 6902), merge patch (RFC 7386) and strategic
-//! merge patch. What a patch may change is what a real server lets change:
+//! PATCH, as `kubectl apply`, `label`, `annotate`, `set image` and
+//! `rollout restart` send it to an object that exists: JSON patch (RFC
+//! 6902), merge patch (RFC 7386) and strategic merge patch (`strategic`).
+//! What a patch may change is what a real server lets change:
 //! metadata (labels, annotations) of all three kinds; a Namespace's spec
 //! and every status are the server's own; a Pod's spec is refused (the
 //! sandbox refuses even the image changes a real server allows, as its
 //! kubelet would not act on them); a Job's template and selector are
-//! immutable.
+//! immutable; a Deployment's or ReplicaSet's spec may change but not its
+//! selector, and each change is a new `metadata.generation`.
 
 use serde_json::Value;
 
@@ -36,26 +38,7 @@ pub fn patch(
         .cloned()
         .ok_or_else(|| ApiError::not_found(resource, name))?;
     let mut new = old.clone();
-    let parse = || {
-        serde_json::from_slice::<Value>(body)
-            .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))
-    };
-    match content_type.split(';').next().unwrap_or("").trim() {
-        "application/json-patch+json" => {
-            let ops: json_patch::Patch = serde_json::from_value(parse()?)
-                .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
-            json_patch::patch(&mut new, &ops).map_err(|e| {
-                ApiError::unprocessable(format!("the patch could not be applied: {e}"))
-            })?;
-        }
-        "application/merge-patch+json" => json_patch::merge(&mut new, &parse()?),
-        // Exact for maps and for what a patch may change here (lists in a
-        // Pod's spec are refused whole below).
-        "application/strategic-merge-patch+json" => {
-            json_patch::merge(&mut new, &without_directives(parse()?))
-        }
-        _ => return Err(ApiError::unsupported_media_type(PATCH_TYPES)),
-    }
+    apply(&mut new, content_type, body)?;
     // Only what the patch brought in is checked: the stored object is the
     // server's own.
     let before = api::unknown_fields(resource, &old)?;
@@ -78,16 +61,25 @@ pub fn patch(
     Ok((updated, warnings))
 }
 
-/// A strategic merge patch without its `$patch`, `$retainKeys`,
-/// `$setElementOrder/…` and `$deleteFromPrimitiveList/…` directives.
-fn without_directives(mut v: Value) -> Value {
-    if let Some(m) = v.as_object_mut() {
-        m.retain(|k, _| !k.starts_with('$'));
-        for x in m.values_mut() {
-            *x = without_directives(x.take());
+/// Applies a patch `body` of `content_type` to `target`.
+pub fn apply(target: &mut Value, content_type: &str, body: &[u8]) -> Result<(), ApiError> {
+    let parse = || {
+        serde_json::from_slice::<Value>(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))
+    };
+    match content_type.split(';').next().unwrap_or("").trim() {
+        "application/json-patch+json" => {
+            let ops: json_patch::Patch = serde_json::from_value(parse()?)
+                .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+            json_patch::patch(target, &ops).map_err(|e| {
+                ApiError::unprocessable(format!("the patch could not be applied: {e}"))
+            })?;
         }
+        "application/merge-patch+json" => json_patch::merge(target, &parse()?),
+        "application/strategic-merge-patch+json" => crate::strategic::merge(target, &parse()?),
+        _ => return Err(ApiError::unsupported_media_type(PATCH_TYPES)),
     }
-    v
+    Ok(())
 }
 
 fn keep_server_owned(
@@ -128,6 +120,9 @@ fn keep_server_owned(
             ));
         }
         Resource::NetworkPolicy => crate::netpol::api::admit_change(name, old, new)?,
+        Resource::Deployment | Resource::ReplicaSet => {
+            crate::apps::api::admit_change(resource, name, old, new)?
+        }
         Resource::Job => {
             for f in ["template", "selector"] {
                 if new["spec"][f] != old["spec"][f] {

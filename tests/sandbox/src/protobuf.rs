@@ -2,7 +2,8 @@
 //! Just enough of Kubernetes' protobuf encoding to read the bodies the
 //! real kubectl sends that way to us (its built-in typed clients prefer
 //! protobuf): `kubectl auth can-i`'s SelfSubjectAccessReview and
-//! `kubectl create namespace`'s Namespace. Field numbers are those of
+//! `kubectl create namespace`'s Namespace, `kubectl create deployment`'s
+//! Deployment (`apps::protobuf`). Field numbers are those of
 //! k8s.io/api's `generated.proto`.
 
 use serde_json::{json, Value};
@@ -19,21 +20,30 @@ fn varint(b: &[u8]) -> Option<(u64, usize)> {
     None
 }
 
-/// The length-delimited fields of a message: (field number, bytes).
-fn fields(mut b: &[u8]) -> Vec<(u64, &[u8])> {
+/// One field's value on the wire.
+enum Wire<'a> {
+    Varint(u64),
+    Bytes(&'a [u8]),
+}
+
+/// The varint and length-delimited fields of a message, in order.
+fn walk(mut b: &[u8]) -> Vec<(u64, Wire<'_>)> {
     let mut out = Vec::new();
     while let Some((key, n)) = varint(b) {
         b = &b[n..];
         match key & 7 {
             0 => match varint(b) {
-                Some((_, n)) => b = &b[n..],
+                Some((v, n)) => {
+                    out.push((key >> 3, Wire::Varint(v)));
+                    b = &b[n..];
+                }
                 None => break,
             },
             1 if b.len() >= 8 => b = &b[8..],
             5 if b.len() >= 4 => b = &b[4..],
             2 => match varint(b) {
                 Some((len, n)) if b.len() >= n + len as usize => {
-                    out.push((key >> 3, &b[n..n + len as usize]));
+                    out.push((key >> 3, Wire::Bytes(&b[n..n + len as usize])));
                     b = &b[n + len as usize..];
                 }
                 _ => break,
@@ -44,11 +54,30 @@ fn fields(mut b: &[u8]) -> Vec<(u64, &[u8])> {
     out
 }
 
-fn field<'a>(f: &[(u64, &'a [u8])], n: u64) -> Option<&'a [u8]> {
+/// The length-delimited fields of a message: (field number, bytes).
+pub(crate) fn fields(b: &[u8]) -> Vec<(u64, &[u8])> {
+    walk(b)
+        .into_iter()
+        .filter_map(|(n, w)| match w {
+            Wire::Bytes(v) => Some((n, v)),
+            Wire::Varint(_) => None,
+        })
+        .collect()
+}
+
+/// The varint field `n` of a message (ints and bools), if present.
+pub(crate) fn number(b: &[u8], n: u64) -> Option<u64> {
+    walk(b).into_iter().find_map(|(k, w)| match w {
+        Wire::Varint(v) if k == n => Some(v),
+        _ => None,
+    })
+}
+
+pub(crate) fn field<'a>(f: &[(u64, &'a [u8])], n: u64) -> Option<&'a [u8]> {
     f.iter().find(|(k, _)| *k == n).map(|(_, v)| *v)
 }
 
-fn text(b: Option<&[u8]>) -> Option<String> {
+pub(crate) fn text(b: Option<&[u8]>) -> Option<String> {
     b.map(|b| String::from_utf8_lossy(b).into_owned())
 }
 
@@ -61,6 +90,7 @@ pub fn decode(body: &[u8]) -> Option<Value> {
     match text(field(&type_meta, 2))?.as_str() {
         "SelfSubjectAccessReview" => Some(self_subject_access_review(raw)),
         "Namespace" => Some(namespace(raw)),
+        "Deployment" => Some(crate::apps::protobuf::deployment(raw)),
         _ => None,
     }
 }
@@ -98,7 +128,7 @@ fn self_subject_access_review(raw: &[u8]) -> Value {
 
 /// `ObjectMeta`: what a client may set on create (the server fills in or
 /// drops the rest).
-fn object_meta(raw: &[u8]) -> Value {
+pub(crate) fn object_meta(raw: &[u8]) -> Value {
     let meta = fields(raw);
     let mut out = json!({});
     for (n, k) in [(1, "name"), (2, "generateName"), (3, "namespace")] {

@@ -385,6 +385,12 @@ impl Sandbox {
             .push(tokio::spawn(crate::namespaces::run(state.clone())));
         sandbox
             .tasks
+            .push(tokio::spawn(crate::gc::run(state.clone())));
+        sandbox
+            .tasks
+            .push(tokio::spawn(crate::apps::run(state.clone())));
+        sandbox
+            .tasks
             .push(tokio::spawn(crate::netpol::run(state.clone())));
         sandbox.write_kubeconfig()?;
         for pod in &config.pods {

@@ -331,6 +331,16 @@ async fn route(state: &Arc<State>, r: &Req) -> Result<Reply, ApiError> {
             logs(state, r, ns.unwrap_or(""), name.unwrap_or(""))
         }
         ("get", Some("status")) => get(state, r, resource, ns.unwrap_or(""), name.unwrap_or("")),
+        ("get" | "patch" | "update", Some("scale")) => crate::apps::scale::handle(
+            state,
+            verb,
+            resource,
+            ns.unwrap_or(""),
+            name.unwrap_or(""),
+            &r.content_type,
+            &r.body,
+        )
+        .map(|s| Reply::Json(200, s, vec![])),
         ("create", None) => create(state, r, resource, ns.unwrap_or("")),
         ("delete", None) => delete(state, r, resource, ns.unwrap_or(""), name.unwrap_or("")),
         ("deletecollection", None) => delete_collection(state, r, resource, ns),
@@ -345,6 +355,13 @@ async fn route(state: &Arc<State>, r: &Req) -> Result<Reply, ApiError> {
                 &r.body,
                 fv,
             )?;
+            Ok(Reply::Json(200, obj, warnings))
+        }
+        ("update", None) if matches!(resource, Resource::Deployment | Resource::ReplicaSet) => {
+            let fv = FieldValidation::parse(r.q("fieldValidation"))?;
+            let (ns, name) = (ns.unwrap_or(""), name.unwrap_or(""));
+            let (obj, warnings) =
+                crate::apps::api::replace(state, resource, ns, name, &json_body(r)?, fv)?;
             Ok(Reply::Json(200, obj, warnings))
         }
         ("update", None) if resource == Resource::NetworkPolicy => {
@@ -536,6 +553,10 @@ fn create(state: &Arc<State>, r: &Req, resource: Resource, ns: &str) -> Result<R
             let (obj, warnings) = crate::netpol::api::create(state, ns, &body, fv, dry_run)?;
             Ok(Reply::Json(201, obj, warnings))
         }
+        Resource::Deployment | Resource::ReplicaSet => {
+            let (obj, w) = crate::apps::api::create(state, resource, ns, &body, fv, dry_run)?;
+            Ok(Reply::Json(201, obj, w))
+        }
         _ => Err(ApiError::method_not_allowed()),
     }
 }
@@ -589,6 +610,14 @@ fn delete(
             crate::netpol::api::delete(state, ns, name)?,
             vec![],
         )),
+        Resource::Deployment | Resource::ReplicaSet => {
+            let policy = policy.unwrap_or(match orphan {
+                Some(true) => Propagation::Orphan,
+                _ => Propagation::Background,
+            });
+            let (code, obj) = crate::gc::delete(state, resource, ns, name, policy)?;
+            Ok(Reply::Json(code, obj, vec![]))
+        }
         _ => Err(ApiError::method_not_allowed()),
     }
 }

@@ -67,6 +67,16 @@ impl ApiError {
         )
     }
 
+    /// An update from a stale `resourceVersion` (optimistic concurrency).
+    pub fn conflict(resource: Resource, name: &str) -> ApiError {
+        ApiError::new(
+            409,
+            "Conflict",
+            format!("Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again", resource.qualified()),
+            json!({"name": name, "group": resource.group(), "kind": resource.plural()}),
+        )
+    }
+
     pub fn bad_request(message: String) -> ApiError {
         ApiError::new(400, "BadRequest", message, Value::Null)
     }

@@ -23,10 +23,12 @@ pub enum Resource {
     Event,
     Service,
     NetworkPolicy,
+    Deployment,
+    ReplicaSet,
 }
 
 impl Resource {
-    pub const ALL: [Resource; 7] = [
+    pub const ALL: [Resource; 9] = [
         Resource::Namespace,
         Resource::Node,
         Resource::Pod,
@@ -34,6 +36,8 @@ impl Resource {
         Resource::Event,
         Resource::Service,
         Resource::NetworkPolicy,
+        Resource::Deployment,
+        Resource::ReplicaSet,
     ];
 
     pub fn plural(self) -> &'static str {
@@ -45,6 +49,8 @@ impl Resource {
             Resource::Event => "events",
             Resource::Service => "services",
             Resource::NetworkPolicy => "networkpolicies",
+            Resource::Deployment => "deployments",
+            Resource::ReplicaSet => "replicasets",
         }
     }
 
@@ -57,6 +63,8 @@ impl Resource {
             Resource::Event => "Event",
             Resource::Service => "Service",
             Resource::NetworkPolicy => "NetworkPolicy",
+            Resource::Deployment => "Deployment",
+            Resource::ReplicaSet => "ReplicaSet",
         }
     }
 
@@ -65,6 +73,7 @@ impl Resource {
         match self {
             Resource::Job => "batch",
             Resource::NetworkPolicy => "networking.k8s.io",
+            Resource::Deployment | Resource::ReplicaSet => "apps",
             _ => "",
         }
     }
@@ -73,6 +82,7 @@ impl Resource {
         match self {
             Resource::Job => "batch/v1",
             Resource::NetworkPolicy => "networking.k8s.io/v1",
+            Resource::Deployment | Resource::ReplicaSet => "apps/v1",
             _ => "v1",
         }
     }
@@ -250,7 +260,10 @@ impl Store {
         }
         meta["resourceVersion"] = json!(self.rv.to_string());
         meta["creationTimestamp"] = json!(now());
-        if resource == Resource::Job {
+        if matches!(
+            resource,
+            Resource::Job | Resource::Deployment | Resource::ReplicaSet
+        ) {
             meta["generation"] = json!(1);
         }
         self.objects.insert(key, obj.clone());
