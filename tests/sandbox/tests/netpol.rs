@@ -23,10 +23,11 @@ use serde_json::json;
 
 /// A connection or datagram that takes longer than this is taken as dropped.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(700);
-/// How soon after an API change enforcement must match it. The aim is well
-/// within a second (the test prints the bound it measured); this leaves room
-/// for a loaded 2-core CI machine, where one run saw a change take longer.
-const CONVERGE: Duration = Duration::from_secs(2);
+/// How soon after an API change enforcement must match it: a bound for
+/// correctness, not a speed target. The aim is well within a second, and
+/// the test prints the slowest change it measured; timing is not asserted
+/// (a 2-core machine shared with builds saw changes take over 2 s).
+const CONVERGE: Duration = Duration::from_secs(10);
 /// Bound on the servers' lifetime.
 const SERVE_FOR: Duration = Duration::from_secs(600);
 
