@@ -21,6 +21,11 @@ EXAMPLES:
   # Trace everything between two pods in the current namespace, until Ctrl-C
   kubectl podtrace curl-demo nginx-demo
 
+  # Every pod of a Deployment (followed through scale-ups and rollouts)
+  kubectl podtrace deploy/web
+  kubectl podtrace curl-demo svc/web      # the Service's backends
+  kubectl podtrace -l app=web curl-demo   # pods with a label, and a peer
+
   # All traffic of one pod, only port 80, for 30 seconds
   kubectl podtrace -n web nginx-demo --port 80 --duration 30s
 
@@ -51,6 +56,7 @@ EXIT STATUS:
     name = "kubectl-podtrace",
     bin_name = "kubectl podtrace",
     override_usage = "kubectl podtrace [FLAGS] POD [PEER]\n       \
+                      kubectl podtrace [FLAGS] -l SELECTOR [PEER]\n       \
                       kubectl podtrace cleanup [--all] [FLAGS]\n       \
                       kubectl podtrace version",
     disable_help_subcommand = true,
@@ -150,13 +156,20 @@ pub enum Security {
 /// What to trace and how.
 #[derive(Args, Debug, Clone, PartialEq)]
 pub struct TraceArgs {
-    /// The pod to trace: NAME, NS/NAME or pod/NAME.
-    #[arg(required = true, value_name = "POD")]
+    /// What to trace: a pod (NAME, NS/NAME, pod/NAME) or every pod of a
+    /// workload or Service (deploy/, rs/, sts/, ds/, job/, svc/NAME;
+    /// NS/KIND/NAME), followed as pods come and go.
+    #[arg(required_unless_present = "selector", value_name = "POD")]
     pub pod: Option<String>,
 
-    /// Trace only the traffic between POD and this pod.
+    /// Trace only the traffic between POD and these pods (same forms as POD).
     #[arg(value_name = "PEER")]
     pub peer: Option<String>,
+
+    /// Trace the pods with these labels in the namespace (instead of POD;
+    /// a positional argument is then the PEER), e.g. -l app=web.
+    #[arg(short = 'l', long, value_name = "SELECTOR")]
+    pub selector: Option<String>,
 
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
@@ -229,29 +242,6 @@ pub struct PodRef {
     /// The namespace given explicitly as `NS/NAME`.
     pub namespace: Option<String>,
     pub name: String,
-}
-
-impl PodRef {
-    /// Reads `NAME`, `NS/NAME`, `pod/NAME`, `pods/NAME` or `po/NAME`.
-    pub fn parse(s: &str) -> Result<PodRef, String> {
-        let parts: Vec<&str> = s.split('/').collect();
-        let (namespace, name) = match parts.as_slice() {
-            [name] => (None, *name),
-            [kind, name] if matches!(*kind, "pod" | "pods" | "po") => (None, *name),
-            [ns, name] => (Some((*ns).to_string()), *name),
-            [ns, kind, name] if matches!(*kind, "pod" | "pods" | "po") => {
-                (Some((*ns).to_string()), *name)
-            }
-            _ => return Err(format!("{s:?} is not a pod: use NAME, NS/NAME or pod/NAME")),
-        };
-        if name.is_empty() || namespace.as_deref() == Some("") {
-            return Err(format!("{s:?} is not a pod: use NAME, NS/NAME or pod/NAME"));
-        }
-        Ok(PodRef {
-            namespace,
-            name: name.to_string(),
-        })
-    }
 }
 
 #[cfg(test)]
@@ -452,41 +442,5 @@ mod tests {
             let e = err(args);
             assert!(e.contains(says), "{args:?}: {e}");
         }
-    }
-
-    #[test]
-    fn pod_refs() {
-        let p = |s| PodRef::parse(s).unwrap();
-        assert_eq!(
-            p("nginx"),
-            PodRef {
-                namespace: None,
-                name: "nginx".into()
-            }
-        );
-        assert_eq!(
-            p("pod/nginx"),
-            PodRef {
-                namespace: None,
-                name: "nginx".into()
-            }
-        );
-        assert_eq!(
-            p("web/nginx"),
-            PodRef {
-                namespace: Some("web".into()),
-                name: "nginx".into()
-            }
-        );
-        assert_eq!(
-            p("web/pod/nginx"),
-            PodRef {
-                namespace: Some("web".into()),
-                name: "nginx".into()
-            }
-        );
-        assert!(PodRef::parse("a/b/c").is_err());
-        assert!(PodRef::parse("pod/").is_err());
-        assert!(PodRef::parse("/x").is_err());
     }
 }

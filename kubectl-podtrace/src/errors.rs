@@ -24,6 +24,9 @@ pub enum Error {
         /// `; did you mean …?` or empty.
         hint: String,
     },
+    /// A workload, Service or selector that names no pod to trace.
+    #[error("{0}")]
+    Target(String),
     #[error("pod {pod} is {state}: {doing}")]
     PodNotReady {
         pod: String,

@@ -266,6 +266,7 @@ mod tests {
         NodePlan {
             node: node.into(),
             local: vec![Target {
+                uid: "u1".into(),
                 namespace: "default".into(),
                 name: "curl-demo".into(),
                 node: node.into(),

@@ -23,7 +23,9 @@ pub(crate) mod resolve;
 pub(crate) mod session;
 pub(crate) mod stream;
 pub(crate) mod summary;
+pub(crate) mod target;
 pub(crate) mod wait;
+pub(crate) mod workload;
 
 /// Text rendering lives in the shared core, so the runner's `--format text`
 /// prints exactly what the plugin does.
@@ -31,7 +33,7 @@ pub(crate) use podtrace::render;
 
 use std::hash::{BuildHasher, Hasher};
 
-use cli::{Cli, Command, PodRef};
+use cli::{Cli, Command};
 use errors::{Error, Result};
 
 /// A fresh session id: six lowercase letters and digits.
@@ -92,15 +94,12 @@ pub async fn run(cli: Cli) -> Result<()> {
     // Catch Ctrl-C from the start, so nothing we create is left behind.
     let interrupted = session::interrupts();
     let trace = &cli.trace;
-    let mut refs = Vec::new();
-    for s in trace.pod.iter().chain(trace.peer.iter()) {
-        refs.push(PodRef::parse(s).map_err(Error::Usage)?);
-    }
+    let refs = target::from_args(trace).map_err(Error::Usage)?;
     let cluster = client::connect(&cli.kube).await?;
     let job_ns = cli.kube.job_namespace.clone();
-    let mut targets = Vec::new();
+    let mut sides = Vec::new();
     for r in &refs {
-        let t = match resolve::resolve(
+        let side = match workload::side(
             &cluster.client,
             &cluster.namespace,
             cli.kube.namespace.is_some(),
@@ -111,13 +110,13 @@ pub async fn run(cli: Cli) -> Result<()> {
             Err(e) if e.is_forbidden() => {
                 let namespaces: Vec<&str> = refs
                     .iter()
-                    .map(|r| r.namespace.as_deref().unwrap_or(&cluster.namespace))
+                    .map(|r| r.namespace().unwrap_or(&cluster.namespace))
                     .collect();
                 return Err(all_missing(&cluster.client, &job_ns, &namespaces, e).await);
             }
-            t => t?,
+            s => s?,
         };
-        if t.host_network {
+        for t in side.pods.iter().filter(|t| t.host_network) {
             eprintln!(
                 "warning: pod {} uses hostNetwork: its traffic is the node {}'s, and tracing it \
                  traces all of that node's traffic on those addresses",
@@ -125,15 +124,19 @@ pub async fn run(cli: Cli) -> Result<()> {
                 t.node
             );
         }
-        targets.push(t);
+        sides.push(side);
     }
-    if targets.len() == 2 && targets[0] == targets[1] {
-        return Err(Error::Usage(format!(
-            "POD and PEER are the same pod ({}): give one pod to trace all its traffic",
-            targets[0].id()
-        )));
+    if let [pod, peer] = sides.as_slice() {
+        if let Some(both) = pod.pods.iter().find(|t| peer.pods.contains(t)) {
+            return Err(Error::Usage(format!(
+                "POD and PEER are the same pod ({}): give one target to trace all its traffic",
+                both.id()
+            )));
+        }
     }
-    let plans = resolve::plan(&targets);
+    let side_pods: Vec<&[resolve::Target]> = sides.iter().map(|s| s.pods.as_slice()).collect();
+    let plans = resolve::plan(&side_pods);
+    let targets: Vec<resolve::Target> = sides.iter().flat_map(|s| s.pods.clone()).collect();
     let snaplen = trace
         .write
         .as_ref()
@@ -141,10 +144,15 @@ pub async fn run(cli: Cli) -> Result<()> {
     let id = session_id();
     let target_ids: Vec<String> = targets.iter().map(resolve::Target::id).collect();
     let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let jobs: Vec<_> = plans
-        .iter()
-        .enumerate()
-        .map(|(index, plan)| {
+    let make_job: session::MakeJob = {
+        let (id, job_ns, trace, caller, target_ids) = (
+            id.clone(),
+            job_ns.clone(),
+            trace.clone(),
+            cluster.caller.clone(),
+            target_ids.clone(),
+        );
+        Box::new(move |index, plan| {
             jobspec::job_spec(&jobspec::JobInput {
                 session: &id,
                 index,
@@ -158,16 +166,21 @@ pub async fn run(cli: Cli) -> Result<()> {
                 duration: trace.duration,
                 max_duration: trace.max_duration,
                 security: trace.security,
-                caller: &cluster.caller,
+                caller: &caller,
                 created: &created,
             })
         })
+    };
+    let jobs: Vec<_> = plans
+        .iter()
+        .enumerate()
+        .map(|(index, plan)| make_job(index, plan))
         .collect();
     if trace.dry_run {
         print!("{}", jobspec::to_yaml(&jobs));
         return Ok(());
     }
-    let target_namespaces: Vec<&str> = targets.iter().map(|t| t.namespace.as_str()).collect();
+    let target_namespaces: Vec<&str> = sides.iter().map(|s| s.namespace.as_str()).collect();
     preflight::check(&cluster.client, &job_ns, &target_namespaces).await?;
     let capture = match (&trace.write, snaplen) {
         (Some(path), Some(snaplen)) => Some(
@@ -188,7 +201,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         job_namespace: job_ns,
         plans,
         targets,
+        sides,
         jobs,
+        make_job,
         image: trace.image.clone(),
         output: trace.output,
         duration: trace.duration,

@@ -1,8 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-//! From what the user typed to pods with a node and IPs, and from those to
-//! one trace per node.
+//! From a pod the user named to a pod with a node and IPs ([`Target`]), and
+//! from those to one trace per node ([`plan`]).
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
@@ -11,9 +10,14 @@ use kube::api::{Api, ListParams};
 use crate::cli::PodRef;
 use crate::errors::{close_matches, Error, Result};
 
+mod plan;
+pub use plan::{plan, plan_one, NodePlan};
+
 /// A pod to trace, as found in the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
+    /// The pod's uid: a pod recreated under the same name is another pod.
+    pub uid: String,
     pub namespace: String,
     pub name: String,
     pub node: String,
@@ -26,18 +30,6 @@ impl Target {
     pub fn id(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
     }
-}
-
-/// What one node's runner traces.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodePlan {
-    pub node: String,
-    /// Targets running on this node.
-    pub local: Vec<Target>,
-    /// IPs of this node's pods (`--pod-ip`).
-    pub pod_ips: Vec<IpAddr>,
-    /// IPs the trace is limited to (`--peer-ip`); empty for one pod.
-    pub peer_ips: Vec<IpAddr>,
 }
 
 /// Looks a pod up; a missing pod names the namespace and where a pod of
@@ -223,6 +215,7 @@ pub fn target_from_pod(pod: &Pod, namespace: &str, name: &str) -> Result<Target>
         });
     }
     Ok(Target {
+        uid: pod.metadata.uid.clone().unwrap_or_default(),
         namespace: namespace.to_string(),
         name: name.to_string(),
         node,
@@ -266,40 +259,6 @@ fn never_starts(status: &PodStatus) -> Option<(String, Option<String>)> {
                 )
             })
         })
-}
-
-/// One plan per node with a target on it. With two targets each runner is
-/// limited to traffic between them.
-pub fn plan(targets: &[Target]) -> Vec<NodePlan> {
-    let mut by_node: BTreeMap<String, Vec<Target>> = BTreeMap::new();
-    for t in targets {
-        by_node.entry(t.node.clone()).or_default().push(t.clone());
-    }
-    by_node
-        .into_iter()
-        .map(|(node, local)| {
-            let mut pod_ips: Vec<IpAddr> = local.iter().flat_map(|t| t.ips.clone()).collect();
-            pod_ips.dedup();
-            let peer_ips = if targets.len() < 2 {
-                Vec::new()
-            } else if local.len() == targets.len() {
-                // Both pods on this node: each is the other's peer.
-                pod_ips.clone()
-            } else {
-                targets
-                    .iter()
-                    .filter(|t| t.node != node)
-                    .flat_map(|t| t.ips.clone())
-                    .collect()
-            };
-            NodePlan {
-                node,
-                local,
-                pod_ips,
-                peer_ips,
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -397,28 +356,5 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.ends_with("try again when it is Running"), "{e}");
-    }
-
-    #[test]
-    fn plans_one_runner_per_node() {
-        let a = target_from_pod(&running("a", "n1", "10.0.1.2"), "default", "a").unwrap();
-        let b = target_from_pod(&running("b", "n2", "10.0.2.2"), "default", "b").unwrap();
-        let plans = plan(&[a.clone(), b.clone()]);
-        assert_eq!(plans.len(), 2);
-        assert_eq!(plans[0].node, "n1");
-        assert_eq!(plans[0].pod_ips, a.ips);
-        assert_eq!(plans[0].peer_ips, b.ips);
-        assert_eq!(plans[1].pod_ips, b.ips);
-        assert_eq!(plans[1].peer_ips, a.ips);
-
-        let c = target_from_pod(&running("c", "n1", "10.0.1.3"), "default", "c").unwrap();
-        let plans = plan(&[a.clone(), c.clone()]);
-        assert_eq!(plans.len(), 1);
-        assert_eq!(plans[0].pod_ips.len(), 2);
-        assert_eq!(plans[0].peer_ips, plans[0].pod_ips);
-
-        let plans = plan(std::slice::from_ref(&a));
-        assert_eq!(plans.len(), 1);
-        assert!(plans[0].peer_ips.is_empty());
     }
 }

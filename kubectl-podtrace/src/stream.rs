@@ -17,30 +17,31 @@ use crate::jobspec::CONTAINER;
 /// What a log follower reports.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LogEvent {
-    /// One line of the runner's stdout.
-    Line { node: String, line: String },
+    /// One line of the runner's stdout. `job`: the runner's Job, which
+    /// tells the runners apart (a node may have several).
+    Line { job: String, line: String },
     /// The stream was dropped and reopened.
-    Reconnected { node: String },
+    Reconnected { job: String },
     /// The stream ended for good; `error` says why when it was not the
     /// container ending.
-    End { node: String, error: Option<String> },
+    End { job: String, error: Option<String> },
 }
 
 /// How often a dropped stream is reopened before giving up.
 const MAX_RECONNECTS: u32 = 5;
 
 /// Follows one pod's log until its container ends; reports on `tx`.
-pub fn follow(api: Api<Pod>, pod: String, node: String, tx: mpsc::Sender<LogEvent>) {
+pub fn follow(api: Api<Pod>, pod: String, job: String, tx: mpsc::Sender<LogEvent>) {
     tokio::spawn(async move {
-        let error = follow_inner(&api, &pod, &node, &tx).await.err();
-        let _ = tx.send(LogEvent::End { node, error }).await;
+        let error = follow_inner(&api, &pod, &job, &tx).await.err();
+        let _ = tx.send(LogEvent::End { job, error }).await;
     });
 }
 
 async fn follow_inner(
     api: &Api<Pod>,
     pod: &str,
-    node: &str,
+    job: &str,
     tx: &mpsc::Sender<LogEvent>,
 ) -> Result<(), String> {
     let params = LogParams {
@@ -74,7 +75,7 @@ async fn follow_inner(
         if std::mem::replace(&mut opened, true) {
             let _ = tx
                 .send(LogEvent::Reconnected {
-                    node: node.to_string(),
+                    job: job.to_string(),
                 })
                 .await;
         }
@@ -92,7 +93,7 @@ async fn follow_inner(
                     let line = line.trim_end_matches('\r').to_string();
                     if tx
                         .send(LogEvent::Line {
-                            node: node.to_string(),
+                            job: job.to_string(),
                             line,
                         })
                         .await
@@ -120,7 +121,7 @@ async fn follow_inner(
                 for line in all.lines().skip(seen as usize) {
                     let _ = tx
                         .send(LogEvent::Line {
-                            node: node.to_string(),
+                            job: job.to_string(),
                             line: line.trim_end_matches('\r').to_string(),
                         })
                         .await;

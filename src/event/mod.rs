@@ -8,8 +8,8 @@
 //! that an older reader would misread.
 //!
 //! Every line has a `type`. Control lines are `hello`, `ready`, `lost`,
-//! `warning` and `summary` (and the plugin's `session_summary` and
-//! `policy`); everything else is an [`Event`].
+//! `warning` and `summary` (and the plugin's `session_summary`,
+//! `policy` and `target`); everything else is an [`Event`].
 
 use serde::Serialize;
 
@@ -17,6 +17,7 @@ mod control;
 mod json;
 mod policy;
 mod record;
+mod target;
 mod time;
 
 pub use control::{
@@ -27,6 +28,7 @@ pub use policy::{Policy, PolicyDirection, PolicyMiss, PolicyNearMiss, PolicyVerd
 pub use record::{
     Direction, DropSite, End, Event, EventKind, Payload, Proto, ResetDirection, ETH_HLEN,
 };
+pub use target::{TargetChange, TargetChangeKind};
 pub use time::{now_rfc3339, rfc3339_nanos, Rfc3339};
 
 /// Version of this schema, carried in the `hello` line.
@@ -43,6 +45,7 @@ pub enum Message {
     Summary(TypeTagged<Summary>),
     SessionSummary(TypeTagged<SessionSummary>),
     Policy(TypeTagged<Policy>),
+    Target(TypeTagged<TargetChange>),
     Event(Event),
 }
 
@@ -104,6 +107,10 @@ impl Message {
         Message::Policy(TypeTagged { ty: "policy", body })
     }
 
+    pub fn target(body: TargetChange) -> Self {
+        Message::Target(TypeTagged { ty: "target", body })
+    }
+
     /// The `type` of this line.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -114,6 +121,7 @@ impl Message {
             Message::Summary(t) => t.ty,
             Message::SessionSummary(t) => t.ty,
             Message::Policy(t) => t.ty,
+            Message::Target(t) => t.ty,
             Message::Event(e) => e.kind.name(),
         }
     }
@@ -145,6 +153,7 @@ impl Message {
                 Message::session_summary(serde_json::from_value(value).map_err(invalid)?)
             }
             "policy" => Message::policy(serde_json::from_value(value).map_err(invalid)?),
+            "target" => Message::target(serde_json::from_value(value).map_err(invalid)?),
             _ => Message::Event(serde_json::from_value(value).map_err(invalid)?),
         })
     }
@@ -278,12 +287,44 @@ mod tests {
             nodes: vec!["a".into()],
             counted_from_events: vec!["b".into()],
         }));
+        msgs.push(Message::target(TargetChange {
+            time: now_rfc3339(),
+            change: TargetChangeKind::Replaced,
+            target: "deploy/nginx".into(),
+            pod: "default/nginx-7d9f-abc".into(),
+            node: "node-1".into(),
+            ips: vec!["10.244.1.5".parse().unwrap()],
+            by: Some("default/nginx-7d9f-xyz".into()),
+        }));
         for m in msgs {
             let line = m.to_line();
             let back = Message::parse(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
             assert_eq!(back, m, "{line}");
             assert_eq!(back.type_name(), m.type_name());
         }
+    }
+
+    #[test]
+    fn target_lines_read_as_said() {
+        let line = r#"{"type":"target","time":"2026-11-29T13:00:00Z","change":"deleted","target":"pod/nginx-demo","pod":"default/nginx-demo","node":"node-2","ips":["10.244.2.2"]}"#;
+        let Message::Target(t) = Message::parse(line).unwrap() else {
+            panic!("not a target line")
+        };
+        assert_eq!(t.body.change, TargetChangeKind::Deleted);
+        assert_eq!(t.body.text(), "default/nginx-demo (10.244.2.2) deleted");
+        assert_eq!(Message::Target(t).to_line(), line);
+        let joined = TargetChange {
+            change: TargetChangeKind::Joined,
+            by: None,
+            ..match Message::parse(line).unwrap() {
+                Message::Target(t) => t.body,
+                _ => unreachable!(),
+            }
+        };
+        assert_eq!(
+            joined.text(),
+            "default/nginx-demo (10.244.2.2) joined pod/nginx-demo on node node-2: tracing it"
+        );
     }
 
     #[test]

@@ -20,20 +20,25 @@ impl Session<'_> {
     /// Handles a line or the end of a log stream.
     pub(super) async fn on_log(&mut self, ev: LogEvent) -> Result<Option<Stop>> {
         match ev {
-            LogEvent::Line { node, line } => {
-                self.on_line(&node, &line).await;
+            LogEvent::Line { job, line } => {
+                self.on_line(&job, &line).await;
                 Ok(None)
             }
-            LogEvent::Reconnected { node } => {
+            LogEvent::Reconnected { job } => {
+                let Some(i) = self.node_index(&job) else {
+                    return Ok(None);
+                };
+                let node = &self.nodes[i].node;
                 self.console.warn(&format!(
                     "the log stream of node {node}'s runner broke; reopened it"
                 ));
                 Ok(None)
             }
-            LogEvent::End { node, error } => {
-                let Some(i) = self.node_index(&node) else {
+            LogEvent::End { job, error } => {
+                let Some(i) = self.node_index(&job) else {
                     return Ok(None);
                 };
+                let node = self.nodes[i].node.clone();
                 self.nodes[i].ended = true;
                 if let Some(e) = error {
                     self.console.warn(&e);
@@ -114,10 +119,12 @@ impl Session<'_> {
         }
     }
 
-    async fn on_line(&mut self, node: &str, line: &str) {
-        let Some(i) = self.node_index(node) else {
+    async fn on_line(&mut self, job: &str, line: &str) {
+        let Some(i) = self.node_index(job) else {
             return;
         };
+        let node = self.nodes[i].node.clone();
+        let node = node.as_str();
         let n = &mut self.nodes[i];
         n.last_lines.push_back(line.to_string());
         if n.last_lines.len() > LAST_LINES {
@@ -234,11 +241,13 @@ impl Session<'_> {
                 self.nodes[i].summary = Some(s.body);
             }
             // The plugin's own lines: no runner writes one.
-            m @ (Message::SessionSummary(_) | Message::Policy(_)) => self.console.warn(&format!(
-                "node {node}: unexpected runner output (a {} line, which only the plugin \
+            m @ (Message::SessionSummary(_) | Message::Policy(_) | Message::Target(_)) => {
+                self.console.warn(&format!(
+                    "node {node}: unexpected runner output (a {} line, which only the plugin \
                      writes): {line}",
-                m.type_name()
-            )),
+                    m.type_name()
+                ))
+            }
         }
     }
 }

@@ -7,6 +7,7 @@
 
 mod capture;
 mod console;
+mod follow;
 mod logs;
 mod reorder;
 mod signals;
@@ -37,6 +38,7 @@ use crate::names::Names;
 use crate::progress::Stage;
 use crate::resolve::{NodePlan, Target};
 use crate::stream::LogEvent;
+use crate::workload::Side;
 use console::Console;
 use startup::AbortOnDrop;
 
@@ -44,13 +46,20 @@ use startup::AbortOnDrop;
 /// for the Jobs to go.
 const POLL: Duration = Duration::from_millis(250);
 
+/// Builds the trace Job with this index for a node's plan: the same for the
+/// session's first Jobs and the ones added for pods that join.
+pub(crate) type MakeJob = Box<dyn Fn(usize, &NodePlan) -> Job + Send + Sync>;
+
 /// What the session was asked to do.
 pub(crate) struct SessionSpec {
     pub id: String,
     pub job_namespace: String,
     pub plans: Vec<NodePlan>,
     pub targets: Vec<Target>,
+    /// POD and PEER, followed for the whole trace.
+    pub sides: Vec<Side>,
     pub jobs: Vec<Job>,
+    pub make_job: MakeJob,
     pub image: String,
     pub output: Output,
     pub duration: Option<Duration>,
@@ -67,10 +76,14 @@ enum Stop {
     RunnerEnded(String),
 }
 
-/// One node's runner, as far as the session knows.
+/// One runner (one Job), as far as the session knows. A node has one per
+/// session, and one more per pod that joined there during the trace.
 struct NodeState {
     node: String,
+    /// Its Job's name: the key its log lines come with.
     job: String,
+    /// When it must be tracing by (--start-timeout from its creation).
+    start_deadline: Instant,
     pod: Option<String>,
     stage: Stage,
     following: bool,
@@ -84,6 +97,25 @@ struct NodeState {
     /// held while the runner is not ready: should it exit, the error shows
     /// it among its last lines, so it is said once.
     held_output: Vec<String>,
+}
+
+impl NodeState {
+    fn new(node: String, job: String, start_deadline: Instant) -> NodeState {
+        NodeState {
+            node,
+            job,
+            start_deadline,
+            pod: None,
+            stage: Stage::Creating,
+            following: false,
+            ready: false,
+            ended: false,
+            summary: None,
+            tally: Flows::from_packet_events(),
+            last_lines: VecDeque::new(),
+            held_output: Vec::new(),
+        }
+    }
 }
 
 /// Runs a session to its end. Jobs are deleted on every way out.
@@ -118,6 +150,7 @@ pub(crate) async fn run(
     }
     session.console.clear_progress();
     session.show_held_output();
+    created.append(&mut session.added);
     let cleanup = session.stop(&jobs_api, &created, &mut interrupted).await;
     session.show_held_output();
     session.flush(true);
@@ -142,27 +175,22 @@ struct Session<'a> {
     rx: mpsc::Receiver<LogEvent>,
     pods_api: Api<Pod>,
     capture: Option<Capture>,
+    follow: follow::Followed,
+    /// Jobs created for pods that joined during the trace.
+    added: Vec<String>,
 }
 
 impl<'a> Session<'a> {
     fn new(cluster: &'a Cluster, spec: &'a SessionSpec, capture: Option<Capture>) -> Self {
         let node_names: Vec<String> = spec.plans.iter().map(|p| p.node.clone()).collect();
+        let start_deadline = Instant::now() + spec.start_timeout;
         let nodes = spec
             .plans
             .iter()
             .zip(&spec.jobs)
-            .map(|(p, j)| NodeState {
-                node: p.node.clone(),
-                job: j.metadata.name.clone().unwrap_or_default(),
-                pod: None,
-                stage: Stage::Creating,
-                following: false,
-                ready: false,
-                ended: false,
-                summary: None,
-                tally: Flows::from_packet_events(),
-                last_lines: VecDeque::new(),
-                held_output: Vec::new(),
+            .map(|(p, j)| {
+                let job = j.metadata.name.clone().unwrap_or_default();
+                NodeState::new(p.node.clone(), job, start_deadline)
             })
             .collect();
         let mut names = Names::default();
@@ -187,6 +215,8 @@ impl<'a> Session<'a> {
             rx,
             pods_api: Api::namespaced(cluster.client.clone(), &spec.job_namespace),
             capture,
+            follow: follow::Followed::new(&spec.sides, spec.jobs.len()),
+            added: Vec::new(),
         }
     }
 
@@ -199,7 +229,8 @@ impl<'a> Session<'a> {
         if let Some(w) = self.names.refresh(&self.cluster.client).await {
             self.console.warn(&w);
         }
-        let start_deadline = Instant::now() + self.spec.start_timeout;
+        let (pod_tx, mut pod_events) = mpsc::channel(64);
+        let _stop_watchers = follow::watch(&self.cluster.client, &self.spec.sides, pod_tx);
         let mut tracing_since: Option<Instant> = None;
         let mut tick = tokio::time::interval(POLL);
         let (snap_tx, mut snaps) = mpsc::channel(4);
@@ -221,9 +252,11 @@ impl<'a> Session<'a> {
                 Some(snap) = snaps.recv(), if !self.all_ready() => {
                     self.on_snapshot(snap?)?;
                 }
+                Some(ev) = pod_events.recv() => self.on_pod_event(ev).await?,
                 _ = tick.tick() => {
                     self.flush(false);
-                    if !self.all_ready() && Instant::now() >= start_deadline {
+                    let now = Instant::now();
+                    if self.nodes.iter().any(|n| !n.ready && now >= n.start_deadline) {
                         return Err(Error::StartTimeout {
                             timeout: self.spec.start_timeout,
                             waiting: self.waiting_on(),
@@ -257,7 +290,8 @@ impl<'a> Session<'a> {
         }
     }
 
-    fn node_index(&self, node: &str) -> Option<usize> {
-        self.nodes.iter().position(|n| n.node == node)
+    /// The runner whose Job is `job` (the key of its log lines).
+    fn node_index(&self, job: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.job == job)
     }
 }

@@ -120,7 +120,12 @@ impl Session<'_> {
                     }
                     if !self.nodes[i].following {
                         self.nodes[i].following = true;
-                        stream::follow(self.pods_api.clone(), pod_name, node, self.tx.clone());
+                        stream::follow(
+                            self.pods_api.clone(),
+                            pod_name,
+                            job.clone(),
+                            self.tx.clone(),
+                        );
                     }
                 }
                 PodState::Scheduled => {

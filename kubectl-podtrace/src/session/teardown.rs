@@ -54,8 +54,8 @@ impl Session<'_> {
             tokio::select! {
                 _ = interrupted.changed() => {}
                 Some(ev) = self.rx.recv(), if !drained => {
-                    if let LogEvent::End { node, error } = &ev {
-                        if let Some(i) = self.node_index(node) {
+                    if let LogEvent::End { job, error } = &ev {
+                        if let Some(i) = self.node_index(job) {
                             self.nodes[i].ended = true;
                         }
                         if let Some(e) = error {
