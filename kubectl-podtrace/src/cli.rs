@@ -420,6 +420,10 @@ mod tests {
             "--kubeconfig",
             "--dry-run",
             "--job-namespace",
+            "--selector",
+            "deploy/",
+            "svc/",
+            "kubectl podtrace [FLAGS] -l SELECTOR [PEER]",
         ] {
             assert!(help.contains(flag), "{flag} missing from help");
         }

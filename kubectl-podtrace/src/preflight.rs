@@ -93,6 +93,23 @@ pub(crate) const USED: &[Permission] = &[
     // Resolve the pods named, and suggest close names.
     perm("get", "", "pods", Scope::Targets, Need::Trace),
     perm("list", "", "pods", Scope::Targets, Need::Optional),
+    // Follow the targets' pods as they come and go (without it, the pods
+    // found at the start are traced and no others).
+    perm("watch", "", "pods", Scope::Targets, Need::Optional),
+    // A workload or Service named as a target: its selector. Needed only
+    // when that kind is named (the 403 then says which).
+    perm("get", "apps", "deployments", Scope::Targets, Need::Optional),
+    perm("get", "apps", "replicasets", Scope::Targets, Need::Optional),
+    perm(
+        "get",
+        "apps",
+        "statefulsets",
+        Scope::Targets,
+        Need::Optional,
+    ),
+    perm("get", "apps", "daemonsets", Scope::Targets, Need::Optional),
+    perm("get", "batch", "jobs", Scope::Targets, Need::Optional),
+    perm("get", "", "services", Scope::Targets, Need::Optional),
     // Name the IPs seen as ns/name.
     perm("list", "", "pods", Scope::AllNamespaces, Need::Optional),
     perm("list", "", "services", Scope::AllNamespaces, Need::Optional),

@@ -69,6 +69,8 @@ pub(super) struct Followed {
     unpaired_joins: Vec<Vec<String>>,
     /// Per side: pods that left before a pod replaced them.
     unpaired_leaves: Vec<Vec<Target>>,
+    /// Per side: the watch is failing (said once until it recovers).
+    broken: Vec<bool>,
     /// The next Job index (the first ones are the session's start).
     next_index: usize,
 }
@@ -83,6 +85,7 @@ impl Followed {
             relisting: vec![None; sides.len()],
             unpaired_joins: vec![Vec::new(); sides.len()],
             unpaired_leaves: vec![Vec::new(); sides.len()],
+            broken: vec![false; sides.len()],
             next_index: first_free_index,
         }
     }
@@ -92,11 +95,20 @@ impl Session<'_> {
     /// Handles one watcher report.
     pub(super) async fn on_pod_event(&mut self, ev: PodEvent) -> Result<()> {
         let (side, ev) = ev;
-        match ev {
-            Err(e) => {
-                // The watcher retries with back-off; say it once per break.
-                tracing::debug!(side, "watch of the targets' pods broke: {e}");
+        if let Err(e) = &ev {
+            // The watcher retries with back-off: say it once per break.
+            if !std::mem::replace(&mut self.follow.broken[side], true) {
+                self.console.warn(&format!(
+                    "cannot watch the pods of {} ({e}); pods that join are not traced until \
+                     the watch recovers (retrying)",
+                    self.spec.sides[side].label
+                ));
             }
+            return Ok(());
+        }
+        self.follow.broken[side] = false;
+        match ev {
+            Err(_) => {}
             Ok(Event::Init) => self.follow.relisting[side] = Some(HashSet::new()),
             Ok(Event::InitApply(pod)) => {
                 if let (Some(seen), Some(uid)) =
