@@ -412,6 +412,14 @@ async fn pods_that_join_a_selector_are_traced_within_5s_and_ctrl_c_removes_every
     assert_eq!(run.seen.iter().filter(|v| connect_from(&ip1)(v)).count(), 1);
     assert!(!run.seen.iter().any(|v| v["pod"] == "default/other"));
 
+    // As in a rollout: new pods came first, then an old one goes.
+    kubectl(&sb, &["delete", "pod", "web-1", "--wait=false"]);
+    let replaced = run.wait_for(1, Duration::from_secs(10), |v| {
+        is(v, "target") && v["pod"] == "default/web-1"
+    });
+    assert_eq!(replaced["change"], "replaced");
+    assert_eq!(replaced["by"], "default/web-2", "the oldest new pod");
+
     let (code, stderr) = run.interrupt();
     assert_eq!(code, Some(0), "{stderr}");
     assert_nothing_left(&sb).await;

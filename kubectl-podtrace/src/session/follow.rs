@@ -176,7 +176,9 @@ impl Session<'_> {
             self.names.insert(*ip, t.id());
         }
         self.follow.pods[side].insert(t.uid.clone(), t.clone());
-        let change = match self.follow.unpaired_leaves[side].pop() {
+        // Oldest first: in a rollout the first new pod replaces the first
+        // old one to go.
+        let change = match pop_oldest(&mut self.follow.unpaired_leaves[side]) {
             Some(old) => self.change(side, &old, TargetChangeKind::Replaced, Some(t.id())),
             None => {
                 self.follow.unpaired_joins[side].push(t.uid.clone());
@@ -194,8 +196,7 @@ impl Session<'_> {
             return;
         };
         self.follow.unpaired_joins[side].retain(|u| u != uid);
-        let by = self.follow.unpaired_joins[side]
-            .pop()
+        let by = pop_oldest(&mut self.follow.unpaired_joins[side])
             .and_then(|u| self.follow.pods[side].get(&u))
             .map(Target::id);
         let change = match by {
@@ -264,4 +265,8 @@ impl Session<'_> {
         ));
         Ok(())
     }
+}
+
+fn pop_oldest<T>(v: &mut Vec<T>) -> Option<T> {
+    (!v.is_empty()).then(|| v.remove(0))
 }
