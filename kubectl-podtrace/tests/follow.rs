@@ -425,3 +425,28 @@ async fn pods_that_join_a_selector_are_traced_within_5s_and_ctrl_c_removes_every
     assert_nothing_left(&sb).await;
     sb.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watch_that_drops_and_expires_is_resumed_and_pods_still_join() {
+    let sb = sandbox(vec![web("web-1", "web", "node-1")]).await;
+    let ip1 = running_ip(&sb, "web-1").await;
+    let mut run = Running::start(podtrace(&sb, &["-l", "app=web", "-o", "json"]));
+    run.wait_for(1, Duration::from_secs(30), |v| is(v, "ready"));
+    run.wait_for(1, Duration::from_secs(10), connect_from(&ip1));
+    // Every watch ends and its resource version is gone: the watcher lists
+    // again (410 Gone) and must not take the pods it traces for new ones.
+    sb.compact();
+    sb.drop_watches();
+    sb.create_pod(web("web-2", "web", "node-2")).await.unwrap();
+    let ip2 = running_ip(&sb, "web-2").await;
+    run.wait_for(1, Duration::from_secs(5), connect_from(&ip2));
+    assert_eq!(run.seen.iter().filter(|v| connect_from(&ip1)(v)).count(), 1);
+    assert!(!run
+        .seen
+        .iter()
+        .any(|v| is(v, "target") && v["pod"] == "default/web-1"));
+    let (code, stderr) = run.interrupt();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_nothing_left(&sb).await;
+    sb.shutdown().await;
+}

@@ -95,22 +95,24 @@ impl Session<'_> {
     /// Handles one watcher report.
     pub(super) async fn on_pod_event(&mut self, ev: PodEvent) -> Result<()> {
         let (side, ev) = ev;
-        if let Err(e) = &ev {
-            // The watcher retries with back-off: say it once per break.
-            if !std::mem::replace(&mut self.follow.broken[side], true) {
-                self.console.warn(&format!(
-                    "cannot watch the pods of {} ({e}); pods that join are not traced until \
-                     the watch recovers (retrying)",
-                    self.spec.sides[side].label
-                ));
+        let ev = match ev {
+            Ok(ev) => ev,
+            Err(e) => {
+                // The watcher retries with back-off: say it once per break.
+                if !std::mem::replace(&mut self.follow.broken[side], true) {
+                    self.console.warn(&format!(
+                        "cannot watch the pods of {} ({e}); pods that join are not traced \
+                         until the watch recovers (retrying)",
+                        self.spec.sides[side].label
+                    ));
+                }
+                return Ok(());
             }
-            return Ok(());
-        }
+        };
         self.follow.broken[side] = false;
         match ev {
-            Err(_) => {}
-            Ok(Event::Init) => self.follow.relisting[side] = Some(HashSet::new()),
-            Ok(Event::InitApply(pod)) => {
+            Event::Init => self.follow.relisting[side] = Some(HashSet::new()),
+            Event::InitApply(pod) => {
                 if let (Some(seen), Some(uid)) =
                     (&mut self.follow.relisting[side], pod.metadata.uid.as_ref())
                 {
@@ -118,7 +120,7 @@ impl Session<'_> {
                 }
                 self.on_pod(side, &pod).await?;
             }
-            Ok(Event::InitDone) => {
+            Event::InitDone => {
                 if let Some(seen) = self.follow.relisting[side].take() {
                     let gone: Vec<String> = self.follow.pods[side]
                         .keys()
@@ -130,8 +132,8 @@ impl Session<'_> {
                     }
                 }
             }
-            Ok(Event::Apply(pod)) => self.on_pod(side, &pod).await?,
-            Ok(Event::Delete(pod)) => {
+            Event::Apply(pod) => self.on_pod(side, &pod).await?,
+            Event::Delete(pod) => {
                 if let Some(uid) = &pod.metadata.uid {
                     self.left(side, uid);
                 }
