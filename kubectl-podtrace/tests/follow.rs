@@ -450,3 +450,103 @@ async fn a_watch_that_drops_and_expires_is_resumed_and_pods_still_join() {
     assert_nothing_left(&sb).await;
     sb.shutdown().await;
 }
+
+/// The IPs of the Running pods with `app=LABEL`, once there are `n`.
+async fn ips_of(sb: &Sandbox, label: &str, n: usize) -> Vec<(String, String)> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = kubectl(
+            sb,
+            &["get", "pods", "-l", &format!("app={label}"), "-o", "json"],
+        );
+        let list: Value = serde_json::from_str(&out).unwrap();
+        let running: Vec<(String, String)> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| {
+                p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null()
+            })
+            .filter_map(|p| {
+                Some((
+                    p["metadata"]["name"].as_str()?.to_string(),
+                    p["status"]["podIP"].as_str()?.to_string(),
+                ))
+            })
+            .collect();
+        if running.len() == n {
+            return running;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never {n} running pods of {label}: {running:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deployment_is_traced_and_followed_through_a_rollout_restart() {
+    let sb = sandbox(vec![]).await;
+    kubectl(
+        &sb,
+        &[
+            "create",
+            "deployment",
+            "nginx",
+            "--image=nginx",
+            "--replicas=2",
+        ],
+    );
+    kubectl(
+        &sb,
+        &["rollout", "status", "deployment", "nginx", "--timeout=30s"],
+    );
+    let old = ips_of(&sb, "nginx", 2).await;
+    let mut run = Running::start(podtrace(&sb, &["deploy/nginx", "-o", "json"]));
+    run.wait_for(2, Duration::from_secs(30), |v| is(v, "ready"));
+    for (_, ip) in &old {
+        run.wait_for(1, Duration::from_secs(10), connect_from(ip));
+    }
+
+    kubectl(&sb, &["rollout", "restart", "deployment", "nginx"]);
+    kubectl(
+        &sb,
+        &["rollout", "status", "deployment", "nginx", "--timeout=30s"],
+    );
+    let new = ips_of(&sb, "nginx", 2).await;
+    for (name, ip) in &new {
+        assert!(
+            !old.iter().any(|(n, _)| n == name),
+            "a rollout makes new pods"
+        );
+        run.wait_for(1, Duration::from_secs(10), connect_from(ip));
+    }
+    for (name, _) in &old {
+        let gone = run.wait_for(1, Duration::from_secs(10), |v| {
+            is(v, "target") && v["pod"] == format!("default/{name}") && v["change"] != "joined"
+        });
+        assert_eq!(gone["target"], "deploy/nginx");
+        // maxSurge first: each old pod goes once a new one runs.
+        assert_eq!(gone["change"], "replaced", "{gone}");
+        let by = gone["by"].as_str().unwrap().trim_start_matches("default/");
+        assert!(new.iter().any(|(n, _)| n == by), "{gone}");
+    }
+    // Nothing traced twice: one runner per pod, old and new.
+    for (_, ip) in old.iter().chain(&new) {
+        assert_eq!(
+            run.seen.iter().filter(|v| connect_from(ip)(v)).count(),
+            1,
+            "{ip}"
+        );
+    }
+    assert_eq!(
+        ours(&sb, "jobs").len(),
+        4,
+        "two at the start, one per new pod"
+    );
+    let (code, stderr) = run.interrupt();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_nothing_left(&sb).await;
+    sb.shutdown().await;
+}
