@@ -75,6 +75,7 @@ mod kubelet;
 mod logs;
 mod namespaces;
 mod netpol;
+mod nodenft;
 mod objects;
 mod oci;
 mod openapi;
