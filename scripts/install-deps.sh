@@ -8,6 +8,7 @@ packages=(
   clang-16 llvm-16 libelf-dev zlib1g-dev pkg-config make  # BPF build (libbpf-sys, libbpf-cargo)
   bpftool iproute2 nftables iptables                      # attach checks, tc, firewall faults
   nginx-light curl procps                                 # the demo's pods
+  dnsmasq-base                                            # the sandbox's cluster DNS
   tcpdump bpftrace wrk hyperfine                          # benchmarks' baselines
   tshark                                                  # reads --write's pcapng in the tests
   python3-venv                                            # the Kubernetes schema validator below

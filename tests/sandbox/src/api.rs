@@ -74,6 +74,7 @@ pub fn unknown_fields(resource: Resource, body: &Value) -> Result<Vec<String>, A
         Resource::NetworkPolicy => {
             admission::unknown_fields::<k8s_openapi::api::networking::v1::NetworkPolicy>(body)
         }
+        Resource::Service => admission::unknown_fields::<core::Service>(body),
         _ => Ok(Vec::new()),
     }
     .map_err(|e| {

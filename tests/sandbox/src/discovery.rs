@@ -22,10 +22,11 @@ pub fn api_versions() -> Value {
 }
 
 /// The API groups besides the core one, with their one version.
-pub const GROUPS: [(&str, &str); 5] = [
+pub const GROUPS: [(&str, &str); 6] = [
     ("apps", "v1"),
     ("batch", "v1"),
     ("networking.k8s.io", "v1"),
+    ("discovery.k8s.io", "v1"),
     ("authorization.k8s.io", "v1"),
     ("authentication.k8s.io", "v1"),
 ];
@@ -64,8 +65,8 @@ pub fn verbs(r: Resource) -> &'static [&'static str] {
             "patch",
             "watch",
         ],
-        Resource::Node | Resource::Event | Resource::Service => &["get", "list", "watch"],
-        Resource::NetworkPolicy => &[
+        Resource::Node | Resource::Event | Resource::EndpointSlice => &["get", "list", "watch"],
+        Resource::NetworkPolicy | Resource::Service => &[
             "create", "delete", "get", "list", "patch", "update", "watch",
         ],
     }
@@ -81,7 +82,7 @@ fn short_names(r: Resource) -> Option<Value> {
         Resource::NetworkPolicy => Some(json!(["netpol"])),
         Resource::Deployment => Some(json!(["deploy"])),
         Resource::ReplicaSet => Some(json!(["rs"])),
-        Resource::Job => None,
+        Resource::Job | Resource::EndpointSlice => None,
     }
 }
 
@@ -96,7 +97,7 @@ pub fn resources(group: &str, version: &str) -> Option<Value> {
     }
     let mut list: Vec<Value> = Vec::new();
     match group {
-        "" | "apps" | "batch" | "networking.k8s.io" => {
+        "" | "apps" | "batch" | "networking.k8s.io" | "discovery.k8s.io" => {
             for r in Resource::ALL.into_iter().filter(|r| r.group() == group) {
                 let mut e = json!({"name": r.plural(), "singularName": singular(r),
                     "namespaced": r.namespaced(), "kind": r.kind(), "verbs": verbs(r)});
@@ -108,7 +109,7 @@ pub fn resources(group: &str, version: &str) -> Option<Value> {
                 }
                 if matches!(
                     r,
-                    Resource::Job | Resource::Deployment | Resource::ReplicaSet
+                    Resource::Job | Resource::Deployment | Resource::ReplicaSet | Resource::Service
                 ) {
                     e["categories"] = json!(["all"]);
                 }
@@ -397,34 +398,11 @@ fn columns_and_cells(r: Resource, o: &Value) -> (Vec<Value>, Vec<Value>) {
                 cells,
             )
         }
-        Resource::Service => {
-            let ports: Vec<String> = o["spec"]["ports"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|p| format!("{}/{}", p["port"], p["protocol"].as_str().unwrap_or("TCP")))
-                .collect();
+        Resource::Service | Resource::EndpointSlice => {
+            let (cols, cells) = crate::services::table::table_cells(r, o, name, age_v);
             (
-                vec![
-                    col("Name", "string", 0),
-                    col("Type", "string", 0),
-                    col("Cluster-IP", "string", 0),
-                    col("External-IP", "string", 0),
-                    col("Port(s)", "string", 0),
-                    col("Age", "string", 0),
-                ],
-                vec![
-                    name,
-                    json!(o["spec"]["type"].as_str().unwrap_or("ClusterIP")),
-                    json!(o["spec"]["clusterIP"].as_str().unwrap_or("None")),
-                    json!("<none>"),
-                    json!(if ports.is_empty() {
-                        "<none>".to_owned()
-                    } else {
-                        ports.join(",")
-                    }),
-                    age_v,
-                ],
+                cols.into_iter().map(|(n, t, p)| col(n, t, p)).collect(),
+                cells,
             )
         }
     }

@@ -168,6 +168,21 @@ fn update_pod(state: &State, ns: &str, name: &str, f: impl FnOnce(&mut Value)) -
         .ok()
 }
 
+/// Sets every container's `ready` (a readiness probe's verdict); `None`
+/// when the pod does not exist.
+pub(crate) fn set_ready(state: &State, ns: &str, name: &str, ready: bool) -> Option<Value> {
+    update_pod(state, ns, name, |p| {
+        for c in p["status"]["containerStatuses"]
+            .as_array_mut()
+            .into_iter()
+            .flatten()
+        {
+            c["ready"] = json!(ready);
+        }
+        recompute(p);
+    })
+}
+
 fn event(state: &State, ns: &str, name: &str, ty: &str, reason: &str, msg: &str, node: &str) {
     let component = if reason == "Scheduled" || reason == "FailedScheduling" {
         "default-scheduler"
@@ -329,6 +344,7 @@ async fn run_pod(state: &Arc<State>, ns: &str, name: &str, mut kill: watch::Rece
     {
         rt.netns = Some(netns.clone());
     }
+    crate::services::dns::write_resolv_conf(state, &pod, &netns);
     let containers: Vec<Value> = pod["spec"]["containers"]
         .as_array()
         .cloned()
@@ -660,6 +676,7 @@ fn classify(image: &str) -> Option<Image> {
         | "wbitt/network-multitool"
         | "nicolaka/netshoot"
         | "registry.k8s.io/e2e-test-images/agnhost" => "sh",
+        "registry.k8s.io/dns/k8s-dns-dnsmasq-nanny" => "dnsmasq",
         "registry.k8s.io/pause" | "k8s.gcr.io/pause" => "sleep infinity",
         _ => return None,
     };

@@ -87,6 +87,7 @@ mod sandbox;
 mod seccomp;
 mod selectors;
 mod server;
+mod services;
 mod status;
 mod store;
 mod strategic;

@@ -18,12 +18,13 @@ use crate::store::{now, Key, Resource, StoreError};
 const IMMORTAL: [&str; 3] = ["default", "kube-system", "kube-public"];
 
 /// What lives in a namespace and goes with it.
-const CONTENT: [Resource; 6] = [
+const CONTENT: [Resource; 7] = [
     Resource::Deployment,
     Resource::ReplicaSet,
     Resource::Job,
     Resource::Pod,
     Resource::Service,
+    Resource::EndpointSlice,
     Resource::Event,
 ];
 

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ipnet::Ipv4Net;
 use podtrace_netns::Shape;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -24,6 +25,7 @@ pub(crate) struct NodeNet {
     pub name: String,
     pub netns: String,
     pub shape: Shape,
+    pub pod_cidr: Ipv4Net,
 }
 
 fn nodes(state: &State) -> Vec<NodeNet> {
@@ -38,6 +40,7 @@ fn nodes(state: &State) -> Vec<NodeNet> {
                     name: n.name.clone(),
                     netns: n.netns.name().to_owned(),
                     shape: n.shape,
+                    pod_cidr: Ipv4Net::new(n.pod_cidr, 24).unwrap_or_default(),
                 })
                 .collect()
         })

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::hash::{Hash as _, Hasher as _};
 use std::sync::OnceLock;
 
-use k8s_openapi::api::{apps, authentication, authorization, batch, core, networking};
+use k8s_openapi::api::{apps, authentication, authorization, batch, core, discovery, networking};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use k8s_openapi::schemars::{generate::SchemaSettings, JsonSchema, SchemaGenerator};
 use serde_json::{json, Map, Value};
@@ -83,6 +83,7 @@ fn kind_ref(gen: &mut SchemaGenerator, r: Resource, list: bool) -> Value {
         Resource::NetworkPolicy => of::<networking::v1::NetworkPolicy>(gen),
         Resource::Deployment => of::<apps::v1::Deployment>(gen),
         Resource::ReplicaSet => of::<apps::v1::ReplicaSet>(gen),
+        Resource::EndpointSlice => of::<discovery::v1::EndpointSlice>(gen),
     };
     if !list {
         return item;

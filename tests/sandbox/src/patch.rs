@@ -123,6 +123,7 @@ fn keep_server_owned(
         Resource::Deployment | Resource::ReplicaSet => {
             crate::apps::api::admit_change(resource, name, old, new)?
         }
+        Resource::Service => crate::services::api::admit_change(name, old, new)?,
         Resource::Job => {
             for f in ["template", "selector"] {
                 if new["spec"][f] != old["spec"][f] {

@@ -247,7 +247,7 @@ impl State {
 /// A running sandbox cluster. Stop it with [`Sandbox::shutdown`]; dropping
 /// it also tears everything down (synchronously).
 pub struct Sandbox {
-    state: Arc<State>,
+    pub(crate) state: Arc<State>,
     addr: SocketAddr,
     kubeconfig: PathBuf,
     /// A directory we created for the kubeconfig, removed at teardown.
@@ -340,6 +340,7 @@ impl Sandbox {
             runner_bin: config.runner_bin.clone(),
             cri: crate::cri::Runtime::start(&prefix),
         });
+        crate::services::create_kube_dns_service(&state);
         for archive in &config.images {
             state.cri.images.load_archive(archive).map_err(|e| {
                 Error::Api(format!(
@@ -392,6 +393,7 @@ impl Sandbox {
         sandbox
             .tasks
             .push(tokio::spawn(crate::netpol::run(state.clone())));
+        sandbox.tasks.extend(crate::services::start(&state));
         sandbox.write_kubeconfig()?;
         for pod in &config.pods {
             // Start-up pods may name namespaces nobody created: make them.
@@ -414,6 +416,15 @@ impl Sandbox {
                     "Running",
                     deadline.saturating_duration_since(Instant::now()),
                 )
+                .await?;
+        }
+        // Cluster DNS last, so the pods above are placed as without it.
+        if let Some(dns) = crate::services::dns_pod(&state) {
+            let name = dns["metadata"]["name"].as_str().unwrap_or("").to_owned();
+            sandbox.create_pod(PodManifest { value: dns }).await?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            sandbox
+                .wait_for_pod_phase("kube-system", &name, "Running", left)
                 .await?;
         }
         tracing::info!(elapsed = ?started.elapsed(), "sandbox ready");
@@ -770,6 +781,7 @@ pub fn exec_in(netns: &str, cmd: &[&str]) -> Result<Output> {
 
 fn teardown(state: &State, own_dir: Option<&Path>) {
     crate::kubelet::kill_everything(state);
+    crate::services::teardown(state);
     let net = state.net.lock().unwrap_or_else(|e| e.into_inner()).take();
     drop(net);
     if let Some(dir) = own_dir {

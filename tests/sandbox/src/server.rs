@@ -364,6 +364,17 @@ async fn route(state: &Arc<State>, r: &Req) -> Result<Reply, ApiError> {
                 crate::apps::api::replace(state, resource, ns, name, &json_body(r)?, fv)?;
             Ok(Reply::Json(200, obj, warnings))
         }
+        ("update", None) if resource == Resource::Service => {
+            let fv = FieldValidation::parse(r.q("fieldValidation"))?;
+            let (obj, warnings) = crate::services::api::replace(
+                state,
+                ns.unwrap_or(""),
+                name.unwrap_or(""),
+                &json_body(r)?,
+                fv,
+            )?;
+            Ok(Reply::Json(200, obj, warnings))
+        }
         ("update", None) if resource == Resource::NetworkPolicy => {
             let fv = FieldValidation::parse(r.q("fieldValidation"))?;
             let (obj, warnings) = crate::netpol::api::replace(
@@ -557,6 +568,10 @@ fn create(state: &Arc<State>, r: &Req, resource: Resource, ns: &str) -> Result<R
             let (obj, w) = crate::apps::api::create(state, resource, ns, &body, fv, dry_run)?;
             Ok(Reply::Json(201, obj, w))
         }
+        Resource::Service => {
+            let (obj, warnings) = crate::services::api::create(state, ns, &body, fv, dry_run)?;
+            Ok(Reply::Json(201, obj, warnings))
+        }
         _ => Err(ApiError::method_not_allowed()),
     }
 }
@@ -618,6 +633,11 @@ fn delete(
             let (code, obj) = crate::gc::delete(state, resource, ns, name, policy)?;
             Ok(Reply::Json(code, obj, vec![]))
         }
+        Resource::Service => Ok(Reply::Json(
+            200,
+            crate::services::api::delete(state, ns, name)?,
+            vec![],
+        )),
         _ => Err(ApiError::method_not_allowed()),
     }
 }

@@ -25,10 +25,11 @@ pub enum Resource {
     NetworkPolicy,
     Deployment,
     ReplicaSet,
+    EndpointSlice,
 }
 
 impl Resource {
-    pub const ALL: [Resource; 9] = [
+    pub const ALL: [Resource; 10] = [
         Resource::Namespace,
         Resource::Node,
         Resource::Pod,
@@ -38,6 +39,7 @@ impl Resource {
         Resource::NetworkPolicy,
         Resource::Deployment,
         Resource::ReplicaSet,
+        Resource::EndpointSlice,
     ];
 
     pub fn plural(self) -> &'static str {
@@ -51,6 +53,7 @@ impl Resource {
             Resource::NetworkPolicy => "networkpolicies",
             Resource::Deployment => "deployments",
             Resource::ReplicaSet => "replicasets",
+            Resource::EndpointSlice => "endpointslices",
         }
     }
 
@@ -65,6 +68,7 @@ impl Resource {
             Resource::NetworkPolicy => "NetworkPolicy",
             Resource::Deployment => "Deployment",
             Resource::ReplicaSet => "ReplicaSet",
+            Resource::EndpointSlice => "EndpointSlice",
         }
     }
 
@@ -74,6 +78,7 @@ impl Resource {
             Resource::Job => "batch",
             Resource::NetworkPolicy => "networking.k8s.io",
             Resource::Deployment | Resource::ReplicaSet => "apps",
+            Resource::EndpointSlice => "discovery.k8s.io",
             _ => "",
         }
     }
@@ -83,6 +88,7 @@ impl Resource {
             Resource::Job => "batch/v1",
             Resource::NetworkPolicy => "networking.k8s.io/v1",
             Resource::Deployment | Resource::ReplicaSet => "apps/v1",
+            Resource::EndpointSlice => "discovery.k8s.io/v1",
             _ => "v1",
         }
     }
