@@ -31,7 +31,9 @@
 //! HTTPS on `127.0.0.1:<random port>` (a CA made at start, its certificate
 //! in the kubeconfig), bearer tokens from the written kubeconfig. Discovery,
 //! OpenAPI v3, namespaces, nodes, pods (+ `log`), jobs, deployments and
-//! replicasets (+ `scale`; their controllers in `apps`), events, services,
+//! replicasets (+ `scale`; their controllers in `apps`), events, Services
+//! with ClusterIPs and EndpointSlices (kube-proxy's nftables NAT in the
+//! nodes and cluster DNS with dnsmasq, `src/services/`),
 //! NetworkPolicies (enforced with nftables in the nodes, `src/netpol/`),
 //! `SelfSubjectAccessReview`, `SelfSubjectReview`; list + watch with
 //! resource versions, bookmarks, `410 Gone`; PATCH (JSON, merge, strategic
@@ -54,12 +56,14 @@
 //! [`Sandbox::taint_node`], [`Sandbox::cordon`], [`Sandbox::set_allocatable_cpu`],
 //! [`Sandbox::set_image_pull_delay`],
 //! [`Sandbox::fail_image_pulls`], [`Sandbox::crash_runner_on_start`],
+//! [`Sandbox::set_pod_ready`],
 //! [`Sandbox::drop_watches`], [`Sandbox::drop_log_streams`], [`Sandbox::compact`].
 //!
 //! # Clean-up
 //! [`Sandbox::shutdown`] (or drop) kills every container process and deletes
-//! every namespace, interface and route it made, and the kubeconfig when the
-//! sandbox chose its path.
+//! every namespace, interface and route it made (the nodes' nftables tables
+//! go with them), the pods' `/etc/netns` entries, the cluster DNS records,
+//! and the kubeconfig when the sandbox chose its path.
 
 mod admission;
 mod api;

@@ -206,6 +206,26 @@ async fn kubectl_exposes_a_pod_and_prints_its_service_and_endpointslice() {
     assert_eq!(e["nodeName"], "node-1");
     assert_eq!(e["targetRef"]["kind"], "Pod");
     assert_eq!(s[0]["ports"][0]["port"], 80);
+    // Other ways of making and changing one.
+    let other = "apiVersion: v1\nkind: Service\nmetadata:\n  name: other\nspec:\n  ports:\n  - port: 81\n    targetPort: 80\n";
+    for (args, stdin) in [
+        (&["apply", "-f", "-"][..], Some(other)),
+        (&["apply", "-f", "-"], Some(other)),
+        (&["label", "svc", "nginx", "tier=web"], None),
+        (&["annotate", "svc", "other", "note=x"], None),
+    ] {
+        let o = kubectl(&sb, args, stdin).await;
+        assert!(o.status.success(), "{args:?}: {}", text(&o.stderr));
+    }
+    let o = kubectl(&sb, &["get", "svc", "-l", "tier=web", "-o", "name"], None).await;
+    assert_eq!(text(&o.stdout), "service/nginx\n");
+    assert_eq!(
+        sb.cluster_ip("default", "nginx"),
+        Some(ip),
+        "the ClusterIP changed"
+    );
+    let o = kubectl(&sb, &["delete", "svc", "other"], None).await;
+    assert!(o.status.success(), "{}", text(&o.stderr));
     // The cluster's DNS Service, as kubeadm sets it up.
     let o = kubectl(&sb, &["get", "svc", "-n", "kube-system", "kube-dns"], None).await;
     let line = text(&o.stdout);
