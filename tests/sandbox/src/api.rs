@@ -172,6 +172,48 @@ pub fn server_owned_metadata(obj: &mut Value, ns: &str, resource: Resource) {
     }
 }
 
+/// The first steps of every create or replace of a namespaced object:
+/// decoded with field validation, its namespace checked and set, the
+/// server's own metadata dropped, the namespace open for it. Returns the
+/// object, the warnings and the object's name.
+pub(crate) fn admit_namespaced(
+    state: &State,
+    resource: Resource,
+    ns: &str,
+    body: &Value,
+    fv: FieldValidation,
+) -> Result<(Value, Vec<String>, String), ApiError> {
+    let (mut obj, warnings) = decode(resource, body, fv)?;
+    check_namespace_matches(&obj, ns)?;
+    server_owned_metadata(&mut obj, ns, resource);
+    let name = obj["metadata"]["name"].as_str().unwrap_or("").to_owned();
+    crate::namespaces::open_for(state, ns, resource, &name)?;
+    Ok((obj, warnings, name))
+}
+
+/// A PUT's body must name the object on the URL.
+pub(crate) fn check_name_matches(obj: &Value, name: &str) -> Result<(), ApiError> {
+    if obj["metadata"]["name"].as_str() != Some(name) {
+        return Err(ApiError::bad_request(
+            "the name of the object does not match the name on the URL".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Stores a new object, refusing a name in use as a real server does.
+pub(crate) fn store_new(
+    store: &mut crate::store::Store,
+    resource: Resource,
+    obj: Value,
+) -> Result<Value, ApiError> {
+    let name = obj["metadata"]["name"].as_str().unwrap_or("").to_owned();
+    store.create(resource, obj).map_err(|e| match e {
+        StoreError::AlreadyExists => ApiError::already_exists(resource, &name),
+        StoreError::NotFound => ApiError::not_found(resource, &name),
+    })
+}
+
 pub(crate) fn check_namespace_matches(obj: &Value, ns: &str) -> Result<(), ApiError> {
     match obj["metadata"]["namespace"].as_str() {
         Some(n) if !n.is_empty() && n != ns => Err(ApiError::bad_request(

@@ -6,11 +6,13 @@
 //! node whose table changed, after every change to the resources it reads,
 //! and retries a failed `nft` run.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
+use nftables::expr::{Expression, NamedExpression, Payload, PayloadField};
 use podtrace_netns::Shape;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -136,4 +138,19 @@ pub(crate) async fn keep_in_step<S>(
         }
         while rx.try_recv().is_ok() {}
     }
+}
+
+/// An owned string for the nftables schema.
+pub(crate) fn s(v: impl Into<String>) -> Cow<'static, str> {
+    Cow::Owned(v.into())
+}
+
+/// A packet field: `ip saddr`, `th dport`, …
+pub(crate) fn field(protocol: &str, name: &str) -> Expression<'static> {
+    Expression::Named(NamedExpression::Payload(Payload::PayloadField(
+        PayloadField {
+            protocol: s(protocol),
+            field: s(name),
+        },
+    )))
 }

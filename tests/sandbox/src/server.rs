@@ -364,20 +364,13 @@ async fn route(state: &Arc<State>, r: &Req) -> Result<Reply, ApiError> {
                 crate::apps::api::replace(state, resource, ns, name, &json_body(r)?, fv)?;
             Ok(Reply::Json(200, obj, warnings))
         }
-        ("update", None) if resource == Resource::Service => {
+        ("update", None) if matches!(resource, Resource::Service | Resource::NetworkPolicy) => {
             let fv = FieldValidation::parse(r.q("fieldValidation"))?;
-            let (obj, warnings) = crate::services::api::replace(
-                state,
-                ns.unwrap_or(""),
-                name.unwrap_or(""),
-                &json_body(r)?,
-                fv,
-            )?;
-            Ok(Reply::Json(200, obj, warnings))
-        }
-        ("update", None) if resource == Resource::NetworkPolicy => {
-            let fv = FieldValidation::parse(r.q("fieldValidation"))?;
-            let (obj, warnings) = crate::netpol::api::replace(
+            let replace = match resource {
+                Resource::Service => crate::services::api::replace,
+                _ => crate::netpol::api::replace,
+            };
+            let (obj, warnings) = replace(
                 state,
                 ns.unwrap_or(""),
                 name.unwrap_or(""),

@@ -14,37 +14,13 @@ use kube::runtime::wait::{await_condition, conditions};
 use podtrace_sandbox::{Rule, Sandbox, SandboxConfig, User};
 
 async fn kubectl(sb: &Sandbox, args: &[&str]) -> Output {
-    let mut cmd = sb.kubectl();
-    cmd.args(args);
-    let out = tokio::time::timeout(WAIT, tokio::task::spawn_blocking(move || cmd.output()))
-        .await
-        .expect("kubectl timed out")
-        .unwrap()
-        .unwrap();
-    out
+    common::kubectl(sb, args, None).await
 }
 
 /// `kubectl ARGS -f -` with `manifest` on stdin.
 async fn kubectl_stdin(sb: &Sandbox, args: &[&str], manifest: &str) -> Output {
-    use std::io::Write as _;
-    use std::process::Stdio;
-    let mut cmd = sb.kubectl();
-    cmd.args(args)
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let manifest = manifest.to_owned();
-    let run = move || {
-        let mut child = cmd.spawn()?;
-        child.stdin.take().unwrap().write_all(manifest.as_bytes())?;
-        child.wait_with_output()
-    };
-    tokio::time::timeout(WAIT, tokio::task::spawn_blocking(run))
-        .await
-        .expect("kubectl timed out")
-        .unwrap()
-        .unwrap()
+    let all: Vec<&str> = args.iter().copied().chain(["-f", "-"]).collect();
+    common::kubectl(sb, &all, Some(manifest)).await
 }
 
 fn stdout(o: &Output) -> String {

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use crate::admission::{self, Causes, FieldValidation};
 use crate::sandbox::State;
 use crate::status::ApiError;
-use crate::store::{Key, Resource, StoreError};
+use crate::store::{Key, Resource};
 
 const R: Resource = Resource::NetworkPolicy;
 
@@ -272,11 +272,7 @@ fn admit(
     body: &Value,
     fv: FieldValidation,
 ) -> Result<(Value, Vec<String>), ApiError> {
-    let (mut obj, warnings) = crate::api::decode(R, body, fv)?;
-    crate::api::check_namespace_matches(&obj, ns)?;
-    crate::api::server_owned_metadata(&mut obj, ns, R);
-    let name = obj["metadata"]["name"].as_str().unwrap_or("").to_owned();
-    crate::namespaces::open_for(state, ns, R, &name)?;
+    let (mut obj, warnings, name) = crate::api::admit_namespaced(state, R, ns, body, fv)?;
     let typed: NetworkPolicy = serde_json::from_value(obj.clone()).map_err(undecodable)?;
     let causes = validate(&typed, &obj);
     if !causes.is_empty() {
@@ -323,11 +319,7 @@ pub(crate) fn create(
     if dry_run {
         return Ok((obj, warnings));
     }
-    let name = obj["metadata"]["name"].as_str().unwrap_or("").to_owned();
-    let created = state.lock().create(R, obj).map_err(|e| match e {
-        StoreError::AlreadyExists => ApiError::already_exists(R, &name),
-        StoreError::NotFound => ApiError::not_found(R, &name),
-    })?;
+    let created = crate::api::store_new(&mut state.lock(), R, obj)?;
     Ok((created, warnings))
 }
 
@@ -341,11 +333,7 @@ pub(crate) fn replace(
     fv: FieldValidation,
 ) -> Result<(Value, Vec<String>), ApiError> {
     let (obj, warnings) = admit(state, ns, body, fv)?;
-    if obj["metadata"]["name"].as_str() != Some(name) {
-        return Err(ApiError::bad_request(
-            "the name of the object does not match the name on the URL".into(),
-        ));
-    }
+    crate::api::check_name_matches(&obj, name)?;
     let key = Key::new(R, ns, name);
     let updated = state
         .lock()

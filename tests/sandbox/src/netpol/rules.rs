@@ -7,13 +7,13 @@
 
 use std::borrow::Cow;
 
+use crate::nodenft::{field, s};
+
 use ipnet::IpNet;
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use nftables::batch::Batch;
-use nftables::expr::{
-    Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix, Range, SetItem, CT,
-};
+use nftables::expr::{Expression, Meta, MetaKey, NamedExpression, Prefix, Range, SetItem, CT};
 use nftables::schema::{Chain, NfListObject, Nftables, Rule, Table};
 use nftables::stmt::{JumpTarget, Match, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
@@ -24,19 +24,6 @@ use super::model::{applies, selector_matches, PodInfo, Snapshot, Way};
 pub(crate) const TABLE: &str = "sandbox-netpol";
 
 type Stmts = Vec<Statement<'static>>;
-
-fn s(v: impl Into<String>) -> Cow<'static, str> {
-    Cow::Owned(v.into())
-}
-
-fn field(protocol: &str, name: &str) -> Expression<'static> {
-    Expression::Named(NamedExpression::Payload(Payload::PayloadField(
-        PayloadField {
-            protocol: s(protocol),
-            field: s(name),
-        },
-    )))
-}
 
 fn is(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
     Statement::Match(Match {

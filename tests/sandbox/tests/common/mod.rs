@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::Output;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
@@ -97,4 +98,31 @@ pub fn netns_with_prefix(prefix: &str) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// `kubectl ARGS`, bounded by [`WAIT`], with `stdin` piped in when given
+/// (for `-f -`).
+pub async fn kubectl(sb: &Sandbox, args: &[&str], stdin: Option<&str>) -> Output {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let mut cmd = sb.kubectl();
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let input = stdin.map(str::to_owned);
+    let run = move || {
+        let mut child = cmd.spawn()?;
+        let mut pipe = child.stdin.take().unwrap();
+        if let Some(text) = input {
+            pipe.write_all(text.as_bytes())?;
+        }
+        drop(pipe);
+        child.wait_with_output()
+    };
+    tokio::time::timeout(WAIT, tokio::task::spawn_blocking(run))
+        .await
+        .expect("kubectl timed out")
+        .unwrap()
+        .unwrap()
 }

@@ -4,11 +4,13 @@
 
 use std::borrow::Cow;
 
+use crate::nodenft::{field, s};
+
 use ipnet::Ipv4Net;
 use nftables::batch::Batch;
 use nftables::expr::{
-    BinaryOperation, Expression, Meta, MetaKey, NamedExpression, NgMode, Numgen, Payload,
-    PayloadField, Prefix, SetItem, CT,
+    BinaryOperation, Expression, Meta, MetaKey, NamedExpression, NgMode, Numgen, Prefix, SetItem,
+    CT,
 };
 use nftables::schema::{Chain, NfListObject, Nftables, Rule, Table};
 use nftables::stmt::{JumpTarget, Mangle, Match, NATFlag, Operator, Statement, VerdictMap, NAT};
@@ -21,19 +23,6 @@ const MASQ_MARK: u32 = 0x4000;
 /// `dstnat` and `srcnat` priorities; filter chains run before DNAT.
 const DSTNAT: i32 = -100;
 const SRCNAT: i32 = 100;
-
-fn s(v: impl Into<String>) -> Cow<'static, str> {
-    Cow::Owned(v.into())
-}
-
-fn field(protocol: &str, name: &str) -> Expression<'static> {
-    Expression::Named(NamedExpression::Payload(Payload::PayloadField(
-        PayloadField {
-            protocol: s(protocol),
-            field: s(name),
-        },
-    )))
-}
 
 fn meta(key: MetaKey) -> Expression<'static> {
     Expression::Named(NamedExpression::Meta(Meta { key }))
