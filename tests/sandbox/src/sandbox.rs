@@ -340,6 +340,7 @@ impl Sandbox {
             runner_bin: config.runner_bin.clone(),
             cri: crate::cri::Runtime::start(&prefix),
         });
+        crate::services::route_service_cidr(&state)?;
         crate::services::create_kube_dns_service(&state);
         for archive in &config.images {
             state.cri.images.load_archive(archive).map_err(|e| {

@@ -47,6 +47,26 @@ pub(crate) fn dns_ip(cidr: Ipv4Net) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(cidr.network()) + 10)
 }
 
+/// Routes the service CIDR out of every node's uplink, as a node's default
+/// route would: a packet to a ClusterIP must be routable for the forward
+/// hook (where a Service without endpoints is rejected) to see it, and a
+/// node's own processes need a route before `nat-output` rewrites it.
+pub(crate) fn route_service_cidr(state: &State) -> Result<()> {
+    let Some(cidr) = service_cidr(state) else {
+        return Ok(());
+    };
+    let net = state.net.lock().unwrap_or_else(|e| e.into_inner());
+    for node in net
+        .as_ref()
+        .map(podtrace_netns::Cluster::nodes)
+        .unwrap_or_default()
+    {
+        node.netns
+            .ip(&["route", "replace", &cidr.to_string(), "dev", "eth0"])?;
+    }
+    Ok(())
+}
+
 /// Stores the `kube-dns` Service (before any pod starts, so every pod's
 /// `resolv.conf` names an address that answers once the DNS pod runs).
 pub(crate) fn create_kube_dns_service(state: &State) {
