@@ -142,3 +142,57 @@ impl ServicePort {
         format!("{}/{}:{}", self.namespace, self.name, self.port_name)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names kube-proxy's own comments give as examples
+    /// (`servicePortChainNameBase`, `servicePortEndpointChainNameBase`).
+    #[test]
+    fn chain_names_are_kube_proxys() {
+        let sp = ServicePort {
+            namespace: "ns1".into(),
+            name: "svc1".into(),
+            port_name: "p80".into(),
+            protocol: "tcp".into(),
+            cluster_ip: Ipv4Addr::new(172, 30, 0, 41),
+            port: 80,
+            endpoints: Vec::new(),
+        };
+        assert_eq!(sp.chain(), "service-ULMVA6XW-ns1/svc1/tcp/p80");
+        assert_eq!(
+            sp.endpoint_chain((Ipv4Addr::new(10, 180, 0, 1), 80)),
+            "endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80"
+        );
+    }
+
+    #[test]
+    fn only_ready_endpoints_of_the_matching_port_are_backends() {
+        let mut store = Store::new();
+        let svc = serde_json::json!({"metadata": {"name": "web", "namespace": "default"},
+            "spec": {"clusterIP": "10.1.252.20", "ports": [
+                {"name": "http", "port": 80, "protocol": "TCP"},
+                {"name": "dns", "port": 53, "protocol": "UDP"}]}});
+        store.create(Resource::Service, svc).unwrap();
+        let slice = serde_json::json!({"metadata": {"name": "web-abcde", "namespace": "default",
+                "labels": {SERVICE_NAME_LABEL: "web"}},
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": [
+                {"addresses": ["10.1.1.2"], "conditions": {"ready": true}},
+                {"addresses": ["10.1.1.3"], "conditions": {"ready": false}},
+                {"addresses": ["10.1.2.2"]}]});
+        store.create(Resource::EndpointSlice, slice).unwrap();
+        let ports = service_ports(&store);
+        assert_eq!(ports.len(), 2);
+        assert_eq!(
+            ports[0].endpoints,
+            [
+                (Ipv4Addr::new(10, 1, 1, 2), 8080),
+                (Ipv4Addr::new(10, 1, 2, 2), 8080)
+            ]
+        );
+        assert_eq!(ports[1].protocol, "udp");
+        assert!(ports[1].endpoints.is_empty(), "no slice port named dns");
+    }
+}
