@@ -354,6 +354,11 @@ async fn clusterip_balances_over_ready_backends_and_rejects_when_none() {
     // rejects (ICMP port unreachable → ECONNREFUSED, curl exit 7).
     let o = kubectl(&sb, &["delete", "pod", "web-2", "--wait=true"], None).await;
     assert!(o.status.success(), "{}", text(&o.stderr));
+    let s = slices(&sb, "web").await;
+    assert!(
+        endpoint(&s, "web-2").is_none(),
+        "deleted web-2 still listed: {s:?}"
+    );
     eventually(WAIT, "the Service rejected", || {
         curl(&sb, "curl-demo", &url).0 == 7
     })
