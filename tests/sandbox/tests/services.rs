@@ -280,6 +280,16 @@ async fn clusterip_balances_over_ready_backends_and_rejects_when_none() {
     let ip = sb.cluster_ip("default", "web").unwrap();
     let url = format!("http://{ip}:8080/");
     let client = sb.pod_ip("default", "curl-demo").await.unwrap();
+    // Programmed: both backends in the client node's rules.
+    let (ip1, ip2) = (
+        sb.pod_ip("default", "web-1").await.unwrap(),
+        sb.pod_ip("default", "web-2").await.unwrap(),
+    );
+    eventually(WAIT, "both backends in node-1's rules", || {
+        let t = node_table(&sb, "node-1");
+        t.contains(&format!("dnat to {ip1}:80")) && t.contains(&format!("dnat to {ip2}:80"))
+    })
+    .await;
     // The named targetPort resolved to each pod's port 80.
     let s = slices(&sb, "web").await;
     assert_eq!(s[0]["ports"][0]["port"], 80, "{s:?}");
@@ -313,7 +323,7 @@ async fn clusterip_balances_over_ready_backends_and_rejects_when_none() {
 
     // web-1 unready: its endpoint says so, every node's rules drop it
     // within a second of that, and all traffic goes to web-2.
-    let web1 = sb.pod_ip("default", "web-1").await.unwrap().to_string();
+    let web1 = ip1.to_string();
     sb.set_pod_ready("default", "web-1", false).unwrap();
     let mut seen = Instant::now();
     eventually(WAIT, "web-1's endpoint not ready", || {
