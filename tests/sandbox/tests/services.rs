@@ -506,3 +506,52 @@ async fn pods_resolve_services_by_name_and_nothing_is_left_after_shutdown() {
         .collect();
     assert!(dnsmasq.is_empty(), "dnsmasq left running: {dnsmasq:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_behind_a_service_answers_by_name_from_every_replica() {
+    let sb = start(SandboxConfig::default()).await;
+    for args in [
+        &[
+            "create",
+            "deployment",
+            "web",
+            "--image=nginx",
+            "--replicas=2",
+        ][..],
+        &["rollout", "status", "deployment/web", "--timeout=20s"],
+        &["expose", "deployment/web", "--port", "80"],
+    ] {
+        let o = kubectl(&sb, args, None).await;
+        assert!(o.status.success(), "{args:?}: {}", text(&o.stderr));
+    }
+    let mut ready = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while ready.len() < 2 {
+        assert!(Instant::now() < deadline, "endpoints: {ready:?}");
+        ready = slices(&sb, "web")
+            .await
+            .iter()
+            .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+            .filter(|e| e["conditions"]["ready"] == true)
+            .filter_map(|e| e["targetRef"]["name"].as_str().map(str::to_owned))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let client = sb.pod_ip("default", "curl-demo").await.unwrap();
+    let mut reached = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        let (code, http, _) = curl(&sb, "curl-demo", "http://web");
+        if code == 0 && http == "200" {
+            for pod in &ready {
+                if hits(&sb, pod, client).await > 0 {
+                    reached.insert(pod.clone());
+                }
+            }
+        }
+        if reached.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(reached.len(), 2, "reached {reached:?} of {ready:?}");
+    sb.shutdown().await;
+}
