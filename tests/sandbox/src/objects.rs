@@ -174,3 +174,13 @@ pub fn describe_pod(pod: &Value) -> String {
         _ => phase.to_owned(),
     }
 }
+
+/// Whether the pod's `Ready` condition is `True` (what Deployments count
+/// and EndpointSlices mark ready).
+pub fn pod_is_ready(pod: &Value) -> bool {
+    pod["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}

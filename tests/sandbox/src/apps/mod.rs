@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
+use crate::objects::pod_is_ready as is_ready;
 use crate::sandbox::State;
 use crate::store::{Key, Resource};
 
@@ -100,14 +101,6 @@ fn is_active(pod: &Value) -> bool {
             pod["status"]["phase"].as_str(),
             Some("Succeeded" | "Failed")
         )
-}
-
-fn is_ready(pod: &Value) -> bool {
-    pod["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["type"] == "Ready" && c["status"] == "True")
 }
 
 fn replicas(o: &Value) -> i64 {

@@ -49,14 +49,6 @@ fn find_port(pod: &Value, svc_port: &Value) -> Option<i64> {
     }
 }
 
-fn is_ready(pod: &Value) -> bool {
-    pod["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-}
-
 /// The slices `svc` should have: ports → endpoints.
 fn desired(store: &Store, svc: &Value) -> BTreeMap<String, (Value, Vec<Value>)> {
     let ns = svc["metadata"]["namespace"].as_str().unwrap_or("");
@@ -84,7 +76,7 @@ fn desired(store: &Store, svc: &Value) -> BTreeMap<String, (Value, Vec<Value>)> 
             })
             .collect();
         let terminating = !pod["metadata"]["deletionTimestamp"].is_null();
-        let ready = is_ready(&pod);
+        let ready = crate::objects::pod_is_ready(&pod);
         let endpoint = json!({
             "addresses": [ip],
             "conditions": {"ready": ready && !terminating, "serving": ready, "terminating": terminating},
