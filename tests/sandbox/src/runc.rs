@@ -246,15 +246,24 @@ impl Janitor {
         let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         // Shell, not this process: a test binary cannot re-exec itself as a
         // janitor, and a fork of a multi-threaded process may not run Rust.
+        // Rounds, a bounded number: a `runc run` still creating its
+        // container when the sandbox died goes on making mount points in
+        // the bundle while it is removed, then fails and exits; the next
+        // round removes what it made.
         let script = r#"
 cat >/dev/null
-for id in $( (ls -1 "$1"; ls -1 "$2") 2>/dev/null | grep "^$3" | sort -u); do
-  runc --root "$1" delete --force "$id" >/dev/null 2>&1
-  rm -rf "$2/$id"
-done
-for h in /sys/fs/cgroup/*/"$4" /sys/fs/cgroup/"$4"; do
-  for c in "$h/$3"*; do [ -d "$c" ] && rmdir "$c" 2>/dev/null; done
-  rmdir "$h" 2>/dev/null
+for round in 1 2 3 4 5 6 7 8 9 10; do
+  ids=$( (ls -1 "$1"; ls -1 "$2") 2>/dev/null | grep "^$3" | sort -u)
+  for id in $ids; do
+    runc --root "$1" delete --force "$id" >/dev/null 2>&1
+    rm -rf "$2/$id"
+  done
+  for h in /sys/fs/cgroup/*/"$4" /sys/fs/cgroup/"$4"; do
+    for c in "$h/$3"*; do [ -d "$c" ] && rmdir "$c" 2>/dev/null; done
+    rmdir "$h" 2>/dev/null
+  done
+  [ -z "$ids" ] && break
+  sleep 0.3
 done
 exit 0
 "#;
@@ -410,4 +419,41 @@ pub fn host_devices() -> Vec<oci_spec::runtime::LinuxDevice> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// A bundle something still writes into when the janitor starts (a
+    /// `runc run` making its mount points) is gone once the writing stops.
+    #[test]
+    fn the_janitor_removes_a_bundle_still_being_written() {
+        let tag = format!("ptjanitor-{}-", std::process::id());
+        let bundle = Path::new(BUNDLES).join(format!("{tag}c"));
+        fs::create_dir_all(bundle.join("rootfs")).unwrap();
+        let janitor = Janitor::spawn(&tag).unwrap();
+        // Writes new directories into the bundle for 600 ms, then stops.
+        let writer = {
+            let rootfs = bundle.join("rootfs");
+            std::thread::spawn(move || {
+                let until = Instant::now() + Duration::from_millis(600);
+                let mut n = 0u32;
+                while Instant::now() < until {
+                    let _ = fs::create_dir_all(rootfs.join(format!("d{n}")));
+                    n += 1;
+                }
+            })
+        };
+        drop(janitor);
+        writer.join().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !artifacts(|id| id.starts_with(&tag)).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let left = artifacts(|id| id.starts_with(&tag));
+        let _ = fs::remove_dir_all(&bundle);
+        assert!(left.is_empty(), "left: {left:?}");
+    }
 }
