@@ -9,8 +9,8 @@
 #   tears everything down.
 # Usage: sudo scripts/demo.sh [netpol] [extra kubectl podtrace flags, e.g. --packets]
 #   netpol: the "why can't curl-demo reach nginx-demo?" walk-through instead:
-#   NetworkPolicies deny it, a label allows it, an egress deny stops it again
-#   (manifests/examples/netpol-*.yaml).
+#   NetworkPolicies deny it, a label allows it, an egress deny stops it again,
+#   and its DNS lookups too (manifests/examples/netpol-*.yaml).
 set -euo pipefail
 scenario=curls
 if [ "${1:-}" = netpol ]; then
@@ -107,6 +107,24 @@ fi
 wait "$trace_pid"
 status=$?
 trace_pid=""
+if [ "$scenario" = netpol ] && [ "$status" -eq 0 ]; then
+  # The egress deny blocks DNS too: curl-demo's lookups, traced on port 53.
+  echo >&2
+  echo "==> kubectl podtrace curl-demo --port 53 --duration 8s $*" >&2
+  kubectl podtrace curl-demo --port 53 --duration 8s "$@" 2> >(tee "$work/dns.err" >&2) &
+  trace_pid=$!
+  for _ in $(seq 1 600); do
+    grep -q "tracing on" "$work/dns.err" 2>/dev/null && break
+    kill -0 "$trace_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  podtrace_sandbox exec --kubeconfig "$KUBECONFIG" curl-demo -- \
+    curl -s --max-time 3 -o /dev/null -w "curl by name under the egress deny: HTTP %{http_code}\n" \
+    http://kube-dns.kube-system.svc.cluster.local/ >&2 || true
+  wait "$trace_pid"
+  status=$?
+  trace_pid=""
+fi
 echo >&2
 echo "==> after the trace: jobs left in the cluster:" >&2
 kubectl get jobs -A 2>&1 | sed 's/^/    /' >&2

@@ -4,8 +4,8 @@
 //! json` shows the netfilter drops and the unanswered SYNs, and says which
 //! policies deny the flow and which rule nearly allowed it; labelling
 //! curl-demo makes the next curl succeed, shown allowed; an egress deny on
-//! curl-demo is explained as egress. (The sandbox has no cluster DNS yet, so
-//! the egress case is TCP to nginx-demo rather than a DNS query.)
+//! curl-demo is explained as egress, for TCP to nginx-demo and for its DNS
+//! lookups to the cluster DNS.
 
 use std::io::Write as _;
 use std::process::Stdio;
@@ -83,6 +83,18 @@ fn policy<'a>(lines: &'a [Value], direction: &str, verdict: &str) -> Option<&'a 
             && v["verdict"] == verdict
             && v["src_name"] == "default/curl-demo"
             && v["dst_name"] == "default/nginx-demo"
+    })
+}
+
+/// The egress verdict on a DNS lookup from curl-demo.
+fn dns_verdict(lines: &[Value]) -> Option<&Value> {
+    lines.iter().find(|v| {
+        v["type"] == "policy"
+            && v["direction"] == "egress"
+            && v["verdict"] == "denied"
+            && v["proto"] == "udp"
+            && v["src_name"] == "default/curl-demo"
+            && v["dst"].as_str().is_some_and(|d| d.ends_with(":53"))
     })
 }
 
@@ -224,5 +236,48 @@ fn a_network_policy_drop_is_explained_then_allowed_then_denied_on_egress() {
     let code = trace.wait_exit(Duration::from_secs(60));
     assert_eq!(code, 0, "clean exit; stderr:\n{}", trace.stderr());
     let _ = std::io::stderr().write_all(trace.seen.join("\n").as_bytes());
+
+    // 4. The same deny blocks DNS: curl-demo's lookups, traced on port 53,
+    // die in netfilter on their way out and are explained as egress.
+    let mut dns = Traced::spawn(kubectl_podtrace(
+        sandbox.kubeconfig_path(),
+        &[
+            "curl-demo",
+            "--port",
+            "53",
+            "-o",
+            "json",
+            "--duration",
+            "120s",
+        ],
+    ));
+    dns.wait_for(Duration::from_secs(90), "the runner's ready line", |l| {
+        !of_type(l, "ready").is_empty()
+    });
+    let name = "http://kube-dns.kube-system.svc.cluster.local/";
+    assert_eq!(curl(&sandbox, name), "000", "the lookup is blocked");
+    dns.wait_for(
+        Duration::from_secs(30),
+        "a denied egress verdict on UDP/53",
+        |l| dns_verdict(l).is_some(),
+    );
+    let lines = dns.json();
+    let verdict = dns_verdict(&lines).unwrap();
+    assert_eq!(
+        verdict["policies"],
+        serde_json::json!(["default/deny-egress-from-curl"]),
+        "{verdict}"
+    );
+    assert!(
+        lines.iter().any(|v| v["type"] == "drop"
+            && v["proto"] == "udp"
+            && v["reason"] == "NETFILTER_DROP"
+            && v["node"] == curl_node.as_str()
+            && v["direction"] == "egress"),
+        "the lookup's drop, on its way out of curl-demo"
+    );
+    dns.signal(libc::SIGINT);
+    let code = dns.wait_exit(Duration::from_secs(60));
+    assert_eq!(code, 0, "clean exit; stderr:\n{}", dns.stderr());
     rt.block_on(sandbox.shutdown());
 }
