@@ -110,7 +110,15 @@ async fn follow_inner(
             }
         }
         tracing::debug!(pod, index, seen, ?broken, "log stream ended");
-        if container_ended(api, pod).await {
+        // A follow stream ends cleanly when the container exits, often a
+        // moment before the pod's status says so: wait for the status
+        // (bounded) before taking the end for a break.
+        let settle = if broken.is_none() {
+            ENDED_SETTLE
+        } else {
+            Duration::ZERO
+        };
+        if ended_within(api, pod, settle).await {
             // The container is done: whatever the follow stream did not
             // deliver is in the complete log now.
             let rest = LogParams {
@@ -137,6 +145,25 @@ async fn follow_inner(
             ));
         }
         tokio::time::sleep(Duration::from_millis(100 * u64::from(reconnects))).await;
+    }
+}
+
+/// How long a cleanly ended log stream waits for its container to be
+/// reported stopped before it is reopened.
+const ENDED_SETTLE: Duration = Duration::from_secs(2);
+
+/// Whether the runner's container has stopped (or its pod is gone), asking
+/// again every 100 ms until `within` has passed.
+async fn ended_within(api: &Api<Pod>, pod: &str, within: Duration) -> bool {
+    let until = tokio::time::Instant::now() + within;
+    loop {
+        if container_ended(api, pod).await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

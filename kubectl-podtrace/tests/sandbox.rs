@@ -1035,6 +1035,34 @@ async fn the_real_kubectl_finds_and_runs_the_plugin() {
     env.assert_nothing_left().await;
 }
 
+/// The real runner from its image, ending on its own (`--duration`): its
+/// log ends as it exits, a moment before its pod says so (runc deletes the
+/// container first), and that is no broken stream.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_runner_that_ends_on_its_own_is_no_broken_stream() {
+    let config = SandboxConfig {
+        images: vec![podtrace_sandbox::runner_image_archive().unwrap_or_else(|e| panic!("{e}"))],
+        ..two_nodes()
+    };
+    let env = sandbox_with(config).await;
+    let mut cmd = env.plugin();
+    cmd.args(["curl-demo", "nginx-demo", "-o", "json", "--duration", "2s"]);
+    let running = Running::start(cmd);
+    let (code, lines, stderr) = running.finish(Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        lines.iter().filter(|l| is_type(l, "summary")).count(),
+        2,
+        "{}",
+        lines.join("\n")
+    );
+    assert!(
+        !stderr.contains("broke"),
+        "a runner's normal end was taken for a broken log stream:\n{stderr}"
+    );
+    env.assert_nothing_left().await;
+}
+
 /// The real runner from its image (it needs root and BPF): curl → nginx
 /// shows up with pod names, and the Ctrl-C summary arrives.
 #[tokio::test(flavor = "multi_thread")]
