@@ -269,6 +269,61 @@ async fn selector_traces_every_matching_pod_on_two_nodes() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_service_target_traces_its_backends_and_one_without_selector_says_why() {
+    let sb = sandbox(vec![
+        web("web-1", "web", "node-1"),
+        web("web-2", "web", "node-2"),
+        web("other", "other", "node-1"),
+    ])
+    .await;
+    let (ip1, ip2, other) = (
+        running_ip(&sb, "web-1").await,
+        running_ip(&sb, "web-2").await,
+        running_ip(&sb, "other").await,
+    );
+    for (name, selector) in [
+        ("web", Some(serde_json::json!({"app": "web"}))),
+        ("manual", None),
+    ] {
+        let mut spec = serde_json::json!({"ports": [{"port": 80, "protocol": "TCP"}]});
+        if let Some(sel) = selector {
+            spec["selector"] = sel;
+        }
+        create(
+            &sb,
+            serde_json::json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": spec
+            }),
+        );
+    }
+    let mut run = Running::start(podtrace(&sb, &["svc/web", "-o", "json"]));
+    run.wait_for(2, Duration::from_secs(30), |v| is(v, "ready"));
+    run.wait_for(1, Duration::from_secs(10), connect_from(&ip1));
+    run.wait_for(1, Duration::from_secs(10), connect_from(&ip2));
+    assert_eq!(ours(&sb, "jobs").len(), 2, "one Job per backend's node");
+    assert!(
+        !run.seen.iter().any(connect_from(&other)),
+        "a pod the Service does not select is not traced"
+    );
+    let (code, stderr) = run.interrupt();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_nothing_left(&sb).await;
+
+    let out = podtrace(&sb, &["svc/manual"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("error: svc/manual has no selector, so no pods back it here"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    assert!(ours(&sb, "jobs").is_empty());
+    sb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn job_target_traces_the_jobs_pod_and_bad_targets_say_the_fix() {
     let sb = sandbox(vec![PodManifest::nginx_demo().on_node("node-2")]).await;
     create(
