@@ -177,6 +177,8 @@ fn control_text(msg: &Message, out: &mut String, style: Style) {
         }
         // The plugin's line (it explains a drop); a runner never writes one.
         Message::Policy(_) => out.push_str(&msg.to_line()),
+        // The plugin's line (a Service cannot answer); a runner never writes one.
+        Message::Service(_) => out.push_str(&msg.to_line()),
         // The plugin's line (a pod joined or left); a runner never writes one.
         Message::Target(t) => out.push_str(&t.body.text()),
         Message::Event(e) => out.push_str(&render::event_line(e, style)),

@@ -143,6 +143,15 @@ pub(crate) const USED: &[Permission] = &[
         Scope::AllNamespaces,
         Need::Optional,
     ),
+    // Explain a connection to a Service that cannot answer: the Service
+    // (listed above), its EndpointSlices and its pods (listed above).
+    perm(
+        "list",
+        "discovery.k8s.io",
+        "endpointslices",
+        Scope::AllNamespaces,
+        Need::Optional,
+    ),
     // Read the job namespace's Pod Security label.
     perm(
         "get",

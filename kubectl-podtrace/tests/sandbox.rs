@@ -367,6 +367,7 @@ async fn two_pods_on_two_nodes_get_two_jobs_json_passthrough_and_cleanup() {
                 Message::Event(e) => e.node.clone(),
                 Message::Warning(w) => w.body.node.clone(),
                 Message::Policy(p) => p.body.node.clone(),
+                Message::Service(s) => s.body.node.clone(),
                 Message::Target(t) => t.body.node.clone(),
                 Message::SessionSummary(_) => String::new(),
             })

@@ -9,7 +9,7 @@
 //!
 //! Every line has a `type`. Control lines are `hello`, `ready`, `lost`,
 //! `warning` and `summary` (and the plugin's `session_summary`,
-//! `policy` and `target`); everything else is an [`Event`].
+//! `policy`, `service` and `target`); everything else is an [`Event`].
 
 use serde::Serialize;
 
@@ -17,6 +17,7 @@ mod control;
 mod json;
 mod policy;
 mod record;
+mod service;
 mod target;
 mod time;
 
@@ -28,6 +29,7 @@ pub use policy::{Policy, PolicyDirection, PolicyMiss, PolicyNearMiss, PolicyVerd
 pub use record::{
     Direction, DropSite, End, Event, EventKind, Payload, Proto, ResetDirection, ETH_HLEN,
 };
+pub use service::{ServiceMiss, ServiceProblem};
 pub use target::{TargetChange, TargetChangeKind};
 pub use time::{now_rfc3339, rfc3339_nanos, Rfc3339};
 
@@ -45,6 +47,7 @@ pub enum Message {
     Summary(TypeTagged<Summary>),
     SessionSummary(TypeTagged<SessionSummary>),
     Policy(TypeTagged<Policy>),
+    Service(TypeTagged<ServiceProblem>),
     Target(TypeTagged<TargetChange>),
     Event(Event),
 }
@@ -107,6 +110,13 @@ impl Message {
         Message::Policy(TypeTagged { ty: "policy", body })
     }
 
+    pub fn service(body: ServiceProblem) -> Self {
+        Message::Service(TypeTagged {
+            ty: "service",
+            body,
+        })
+    }
+
     pub fn target(body: TargetChange) -> Self {
         Message::Target(TypeTagged { ty: "target", body })
     }
@@ -121,6 +131,7 @@ impl Message {
             Message::Summary(t) => t.ty,
             Message::SessionSummary(t) => t.ty,
             Message::Policy(t) => t.ty,
+            Message::Service(t) => t.ty,
             Message::Target(t) => t.ty,
             Message::Event(e) => e.kind.name(),
         }
@@ -153,6 +164,7 @@ impl Message {
                 Message::session_summary(serde_json::from_value(value).map_err(invalid)?)
             }
             "policy" => Message::policy(serde_json::from_value(value).map_err(invalid)?),
+            "service" => Message::service(serde_json::from_value(value).map_err(invalid)?),
             "target" => Message::target(serde_json::from_value(value).map_err(invalid)?),
             _ => Message::Event(serde_json::from_value(value).map_err(invalid)?),
         })
@@ -286,6 +298,18 @@ mod tests {
             lost: 0,
             nodes: vec!["a".into()],
             counted_from_events: vec!["b".into()],
+        }));
+        msgs.push(Message::service(ServiceProblem {
+            time: now_rfc3339(),
+            node: "n".into(),
+            proto: Proto::Tcp,
+            src: "10.244.1.2:43210".parse().unwrap(),
+            dst: "10.96.0.20:80".parse().unwrap(),
+            src_name: Some("default/curl-demo".into()),
+            service: "default/web".into(),
+            problem: ServiceMiss::NoReadyEndpoints,
+            detail: "0 of 2 pods ready".into(),
+            cause: "failed ECONNREFUSED".into(),
         }));
         msgs.push(Message::target(TargetChange {
             time: now_rfc3339(),

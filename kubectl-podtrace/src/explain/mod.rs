@@ -8,9 +8,12 @@
 //! Policies and namespaces come from watches (kept in reflectors); the two
 //! pods' labels and container ports are read when a flow is explained.
 //! Without the rights to watch, it says once what it cannot explain and why,
-//! and the trace goes on.
+//! and the trace goes on. A connection to a ClusterIP that fails is
+//! explained by its Service ([`service`]).
 
+mod diagnose;
 mod line;
+mod service;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -25,6 +28,38 @@ use kube::runtime::{reflector, watcher, WatchStreamExt as _};
 use podtrace::event::{Event, EventKind, Proto};
 
 pub(crate) use line::PolicyLine;
+pub(crate) use service::ServiceLine;
+
+/// A line that explains an event, shown under it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Explanation {
+    Policy(PolicyLine),
+    Service(ServiceLine),
+}
+
+impl Explanation {
+    pub(crate) fn to_json(&self) -> String {
+        match self {
+            Explanation::Policy(l) => l.to_json(),
+            Explanation::Service(l) => l.to_json(),
+        }
+    }
+
+    pub(crate) fn to_text(&self) -> String {
+        match self {
+            Explanation::Policy(l) => l.to_text(),
+            Explanation::Service(l) => l.to_text(),
+        }
+    }
+
+    /// The time of the event it explains.
+    pub(crate) fn time(&self) -> &str {
+        match self {
+            Explanation::Policy(l) => &l.wire.time,
+            Explanation::Service(l) => &l.wire.time,
+        }
+    }
+}
 
 use crate::policy::{self, ContainerPort, Direction, End, Flow, PodEnd, Verdict};
 
@@ -54,6 +89,7 @@ pub(crate) struct Explainer {
     unavailable: Arc<Mutex<Option<String>>>,
     said_unavailable: bool,
     verdicts: HashMap<(FlowKey, Direction), Verdict>,
+    services: service::ServiceWhy,
     _tasks: Tasks,
 }
 
@@ -130,6 +166,7 @@ impl Explainer {
             unavailable,
             said_unavailable: false,
             verdicts: HashMap::new(),
+            services: service::ServiceWhy::default(),
             _tasks: Tasks(vec![t1, t2]),
         }
     }
@@ -138,9 +175,22 @@ impl Explainer {
         (e.proto, e.src.ip(), e.dst.ip(), e.dst.port())
     }
 
-    /// The lines `e` calls for, and a warning to show once when policies
-    /// cannot be read.
-    pub(crate) async fn on_event(&mut self, e: &Event) -> (Vec<PolicyLine>, Option<String>) {
+    /// The lines `e` calls for (its Service's, then policies'), and the
+    /// warnings to show once when what explains them cannot be read.
+    pub(crate) async fn on_event(&mut self, e: &Event) -> (Vec<Explanation>, Vec<String>) {
+        let (service, w1) = self.services.on_event(&self.client, e).await;
+        let (policies, w2) = self.policy_lines(e).await;
+        let lines = service
+            .map(Explanation::Service)
+            .into_iter()
+            .chain(policies.into_iter().map(Explanation::Policy))
+            .collect();
+        (lines, w1.into_iter().chain(w2).collect())
+    }
+
+    /// The policy lines `e` calls for, and a warning to show once when
+    /// policies cannot be read.
+    async fn policy_lines(&mut self, e: &Event) -> (Vec<PolicyLine>, Option<String>) {
         let key = Explainer::key(e);
         let cause = match cause(e) {
             Some(c) => c,

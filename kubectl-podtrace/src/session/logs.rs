@@ -156,8 +156,8 @@ impl Session<'_> {
                 self.names.annotate(&mut e);
                 self.nodes[i].tally.record(&e);
                 self.capture_event(&mut e);
-                let (verdicts, warning) = self.explainer.on_event(&e).await;
-                if let Some(w) = warning {
+                let (verdicts, warnings) = self.explainer.on_event(&e).await;
+                for w in warnings {
                     self.console.warn(&w);
                 }
                 match self.console.output {
@@ -170,7 +170,7 @@ impl Session<'_> {
                 for v in verdicts {
                     match self.console.output {
                         Output::Json => self.console.line(&v.to_json()),
-                        Output::Text => self.console.hold(v.wire.time.clone(), v.to_text()),
+                        Output::Text => self.console.hold(v.time().to_owned(), v.to_text()),
                     }
                 }
             }
@@ -241,13 +241,14 @@ impl Session<'_> {
                 self.nodes[i].summary = Some(s.body);
             }
             // The plugin's own lines: no runner writes one.
-            m @ (Message::SessionSummary(_) | Message::Policy(_) | Message::Target(_)) => {
-                self.console.warn(&format!(
-                    "node {node}: unexpected runner output (a {} line, which only the plugin \
+            m @ (Message::SessionSummary(_)
+            | Message::Policy(_)
+            | Message::Service(_)
+            | Message::Target(_)) => self.console.warn(&format!(
+                "node {node}: unexpected runner output (a {} line, which only the plugin \
                      writes): {line}",
-                    m.type_name()
-                ))
-            }
+                m.type_name()
+            )),
         }
     }
 }
