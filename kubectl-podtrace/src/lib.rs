@@ -135,7 +135,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
     }
     let side_pods: Vec<&[resolve::Target]> = sides.iter().map(|s| s.pods.as_slice()).collect();
-    let plans = resolve::plan(&side_pods);
+    let addressed: Vec<&[std::net::IpAddr]> =
+        sides.iter().map(|s| s.addressed.as_slice()).collect();
+    let plans = resolve::plan(&side_pods, &addressed);
     let targets: Vec<resolve::Target> = sides.iter().flat_map(|s| s.pods.clone()).collect();
     let snaplen = trace
         .write

@@ -4,6 +4,8 @@
 //! A workload's pods are found with its own `spec.selector`; a Service's
 //! with its `spec.selector`; a pod by its name.
 
+use std::net::IpAddr;
+
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -27,6 +29,9 @@ pub(crate) struct Side {
     pub select: Select,
     /// Its pods that can be traced now.
     pub pods: Vec<Target>,
+    /// The addresses a client reaches it by besides its pods' (a
+    /// Service's ClusterIPs), so the other side's runners let them through.
+    pub addressed: Vec<IpAddr>,
 }
 
 /// How a side's pods are selected in its namespace.
@@ -56,11 +61,13 @@ pub(crate) async fn side(
                 namespace,
                 select: Select::Labels(labels.clone()),
                 pods,
+                addressed: Vec::new(),
             });
         }
         TargetRef::Object { kind, name, .. } => (*kind, name.as_str()),
     };
     let found = |s: Option<LabelSelector>| s.map(|s| selector_string(&s));
+    let mut addressed = Vec::new();
     let labels = match kind {
         Kind::Pod => {
             let pod_ref = PodRef {
@@ -73,6 +80,7 @@ pub(crate) async fn side(
                 namespace,
                 select: Select::Name(name.to_string()),
                 pods: vec![t],
+                addressed: Vec::new(),
             });
         }
         Kind::Deployment => {
@@ -98,7 +106,9 @@ pub(crate) async fn side(
         }
         Kind::Service => {
             let svc = get::<Service>(client, &namespace, name, &label).await?;
-            let sel = svc.spec.and_then(|s| s.selector).unwrap_or_default();
+            let spec = svc.spec.unwrap_or_default();
+            addressed = cluster_ips(&spec);
+            let sel = spec.selector.unwrap_or_default();
             let Some(labels) = map_selector(&sel) else {
                 return Err(Error::Target(format!(
                     "{label} has no selector, so no pods back it here (its endpoints are set by \
@@ -128,7 +138,20 @@ pub(crate) async fn side(
         namespace,
         select: Select::Labels(labels),
         pods,
+        addressed,
     })
+}
+
+/// A Service's ClusterIPs (none for a headless one).
+fn cluster_ips(spec: &k8s_openapi::api::core::v1::ServiceSpec) -> Vec<IpAddr> {
+    let mut ips: Vec<IpAddr> = Vec::new();
+    let all = spec.cluster_ips.iter().flatten().chain(&spec.cluster_ip);
+    for ip in all.filter_map(|i| i.parse().ok()) {
+        if !ips.contains(&ip) {
+            ips.push(ip);
+        }
+    }
+    ips
 }
 
 /// Gets a workload or Service; a missing one is said in one line.

@@ -20,8 +20,10 @@ pub struct NodePlan {
 }
 
 /// One plan per node with a pod of either side on it. With two sides
-/// (POD and PEER) each runner is limited to traffic with the other side.
-pub fn plan(sides: &[&[Target]]) -> Vec<NodePlan> {
+/// (POD and PEER) each runner is limited to traffic with the other side:
+/// its pods and the addresses it is reached by (`addressed[side]`, a
+/// Service's ClusterIPs; missing sides have none).
+pub fn plan(sides: &[&[Target]], addressed: &[&[IpAddr]]) -> Vec<NodePlan> {
     let mut by_node: BTreeMap<String, Vec<(usize, Target)>> = BTreeMap::new();
     for (side, targets) in sides.iter().enumerate() {
         for t in targets.iter() {
@@ -44,7 +46,7 @@ pub fn plan(sides: &[&[Target]]) -> Vec<NodePlan> {
                 node,
                 local: local.into_iter().map(|(_, t)| t).collect(),
                 pod_ips,
-                peer_ips: peers(sides, &local_sides),
+                peer_ips: peers(sides, addressed, &local_sides),
             }
         })
         .collect()
@@ -52,26 +54,33 @@ pub fn plan(sides: &[&[Target]]) -> Vec<NodePlan> {
 
 /// The plan of a runner for one pod that joined `side` during the trace:
 /// only it, limited to the other side's pods as they are now.
-pub fn plan_one(sides: &[&[Target]], side: usize, joined: &Target) -> NodePlan {
+pub fn plan_one(
+    sides: &[&[Target]],
+    addressed: &[&[IpAddr]],
+    side: usize,
+    joined: &Target,
+) -> NodePlan {
     NodePlan {
         node: joined.node.clone(),
         local: vec![joined.clone()],
         pod_ips: joined.ips.clone(),
-        peer_ips: peers(sides, &[side]),
+        peer_ips: peers(sides, addressed, &[side]),
     }
 }
 
 /// `--peer-ip` for a runner tracing pods of `local_sides`: every IP of the
 /// other side (local ones too: two pods on one node are each other's
-/// peers); none with one side.
-fn peers(sides: &[&[Target]], local_sides: &[usize]) -> Vec<IpAddr> {
+/// peers) and the addresses it is reached by, as a client's socket sees
+/// them before NAT; none with one side.
+fn peers(sides: &[&[Target]], addressed: &[&[IpAddr]], local_sides: &[usize]) -> Vec<IpAddr> {
     if sides.len() < 2 {
         return Vec::new();
     }
     let mut ips: Vec<IpAddr> = Vec::new();
     for (side, targets) in sides.iter().enumerate() {
         if local_sides.iter().any(|l| *l != side) {
-            for ip in targets.iter().flat_map(|t| t.ips.iter()) {
+            let extra = addressed.get(side).copied().unwrap_or_default();
+            for ip in targets.iter().flat_map(|t| t.ips.iter()).chain(extra) {
                 if !ips.contains(ip) {
                     ips.push(*ip);
                 }
@@ -100,7 +109,7 @@ mod tests {
     fn plans_one_runner_per_node() {
         let a = target_from_pod(&running("a", "n1", "10.0.1.2"), "default", "a").unwrap();
         let b = target_from_pod(&running("b", "n2", "10.0.2.2"), "default", "b").unwrap();
-        let plans = plan(&[std::slice::from_ref(&a), std::slice::from_ref(&b)]);
+        let plans = plan(&[std::slice::from_ref(&a), std::slice::from_ref(&b)], &[]);
         assert_eq!(plans.len(), 2);
         assert_eq!(plans[0].node, "n1");
         assert_eq!(plans[0].pod_ips, a.ips);
@@ -109,7 +118,7 @@ mod tests {
         assert_eq!(plans[1].peer_ips, a.ips);
 
         let c = target_from_pod(&running("c", "n1", "10.0.1.3"), "default", "c").unwrap();
-        let plans = plan(&[std::slice::from_ref(&a), std::slice::from_ref(&c)]);
+        let plans = plan(&[std::slice::from_ref(&a), std::slice::from_ref(&c)], &[]);
         assert_eq!(plans.len(), 1);
         assert_eq!(plans[0].pod_ips.len(), 2);
         assert_eq!(plans[0].peer_ips.len(), 2);
@@ -118,7 +127,7 @@ mod tests {
             .iter()
             .all(|ip| plans[0].peer_ips.contains(ip)));
 
-        let plans = plan(&[std::slice::from_ref(&a)]);
+        let plans = plan(&[std::slice::from_ref(&a)], &[]);
         assert_eq!(plans.len(), 1);
         assert!(plans[0].peer_ips.is_empty());
     }
@@ -132,7 +141,7 @@ mod tests {
         };
         // `-l app=web` on two nodes, no peer: one runner per node, no filter.
         let (w1, w2) = (t("w1", "n1", "10.0.1.2"), t("w2", "n2", "10.0.2.2"));
-        let plans = plan(&[&[w1.clone(), w2.clone()]]);
+        let plans = plan(&[&[w1.clone(), w2.clone()]], &[]);
         assert_eq!(plans.len(), 2);
         assert!(plans
             .iter()
@@ -141,21 +150,39 @@ mod tests {
         // other's peer; n2's runner filters on the client only.
         let c = t("c", "n1", "10.0.1.9");
         let sides: [&[Target]; 2] = [std::slice::from_ref(&c), &[w1.clone(), w2.clone()]];
-        let plans = plan(&sides);
+        let plans = plan(&sides, &[]);
         assert_eq!(plans[0].local.len(), 2);
         assert_eq!(plans[0].peer_ips.len(), 3);
         assert_eq!(plans[1].peer_ips, c.ips);
         // A pod that joins the PEER side is traced alone, limited to POD.
         let w3 = t("w3", "n2", "10.0.2.3");
-        let one = plan_one(&sides, 1, &w3);
+        let one = plan_one(&sides, &[], 1, &w3);
         assert_eq!(
             (one.node.as_str(), one.pod_ips.clone()),
             ("n2", w3.ips.clone())
         );
         assert_eq!(one.peer_ips, c.ips);
         assert_eq!(one.local, vec![w3.clone()]);
-        assert!(plan_one(&[std::slice::from_ref(&w1)], 0, &w3)
+        assert!(plan_one(&[std::slice::from_ref(&w1)], &[], 0, &w3)
             .peer_ips
             .is_empty());
+    }
+
+    #[test]
+    fn a_service_peer_lets_its_cluster_ips_through() {
+        let c = target_from_pod(&running("c", "n1", "10.0.1.9"), "default", "c").unwrap();
+        let w = target_from_pod(&running("w", "n2", "10.0.2.2"), "default", "w").unwrap();
+        let cluster_ip: IpAddr = "10.96.0.20".parse().unwrap();
+        let sides: [&[Target]; 2] = [std::slice::from_ref(&c), std::slice::from_ref(&w)];
+        let addressed: [&[IpAddr]; 2] = [&[], &[cluster_ip]];
+        let plans = plan(&sides, &addressed);
+        // The client's runner sees the ClusterIP its socket connects to.
+        assert_eq!(plans[0].peer_ips, vec![w.ips[0], cluster_ip]);
+        // The backend's runner sees the client, never its own ClusterIP.
+        assert_eq!(plans[1].peer_ips, c.ips);
+        let c2 = target_from_pod(&running("c2", "n1", "10.0.1.8"), "default", "c2").unwrap();
+        assert!(plan_one(&sides, &addressed, 0, &c2)
+            .peer_ips
+            .contains(&cluster_ip));
     }
 }

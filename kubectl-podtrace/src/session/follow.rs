@@ -244,7 +244,13 @@ impl Session<'_> {
             .map(|m| m.values().cloned().collect())
             .collect();
         let sides: Vec<&[Target]> = pods.iter().map(Vec::as_slice).collect();
-        let plan = resolve::plan_one(&sides, side, t);
+        let addressed: Vec<&[std::net::IpAddr]> = self
+            .spec
+            .sides
+            .iter()
+            .map(|s| s.addressed.as_slice())
+            .collect();
+        let plan = resolve::plan_one(&sides, &addressed, side, t);
         let index = self.follow.next_index;
         self.follow.next_index += 1;
         let job = (self.spec.make_job)(index, &plan);
