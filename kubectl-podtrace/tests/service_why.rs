@@ -1,0 +1,227 @@
+// SPDX-License-Identifier: Apache-2.0
+//! A Service that cannot answer, explained: the real runner (from its
+//! image, run by runc) traces `curl-demo` curling a Service's ClusterIP
+//! while none of its pods is ready; the refusal shows as a `failed` event
+//! to the ClusterIP with a `service` line saying why, and once a pod is
+//! ready the next curl connects. Needs root and BPF (CI runs as root).
+#![cfg(target_os = "linux")]
+
+use std::io::{BufRead, BufReader, Write as _};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use podtrace_sandbox::{PodManifest, Sandbox, SandboxConfig};
+use serde_json::Value;
+
+const PLUGIN: &str = env!("CARGO_BIN_EXE_kubectl-podtrace");
+const OURS: &str = "app.kubernetes.io/managed-by=kubectl-podtrace";
+
+const WEB: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: default\nspec:\n  selector:\n    app: web\n  ports:\n  - name: http\n    port: 80\n    targetPort: http\n";
+
+fn web(name: &str, node: &str) -> PodManifest {
+    let mut p = PodManifest::new("default", name, "nginx:latest", &[]).on_node(node);
+    p.value["metadata"]["labels"]["app"] = "web".into();
+    p.value["spec"]["containers"][0]["ports"] =
+        serde_json::json!([{"name": "http", "containerPort": 80}]);
+    p
+}
+
+fn kubectl(sb: &Sandbox, args: &[&str], stdin: &str) -> Output {
+    let mut child = sb
+        .kubectl()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// curl's exit code for one request from `curl-demo` (7: refused).
+fn curl(sb: &Sandbox, url: &str) -> i32 {
+    let out = sb
+        .exec(
+            "default",
+            "curl-demo",
+            &["curl", "-s", "-o", "/dev/null", "--max-time", "5", url],
+        )
+        .unwrap();
+    out.status.code().unwrap_or(-1)
+}
+
+/// Every JSON line the plugin wrote so far, read for at most `wait`.
+fn drain(rx: &mpsc::Receiver<String>, seen: &mut Vec<Value>, wait: Duration) {
+    let deadline = Instant::now() + wait;
+    while let Ok(l) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        seen.push(serde_json::from_str(&l).unwrap_or(Value::Null));
+    }
+}
+
+fn dump(seen: &[Value]) -> String {
+    seen.iter()
+        .map(Value::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_without_ready_endpoints_is_explained_and_answers_once_a_pod_is_ready() {
+    assert!(
+        podtrace_sandbox::is_root(),
+        "the sandbox tests need root (network namespaces, eBPF): run them with sudo"
+    );
+    let runner = Path::new(PLUGIN).with_file_name("podtrace-runner");
+    assert!(runner.exists(), "run `cargo build --workspace` first");
+    let mut config = SandboxConfig::bare();
+    config.runner_bin = Some(runner);
+    config.images =
+        vec![podtrace_sandbox::runner_image_archive().unwrap_or_else(|e| panic!("{e}"))];
+    config.pods = vec![
+        PodManifest::curl_demo().on_node("node-1"),
+        web("web-1", "node-1"),
+        web("web-2", "node-2"),
+    ];
+    let sb = Sandbox::start(config).await.expect("sandbox starts");
+    for pod in ["curl-demo", "web-1", "web-2"] {
+        sb.wait_for_pod_phase("default", pod, "Running", Duration::from_secs(30))
+            .await
+            .expect("pod runs");
+    }
+    let o = kubectl(&sb, &["apply", "-f", "-"], WEB);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cip = sb.cluster_ip("default", "web").unwrap();
+    let url = format!("http://{cip}/");
+    let dst = format!("{cip}:80");
+    sb.set_pod_ready("default", "web-1", false).unwrap();
+    sb.set_pod_ready("default", "web-2", false).unwrap();
+    // The nodes' rules reject once no endpoint is ready.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while curl(&sb, &url) != 7 {
+        assert!(Instant::now() < deadline, "the Service never refused");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let mut child = Command::new(PLUGIN)
+        .arg("--kubeconfig")
+        .arg(sb.kubeconfig_path())
+        .args(["curl-demo", "svc/web", "-o", "json"])
+        .env_remove("KUBECONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("plugin starts");
+    let (tx, rx) = mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen: Vec<Value> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.iter().filter(|v| v["type"] == "ready").count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "runners not ready:\n{}",
+            dump(&seen)
+        );
+        drain(&rx, &mut seen, Duration::from_millis(500));
+    }
+
+    let failed = |v: &&Value| {
+        v["type"] == "failed" && v["dst"] == dst.as_str() && v["error"] == "ECONNREFUSED"
+    };
+    let said = |v: &&Value| v["type"] == "service";
+    // At least two refusals: the explanation is said once for the flow.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.iter().filter(failed).count() < 2 || seen.iter().filter(said).count() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no refusal explained:\n{}",
+            dump(&seen)
+        );
+        assert_eq!(curl(&sb, &url), 7, "not refused");
+        drain(&rx, &mut seen, Duration::from_millis(300));
+    }
+    let lines: Vec<&Value> = seen.iter().filter(said).collect();
+    assert_eq!(lines.len(), 1, "said once:\n{}", dump(&seen));
+    let s = lines[0];
+    assert_eq!(s["service"], "default/web", "{s}");
+    assert_eq!(s["dst"], dst.as_str(), "{s}");
+    assert_eq!(s["problem"], "no-ready-endpoints", "{s}");
+    assert_eq!(
+        s["detail"], "0 of 2 pods ready: default/web-1, default/web-2 not ready",
+        "{s}"
+    );
+    assert_eq!(s["cause"], "failed ECONNREFUSED", "{s}");
+
+    // One pod ready: the next curl connects, through the ClusterIP.
+    sb.set_pod_ready("default", "web-1", true).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while curl(&sb, &url) != 0 {
+        assert!(Instant::now() < deadline, "web-1 ready, still refused");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !seen
+        .iter()
+        .any(|v| v["type"] == "established" && v["dst"] == dst.as_str())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no connection seen:\n{}",
+            dump(&seen)
+        );
+        drain(&rx, &mut seen, Duration::from_millis(300));
+    }
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the plugin did not stop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Some(0));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let o = kubectl(
+            &sb,
+            &[
+                "get",
+                "jobs,pods",
+                "-n",
+                "podtrace",
+                "-l",
+                OURS,
+                "-o",
+                "name",
+            ],
+            "",
+        );
+        if o.stdout.is_empty() && sb.runner_processes().is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "left behind");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    sb.shutdown().await;
+}
