@@ -6,7 +6,7 @@
 //! ready the next curl connects. Needs root and BPF (CI runs as root).
 #![cfg(target_os = "linux")]
 
-use std::io::{BufRead, BufReader, Write as _};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
@@ -28,22 +28,8 @@ fn web(name: &str, node: &str) -> PodManifest {
     p
 }
 
-fn kubectl(sb: &Sandbox, args: &[&str], stdin: &str) -> Output {
-    let mut child = sb
-        .kubectl()
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+fn kubectl(sb: &Sandbox, args: &[&str]) -> Output {
+    sb.kubectl().args(args).output().expect("kubectl runs")
 }
 
 /// curl's exit code for one request from `curl-demo` (7: refused).
@@ -96,7 +82,10 @@ async fn a_service_without_ready_endpoints_is_explained_and_answers_once_a_pod_i
             .await
             .expect("pod runs");
     }
-    let o = kubectl(&sb, &["apply", "-f", "-"], WEB);
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("web.yaml");
+    std::fs::write(&manifest, WEB).unwrap();
+    let o = kubectl(&sb, &["apply", "-f", manifest.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let cip = sb.cluster_ip("default", "web").unwrap();
     let url = format!("http://{cip}/");
@@ -115,19 +104,18 @@ async fn a_service_without_ready_endpoints_is_explained_and_answers_once_a_pod_i
         .arg(sb.kubeconfig_path())
         .args(["curl-demo", "svc/web", "-o", "json"])
         .env_remove("KUBECONFIG")
+        // Its stderr goes to the test's, to read when the test fails.
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .expect("plugin starts");
     let (tx, rx) = mpsc::channel();
     let out = child.stdout.take().unwrap();
     std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
+        BufReader::new(out)
+            .lines()
+            .map_while(Result::ok)
+            .try_for_each(|l| tx.send(l))
     });
     let mut seen: Vec<Value> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -192,15 +180,12 @@ async fn a_service_without_ready_endpoints_is_explained_and_answers_once_a_pod_i
         nix::sys::signal::Signal::SIGINT,
     )
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "the plugin did not stop");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert_eq!(status.code(), Some(0));
+    let (done, exited) = mpsc::channel();
+    std::thread::spawn(move || done.send(child.wait().map(|s| s.code())));
+    let code = exited
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the plugin stops within 60 s of Ctrl-C");
+    assert_eq!(code.unwrap(), Some(0));
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let o = kubectl(
@@ -215,7 +200,6 @@ async fn a_service_without_ready_endpoints_is_explained_and_answers_once_a_pod_i
                 "-o",
                 "name",
             ],
-            "",
         );
         if o.stdout.is_empty() && sb.runner_processes().is_empty() {
             break;
