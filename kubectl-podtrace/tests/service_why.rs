@@ -6,13 +6,14 @@
 //! ready the next curl connects. Needs root and BPF (CI runs as root).
 #![cfg(target_os = "linux")]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read as _};
+use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use podtrace_sandbox::{PodManifest, Sandbox, SandboxConfig};
+use podtrace_sandbox::{PodManifest, Rule, Sandbox, SandboxConfig, User};
 use serde_json::Value;
 
 const PLUGIN: &str = env!("CARGO_BIN_EXE_kubectl-podtrace");
@@ -59,8 +60,9 @@ fn dump(seen: &[Value]) -> String {
         .join("\n")
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_service_without_ready_endpoints_is_explained_and_answers_once_a_pod_is_ready() {
+/// The sandbox with the real runner, `curl-demo` and Service `web` over
+/// `web-1` and `web-2`, both made unready: its ClusterIP refuses.
+async fn unready_web() -> (Sandbox, Ipv4Addr) {
     assert!(
         podtrace_sandbox::is_root(),
         "the sandbox tests need root (network namespaces, eBPF): run them with sudo"
@@ -88,25 +90,31 @@ async fn a_service_without_ready_endpoints_is_explained_and_answers_once_a_pod_i
     let o = kubectl(&sb, &["apply", "-f", manifest.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let cip = sb.cluster_ip("default", "web").unwrap();
-    let url = format!("http://{cip}/");
-    let dst = format!("{cip}:80");
     sb.set_pod_ready("default", "web-1", false).unwrap();
     sb.set_pod_ready("default", "web-2", false).unwrap();
     // The nodes' rules reject once no endpoint is ready.
     let deadline = Instant::now() + Duration::from_secs(15);
-    while curl(&sb, &url) != 7 {
+    while curl(&sb, &format!("http://{cip}/")) != 7 {
         assert!(Instant::now() < deadline, "the Service never refused");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    (sb, cip)
+}
 
-    let mut child = Command::new(PLUGIN)
-        .arg("--kubeconfig")
-        .arg(sb.kubeconfig_path())
+/// `kubectl podtrace curl-demo svc/web -o json` (as `user` when given),
+/// once both runners are ready: the child, its stdout lines, those seen.
+fn trace(sb: &Sandbox, user: Option<&str>) -> (Child, mpsc::Receiver<String>, Vec<Value>) {
+    let mut cmd = Command::new(PLUGIN);
+    cmd.arg("--kubeconfig").arg(sb.kubeconfig_path());
+    if let Some(u) = user {
+        cmd.args(["--context", u]);
+    }
+    let mut child = cmd
         .args(["curl-demo", "svc/web", "-o", "json"])
         .env_remove("KUBECONFIG")
-        // Its stderr goes to the test's, to read when the test fails.
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("plugin starts");
     let (tx, rx) = mpsc::channel();
@@ -127,65 +135,43 @@ async fn a_service_without_ready_endpoints_is_explained_and_answers_once_a_pod_i
         );
         drain(&rx, &mut seen, Duration::from_millis(500));
     }
+    (child, rx, seen)
+}
 
-    let failed = |v: &&Value| {
-        v["type"] == "failed" && v["dst"] == dst.as_str() && v["error"] == "ECONNREFUSED"
-    };
-    let said = |v: &&Value| v["type"] == "service";
-    // At least two refusals: the explanation is said once for the flow.
+/// Curls the ClusterIP (refused each time) until `done` holds (bounded).
+fn curl_until(
+    sb: &Sandbox,
+    cip: Ipv4Addr,
+    rx: &mpsc::Receiver<String>,
+    seen: &mut Vec<Value>,
+    done: impl Fn(&[Value]) -> bool,
+) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while seen.iter().filter(failed).count() < 2 || seen.iter().filter(said).count() == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "no refusal explained:\n{}",
-            dump(&seen)
-        );
-        assert_eq!(curl(&sb, &url), 7, "not refused");
-        drain(&rx, &mut seen, Duration::from_millis(300));
+    while !done(seen) {
+        assert!(Instant::now() < deadline, "timed out:\n{}", dump(seen));
+        assert_eq!(curl(sb, &format!("http://{cip}/")), 7, "not refused");
+        drain(rx, seen, Duration::from_millis(300));
     }
-    let lines: Vec<&Value> = seen.iter().filter(said).collect();
-    assert_eq!(lines.len(), 1, "said once:\n{}", dump(&seen));
-    let s = lines[0];
-    assert_eq!(s["service"], "default/web", "{s}");
-    assert_eq!(s["dst"], dst.as_str(), "{s}");
-    assert_eq!(s["problem"], "no-ready-endpoints", "{s}");
-    assert_eq!(
-        s["detail"], "0 of 2 pods ready: default/web-1, default/web-2 not ready",
-        "{s}"
-    );
-    assert_eq!(s["cause"], "failed ECONNREFUSED", "{s}");
+}
 
-    // One pod ready: the next curl connects, through the ClusterIP.
-    sb.set_pod_ready("default", "web-1", true).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while curl(&sb, &url) != 0 {
-        assert!(Instant::now() < deadline, "web-1 ready, still refused");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !seen
-        .iter()
-        .any(|v| v["type"] == "established" && v["dst"] == dst.as_str())
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no connection seen:\n{}",
-            dump(&seen)
-        );
-        drain(&rx, &mut seen, Duration::from_millis(300));
-    }
-
+/// Ctrl-C; the exit code (bounded wait) and stderr; nothing left behind.
+async fn stop(sb: Sandbox, mut child: Child) -> String {
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,
     )
     .unwrap();
+    let mut err = child.stderr.take().unwrap();
     let (done, exited) = mpsc::channel();
-    std::thread::spawn(move || done.send(child.wait().map(|s| s.code())));
-    let code = exited
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = err.read_to_string(&mut text);
+        done.send((child.wait().map(|s| s.code()), text))
+    });
+    let (code, stderr) = exited
         .recv_timeout(Duration::from_secs(60))
         .expect("the plugin stops within 60 s of Ctrl-C");
-    assert_eq!(code.unwrap(), Some(0));
+    assert_eq!(code.unwrap(), Some(0), "{stderr}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let o = kubectl(
@@ -208,4 +194,96 @@ async fn a_service_without_ready_endpoints_is_explained_and_answers_once_a_pod_i
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     sb.shutdown().await;
+    stderr
+}
+
+fn refused_to(cip: Ipv4Addr) -> impl Fn(&&Value) -> bool {
+    let dst = format!("{cip}:80");
+    move |v| v["type"] == "failed" && v["dst"] == dst.as_str() && v["error"] == "ECONNREFUSED"
+}
+
+fn is_service(v: &&Value) -> bool {
+    v["type"] == "service"
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_without_ready_endpoints_is_explained_and_answers_once_a_pod_is_ready() {
+    let (sb, cip) = unready_web().await;
+    let (child, rx, mut seen) = trace(&sb, None);
+    // At least two refusals: the explanation is said once for the flow.
+    curl_until(&sb, cip, &rx, &mut seen, |s| {
+        s.iter().filter(refused_to(cip)).count() >= 2 && s.iter().any(|v| is_service(&v))
+    });
+    let lines: Vec<&Value> = seen.iter().filter(is_service).collect();
+    assert_eq!(lines.len(), 1, "said once:\n{}", dump(&seen));
+    let s = lines[0];
+    assert_eq!(s["service"], "default/web", "{s}");
+    assert_eq!(s["dst"], format!("{cip}:80"), "{s}");
+    assert_eq!(s["problem"], "no-ready-endpoints", "{s}");
+    assert_eq!(
+        s["detail"], "0 of 2 pods ready: default/web-1, default/web-2 not ready",
+        "{s}"
+    );
+    assert_eq!(s["cause"], "failed ECONNREFUSED", "{s}");
+
+    // One pod ready: the next curl connects, through the ClusterIP.
+    sb.set_pod_ready("default", "web-1", true).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while curl(&sb, &format!("http://{cip}/")) != 0 {
+        assert!(Instant::now() < deadline, "web-1 ready, still refused");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let dst = format!("{cip}:80");
+    while !seen
+        .iter()
+        .any(|v| v["type"] == "established" && v["dst"] == dst.as_str())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no connection seen:\n{}",
+            dump(&seen)
+        );
+        drain(&rx, &mut seen, Duration::from_millis(300));
+    }
+    stop(sb, child).await;
+}
+
+/// Without `list` on endpointslices (all else manifests/rbac.yaml grants):
+/// said once on stderr, and the refusals are still traced.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_rights_to_read_endpointslices_it_says_so_once_and_traces_on() {
+    let (sb, cip) = unready_web().await;
+    sb.add_user(User::with_rules(
+        "oncall",
+        vec![
+            Rule::new(&["get", "list", "watch"], &[""], &["pods"]),
+            Rule::new(&["get", "list"], &[""], &["services"]),
+            Rule::new(
+                &["list", "watch"],
+                &["networking.k8s.io"],
+                &["networkpolicies"],
+            ),
+            Rule::new(&["get", "list", "watch"], &[""], &["namespaces"]),
+            Rule::new(&["create", "list", "delete"], &["batch"], &["jobs"])
+                .in_namespace("podtrace"),
+            Rule::new(&["get"], &[""], &["pods/log"]).in_namespace("podtrace"),
+            Rule::new(&["list"], &[""], &["events"]).in_namespace("podtrace"),
+            Rule::new(&["delete"], &[""], &["pods"]).in_namespace("podtrace"),
+        ],
+    ))
+    .unwrap();
+    let (child, rx, mut seen) = trace(&sb, Some("oncall"));
+    curl_until(&sb, cip, &rx, &mut seen, |s| {
+        s.iter().filter(refused_to(cip)).count() >= 2
+    });
+    assert!(!seen.iter().any(|v| is_service(&v)), "{}", dump(&seen));
+    let stderr = stop(sb, child).await;
+    let said: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("a Service that cannot answer cannot be explained"))
+        .collect();
+    assert_eq!(said.len(), 1, "said once: {stderr}");
+    assert!(said[0].contains("endpointslices"), "{stderr}");
+    assert!(said[0].ends_with("tracing on"), "{stderr}");
 }
