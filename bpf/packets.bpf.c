@@ -270,11 +270,18 @@ static __always_inline void handle_packet(struct __sk_buff *skb, __u8 direction)
 	}
 	__u32 caplen = skb->len < snaplen ? skb->len : snaplen;
 
-	/* Bounds the verifier can see (the runner keeps snaplen within). */
 	if (caplen > PT_MAX_SNAPLEN)
 		caplen = PT_MAX_SNAPLEN;
-	if (caplen && bpf_skb_load_bytes(skb, 0, ((struct pt_packet *)e)->data, caplen))
-		caplen = 0;
+	if (caplen) {
+		/* Bounds the verifier can see on every kernel: the length as
+		 * 1 + a masked value, never 0 (5.10's verifier loses a "not
+		 * zero" test made on another register, and the helper's
+		 * length may not be 0 there). */
+		__u32 n = ((caplen - 1) & (PT_MAX_SNAPLEN - 1)) + 1;
+
+		if (bpf_skb_load_bytes(skb, 0, ((struct pt_packet *)e)->data, n))
+			caplen = 0;
+	}
 	send_packet(e, caplen);
 }
 

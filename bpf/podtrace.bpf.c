@@ -673,13 +673,20 @@ static __always_inline __u32 copy_dropped(const struct sk_buff *skb, struct pt_p
 		n = 0;
 	else if (n > tail - nh)
 		n = tail - nh;
-	/* Bounds the verifier can see. */
 	if (n > PT_MAX_SNAPLEN - ETH_HLEN)
 		n = PT_MAX_SNAPLEN - ETH_HLEN;
 	__builtin_memset(pkt->data, 0, 12);
 	__builtin_memcpy(&pkt->data[12], &proto, sizeof(proto));
-	if (n && bpf_probe_read_kernel(&pkt->data[ETH_HLEN], n, head + nh))
-		n = 0;
+	if (n) {
+		/* Bounds the verifier can see on every kernel (see
+		 * packets.bpf.c): 1 + a masked value, within the buffer. */
+		__u32 m = (n - 1) & (PT_MAX_SNAPLEN - 1);
+
+		if (m > PT_MAX_SNAPLEN - ETH_HLEN - 1)
+			m = PT_MAX_SNAPLEN - ETH_HLEN - 1;
+		if (bpf_probe_read_kernel(&pkt->data[ETH_HLEN], m + 1, head + nh))
+			n = 0;
+	}
 	return ETH_HLEN + n;
 }
 
