@@ -118,6 +118,12 @@ impl RunnerArgs {
 /// `--snaplen 0` means this many.
 pub const MAX_SNAPLEN: u32 = 16384;
 
+/// The plugin's `--snaplen` default (`--write` without it): Ethernet (14) + the largest IPv4 header (60) + the
+/// largest TCP header (60) + DNS over TCP's length prefix (2) + a DNS
+/// message at its classic 512-byte limit: every header of any packet, and
+/// whole DNS messages, at a fraction of a full 1514-byte frame.
+pub const DEFAULT_SNAPLEN: u32 = 14 + 60 + 60 + 2 + 512;
+
 /// The bytes a `--snaplen` value keeps of each packet (0: the most).
 pub fn snap_bytes(snaplen: u32) -> u32 {
     if snaplen == 0 {

@@ -125,11 +125,7 @@ pub struct KubeArgs {
     pub job_namespace: String,
 }
 
-/// `--snaplen`'s default: Ethernet (14) + the largest IPv4 header (60) + the
-/// largest TCP header (60) + DNS over TCP's length prefix (2) + a DNS
-/// message at its classic 512-byte limit: every header of any packet, and
-/// whole DNS messages, at a fraction of a full 1514-byte frame.
-pub const DEFAULT_SNAPLEN: u32 = 14 + 60 + 60 + 2 + 512;
+pub use podtrace::runner_args::DEFAULT_SNAPLEN;
 
 /// Output format.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]

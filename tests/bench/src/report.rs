@@ -117,6 +117,16 @@ pub fn checks(r: &Results) -> Vec<Check> {
                 verdict: Verdict::of(ours.zip(theirs).map(|(o, t)| o.median > t.median)),
             });
         }
+        // Both write every packet's bytes: the capture against the capture.
+        let (write, tcpdump) = (rps(Arm::RunnerWrite), rps(Arm::Tcpdump));
+        out.push(Check {
+            target: format!(
+                "{} req/s: runner --write better than tcpdump -w",
+                workload_short(w)
+            ),
+            measured: format!("{} vs {}", pct(write), pct(tcpdump)),
+            verdict: Verdict::of(write.zip(tcpdump).map(|(o, t)| o.median > t.median)),
+        });
     }
     let ready = |a: Arm| r.ready.ms.get(&a).and_then(|v| Spread::of(v));
     let (ours, bt) = (ready(Arm::Runner), ready(Arm::Bpftrace));
@@ -132,7 +142,7 @@ pub fn checks(r: &Results) -> Vec<Check> {
         }),
         verdict: Verdict::of(ours.zip(bt).map(|(o, b)| b.median >= 5.0 * o.median)),
     });
-    let peak = [Arm::Runner, Arm::RunnerPackets]
+    let peak = [Arm::Runner, Arm::RunnerPackets, Arm::RunnerWrite]
         .into_iter()
         .flat_map(|a| tracer_runs(&r.overhead, a).map(|t| t.peak_rss_kib))
         .chain(
@@ -641,6 +651,7 @@ pub fn notes(r: &Results) -> Vec<String> {
     let mut out = Vec::new();
     let runner: Vec<_> = tracer_runs(&r.overhead, Arm::Runner)
         .chain(tracer_runs(&r.overhead, Arm::RunnerPackets))
+        .chain(tracer_runs(&r.overhead, Arm::RunnerWrite))
         .collect();
     if let Some(t) = runner.iter().max_by_key(|t| t.peak_rss_kib) {
         if t.bpf_mmap_rss_kib > 0 {

@@ -79,7 +79,7 @@ pub fn run(s: &Settings) -> Result<Results> {
     }
     let mut arms = vec![Arm::Untraced];
     if runner_ok {
-        arms.extend([Arm::Runner, Arm::RunnerPackets]);
+        arms.extend([Arm::Runner, Arm::RunnerPackets, Arm::RunnerWrite]);
     }
     if s.baselines {
         arms.extend([Arm::Bpftrace, Arm::Tcpdump]);
@@ -122,7 +122,7 @@ pub fn run(s: &Settings) -> Result<Results> {
         let ready_arms: Vec<Arm> = tracers
             .iter()
             .copied()
-            .filter(|a| *a != Arm::RunnerPackets)
+            .filter(|a| !matches!(a, Arm::RunnerPackets | Arm::RunnerWrite))
             .collect();
         // The runner's legacy tc attach, for comparison with tcx (whose attach
         // waits for RCU grace periods), when this runner has the switch.
@@ -150,7 +150,7 @@ pub fn run(s: &Settings) -> Result<Results> {
     }
     if runner_ok && !s.quick && s.runs(Part::Profile) {
         eprintln!("bench: profile (kernel.bpf_stats_enabled) of the runner");
-        let arms = [Arm::Runner, Arm::RunnerPackets];
+        let arms = [Arm::Runner, Arm::RunnerPackets, Arm::RunnerWrite];
         match profile::measure(&tb, &target, &arms, &s.workloads, 4) {
             Ok(p) => r.profiles = p,
             Err(e) => r.errors.push(format!("profile: {e:#}")),

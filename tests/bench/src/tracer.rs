@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use serde::Serialize;
 
+use podtrace::runner_args::DEFAULT_SNAPLEN;
+
 use crate::launch;
 
 /// One column of the comparison.
@@ -27,6 +29,10 @@ pub enum Arm {
     Runner,
     /// `podtrace-runner --packets`: an event per packet as well.
     RunnerPackets,
+    /// `podtrace-runner --packets --snaplen 648`: what `kubectl podtrace
+    /// --write` asks of every runner (each packet's first bytes copied out
+    /// of the kernel, base64 in its JSON line).
+    RunnerWrite,
     /// bpftrace with [`BPFTRACE_SCRIPT`].
     Bpftrace,
     /// tcpdump on the pod's host-side interface, writing to tmpfs.
@@ -39,13 +45,14 @@ impl Arm {
             Arm::Untraced => "untraced",
             Arm::Runner => "podtrace-runner",
             Arm::RunnerPackets => "podtrace-runner --packets",
+            Arm::RunnerWrite => "podtrace-runner --packets --snaplen 648 (--write)",
             Arm::Bpftrace => "bpftrace",
             Arm::Tcpdump => "tcpdump",
         }
     }
 
     pub fn is_runner(self) -> bool {
-        matches!(self, Arm::Runner | Arm::RunnerPackets)
+        matches!(self, Arm::Runner | Arm::RunnerPackets | Arm::RunnerWrite)
     }
 }
 
@@ -110,7 +117,7 @@ impl Target {
         let ip = self.pod_ip.to_string();
         let line: Vec<String> = match arm {
             Arm::Untraced => return None,
-            Arm::Runner | Arm::RunnerPackets => {
+            Arm::Runner | Arm::RunnerPackets | Arm::RunnerWrite => {
                 let mut l = vec![
                     self.runner.display().to_string(),
                     "--pod-ip".into(),
@@ -118,8 +125,11 @@ impl Target {
                     "--node-name".into(),
                     self.node_name.clone(),
                 ];
-                if arm == Arm::RunnerPackets {
+                if arm != Arm::Runner {
                     l.push("--packets".into());
+                }
+                if arm == Arm::RunnerWrite {
+                    l.extend(["--snaplen".into(), DEFAULT_SNAPLEN.to_string()]);
                 }
                 l
             }
@@ -602,7 +612,9 @@ fn reader(
 /// Each tracer's ready marker.
 fn is_ready(arm: Arm, stdout: bool, line: &str) -> bool {
     match arm {
-        Arm::Runner | Arm::RunnerPackets => stdout && line_type(line) == Some("ready"),
+        Arm::Runner | Arm::RunnerPackets | Arm::RunnerWrite => {
+            stdout && line_type(line) == Some("ready")
+        }
         Arm::Bpftrace => stdout && line == "READY",
         Arm::Tcpdump => !stdout && line.contains("listening on"),
         Arm::Untraced => false,
@@ -669,5 +681,12 @@ mod tests {
             .command_line(Arm::RunnerPackets)
             .unwrap()
             .contains(&"--packets".to_string()));
+        let write = t.command_line(Arm::RunnerWrite).unwrap().join(" ");
+        assert!(write.ends_with("--packets --snaplen 648"), "{write}");
+        assert!(!t
+            .command_line(Arm::Runner)
+            .unwrap()
+            .iter()
+            .any(|a| a.starts_with("--") && a != "--pod-ip" && a != "--node-name"));
     }
 }

@@ -88,7 +88,7 @@ fn quick_run_measures_every_arm_it_can() {
     // Ready lines were seen on every start of every tracer.
     for arm in arms
         .iter()
-        .filter(|a| !matches!(**a, "untraced" | "runner-packets"))
+        .filter(|a| !matches!(**a, "untraced" | "runner-packets" | "runner-write"))
     {
         let ms = r["ready"]["ms"][arm]
             .as_array()
@@ -99,6 +99,18 @@ fn quick_run_measures_every_arm_it_can() {
             "{arm}: {ms:?}"
         );
         assert!(ms.iter().all(|m| m.as_f64().unwrap() > 0.0));
+    }
+
+    if arms.contains(&"runner-write") {
+        // The capture arm carried packet bytes; the per-packet arm did not.
+        let first_packet = |arm: &str| {
+            tracer(arm, "keep-alive")["counts"]["first_by_type"]["packet"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{arm}: no packet event"))
+                .to_owned()
+        };
+        assert!(first_packet("runner-write").contains("\"data\""));
+        assert!(!first_packet("runner-packets").contains("\"data\""));
     }
 
     if arms.contains(&"runner") {
