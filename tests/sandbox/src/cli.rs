@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::{PodManifest, RunnerCrash, Sandbox, SandboxConfig, ShapeChoice};
+use crate::{IpFamily, PodManifest, RunnerCrash, Sandbox, SandboxConfig, ShapeChoice};
 
 /// A local Kubernetes cluster: real network namespaces and processes, and
 /// an API server that kubectl and kube-rs talk to.
@@ -58,6 +58,13 @@ enum ShapeArg {
     Mixed,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum FamilyArg {
+    Ipv4,
+    Ipv6,
+    Dual,
+}
+
 #[derive(Debug, clap::Args)]
 struct UpArgs {
     /// Where to write the kubeconfig (never ~/.kube/config).
@@ -69,6 +76,10 @@ struct UpArgs {
     /// How pods attach to nodes (mixed: odd nodes routed, even bridged).
     #[arg(long, value_enum, default_value = "mixed")]
     shape: ShapeArg,
+    /// Pod and node addresses: ipv4; dual (IPv4 and IPv6, IPv4 first);
+    /// ipv6 (IPv6 first; pods keep IPv4 too, as Services stay IPv4).
+    #[arg(long, value_enum, default_value = "ipv4")]
+    ip_family: FamilyArg,
     /// Pod manifests (YAML/JSON) to create instead of the demo pods.
     #[arg(short = 'f', long = "filename")]
     files: Vec<PathBuf>,
@@ -135,6 +146,11 @@ async fn up(a: UpArgs) -> Result<()> {
             ShapeArg::Routed => ShapeChoice::Routed,
             ShapeArg::Bridge => ShapeChoice::Bridge,
             ShapeArg::Mixed => ShapeChoice::Mixed,
+        },
+        ip_family: match a.ip_family {
+            FamilyArg::Ipv4 => IpFamily::Ipv4,
+            FamilyArg::Ipv6 => IpFamily::Ipv6,
+            FamilyArg::Dual => IpFamily::Dual,
         },
         pods,
         kubeconfig: Some(a.kubeconfig.clone()),

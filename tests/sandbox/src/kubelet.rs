@@ -273,10 +273,15 @@ async fn run_pod(state: &Arc<State>, ns: &str, name: &str, mut kill: watch::Rece
         let _ = kill.wait_for(Option::is_some).await;
         return;
     };
-    let host_ip = node_obj["status"]["addresses"][0]["address"]
-        .as_str()
-        .unwrap_or("")
-        .to_owned();
+    // The node's InternalIPs, the primary family first.
+    let host_ips: Vec<String> = node_obj["status"]["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| a["type"] == "InternalIP")
+        .filter_map(|a| Some(a["address"].as_str()?.to_owned()))
+        .collect();
+    let host_ip = host_ips.first().cloned().unwrap_or_default();
     update_pod(state, ns, name, |p| {
         p["spec"]["nodeName"] = json!(node);
         p["status"]["conditions"] = json!([{"type": "PodScheduled", "status": "True",
@@ -298,18 +303,20 @@ async fn run_pod(state: &Arc<State>, ns: &str, name: &str, mut kill: watch::Rece
     // last one to delete the nodes' namespaces.
     let net = state.net.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let Some(net) = net else { return };
-    let (netns, pod_ip) = if host_network {
+    let (netns, pod_ips) = if host_network {
         let netns = net
             .node(&node)
             .map(|n| n.netns.name().to_owned())
             .unwrap_or_default();
         drop(net);
-        (netns, host_ip.clone())
+        (netns, host_ips.clone())
     } else {
         let (node2, pname) = (node.clone(), format!("{ns}.{name}"));
+        let family = state.ip_family;
         match tokio::task::spawn_blocking(move || net.add_pod(&node2, &pname)).await {
             Ok(Ok(p)) => {
-                let (netns, ip) = (p.netns.name().to_owned(), p.ip.to_string());
+                let netns = p.netns.name().to_owned();
+                let ips = family.order(p.ip.to_string(), p.ip6.map(|a| a.to_string()));
                 if let Some(rt) = state
                     .runtime
                     .lock()
@@ -318,7 +325,7 @@ async fn run_pod(state: &Arc<State>, ns: &str, name: &str, mut kill: watch::Rece
                 {
                     rt.net_pod = Some(p);
                 }
-                (netns, ip)
+                (netns, ips)
             }
             Ok(Err(e)) => {
                 event(
@@ -352,9 +359,15 @@ async fn run_pod(state: &Arc<State>, ns: &str, name: &str, mut kill: watch::Rece
     update_pod(state, ns, name, |p| {
         let ts = now();
         p["status"]["hostIP"] = json!(host_ip);
-        p["status"]["hostIPs"] = json!([{"ip": host_ip}]);
-        p["status"]["podIP"] = json!(pod_ip);
-        p["status"]["podIPs"] = json!([{"ip": pod_ip}]);
+        p["status"]["hostIPs"] = json!(host_ips
+            .iter()
+            .map(|ip| json!({"ip": ip}))
+            .collect::<Vec<_>>());
+        p["status"]["podIP"] = json!(pod_ips.first());
+        p["status"]["podIPs"] = json!(pod_ips
+            .iter()
+            .map(|ip| json!({"ip": ip}))
+            .collect::<Vec<_>>());
         p["status"]["startTime"] = json!(ts);
         p["status"]["containerStatuses"] = json!(containers
             .iter()
@@ -372,7 +385,7 @@ async fn run_pod(state: &Arc<State>, ns: &str, name: &str, mut kill: watch::Rece
         name: name.to_owned(),
         node,
         netns,
-        pod_ip,
+        pod_ips,
         host_ip,
         pod,
     };
@@ -455,7 +468,8 @@ struct PodCtx {
     name: String,
     node: String,
     netns: String,
-    pod_ip: String,
+    /// The primary family first.
+    pod_ips: Vec<String>,
     host_ip: String,
     pod: Value,
 }
@@ -644,7 +658,7 @@ fn prepare_oci(
         pod: &ctx.pod,
         container: c,
         node: &ctx.node,
-        pod_ip: &ctx.pod_ip,
+        pod_ip: ctx.pod_ips.first().map(String::as_str).unwrap_or(""),
         node_netns: &node_netns,
         pod_netns: (!host_network).then_some(ctx.netns.as_str()),
         env: env_for(ctx, c),
@@ -820,15 +834,22 @@ fn spawn_logged(mut cmd: Command, log: Arc<crate::logs::Log>) -> std::io::Result
     Ok(Running { child, reader })
 }
 
-fn nginx_conf(dir: &Path) -> std::io::Result<PathBuf> {
+/// `ipv6`: listen on IPv6 too (the socket cannot be made where the pod's
+/// namespace has IPv6 off).
+fn nginx_conf(dir: &Path, ipv6: bool) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let d = dir.display();
+    let listen6 = if ipv6 {
+        "    listen [::]:80 default_server;\n"
+    } else {
+        ""
+    };
     let conf = format!(
         "daemon off;\nmaster_process off;\nworker_processes 1;\nuser root;\npid {d}/nginx.pid;\n\
          error_log stderr notice;\nevents {{ worker_connections 1024; }}\n\
          http {{\n  access_log /dev/stdout;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
          fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-         server {{\n    listen 80 default_server;\n    root /var/www/html;\n\
+         server {{\n    listen 80 default_server;\n{listen6}    root /var/www/html;\n\
          index index.html index.htm index.nginx-debian.html;\n  }}\n}}\n"
     );
     let path = dir.join("nginx.conf");
@@ -872,7 +893,9 @@ fn env_for(ctx: &PodCtx, c: &Value) -> Vec<(String, String)> {
                 "metadata.name" => ctx.name.clone(),
                 "metadata.namespace" => ctx.ns.clone(),
                 "metadata.uid" => ctx.pod["metadata"]["uid"].as_str().unwrap_or("").to_owned(),
-                "status.podIP" => ctx.pod_ip.clone(),
+                "status.podIP" => ctx.pod_ips.first().cloned().unwrap_or_default(),
+                // As the kubelet: every address, comma-separated.
+                "status.podIPs" => ctx.pod_ips.join(","),
                 "status.hostIP" => ctx.host_ip.clone(),
                 "spec.serviceAccountName" => ctx.pod["spec"]["serviceAccountName"]
                     .as_str()
@@ -937,7 +960,8 @@ fn argv_for(ctx: &PodCtx, c: &Value, image: &Image, scratch: &Path) -> Result<Ve
             Ok(argv)
         }
         Image::Nginx => {
-            let conf = nginx_conf(scratch)
+            let ipv6 = ctx.pod_ips.iter().any(|ip| ip.contains(':'));
+            let conf = nginx_conf(scratch, ipv6)
                 .map_err(|e| format!("failed to write the nginx config: {e}"))?;
             Ok(vec![
                 "nginx".into(),

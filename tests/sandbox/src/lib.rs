@@ -71,6 +71,7 @@ mod apps;
 pub mod cli;
 mod cri;
 mod discovery;
+mod family;
 mod gc;
 mod images;
 mod jobs;
@@ -98,6 +99,7 @@ mod strategic;
 mod tls;
 
 pub use cri::runner_image_archive;
+pub use family::IpFamily;
 pub use kubeconfig::{read_netns_prefix, read_server_and_token};
 /// Test support shared with the other test crates.
 pub use podtrace_netns::{is_root, ChildLines};

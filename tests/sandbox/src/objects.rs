@@ -4,6 +4,7 @@
 
 use serde_json::{json, Value};
 
+use crate::family::IpFamily;
 use crate::store::{now, Key, Resource, Store};
 
 pub fn default_namespaces() -> Vec<(String, Vec<(String, String)>)> {
@@ -48,8 +49,21 @@ fn os_image() -> String {
         .unwrap_or_else(|| "Linux".into())
 }
 
-pub fn node(node: &podtrace_netns::Node, kernel: &str) -> Value {
+pub fn node(node: &podtrace_netns::Node, kernel: &str, family: IpFamily) -> Value {
     let ts = now();
+    let cidrs = family.order(
+        node.pod_cidr_string(),
+        node.pod_cidr6.map(|c| format!("{c}/64")),
+    );
+    let mut addresses: Vec<Value> = family
+        .order(
+            node.uplink_ip.to_string(),
+            node.uplink_ip6.map(|a| a.to_string()),
+        )
+        .into_iter()
+        .map(|a| json!({"type": "InternalIP", "address": a}))
+        .collect();
+    addresses.push(json!({"type": "Hostname", "address": node.name}));
     let arch = match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
@@ -68,7 +82,7 @@ pub fn node(node: &podtrace_netns::Node, kernel: &str) -> Value {
             "annotations": {"podtrace.dev/netns": node.netns.name(),
                             "podtrace.dev/cni-shape": format!("{:?}", node.shape)},
         },
-        "spec": {"podCIDR": node.pod_cidr_string(), "podCIDRs": [node.pod_cidr_string()]},
+        "spec": {"podCIDR": cidrs[0], "podCIDRs": cidrs},
         "status": {
             "capacity": {"cpu": "2", "memory": "8Gi", "pods": "110"},
             "allocatable": {"cpu": "2", "memory": "8Gi", "pods": "110"},
@@ -82,10 +96,7 @@ pub fn node(node: &podtrace_netns::Node, kernel: &str) -> Value {
                 {"type": "Ready", "status": "True", "reason": "KubeletReady",
                  "message": "kubelet is posting ready status", "lastHeartbeatTime": ts, "lastTransitionTime": ts},
             ],
-            "addresses": [
-                {"type": "InternalIP", "address": node.uplink_ip.to_string()},
-                {"type": "Hostname", "address": node.name},
-            ],
+            "addresses": addresses,
             "nodeInfo": {
                 "machineID": "", "systemUUID": "", "bootID": "",
                 "kernelVersion": kernel,

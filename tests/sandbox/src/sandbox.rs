@@ -2,7 +2,7 @@
 //! The public face: start a sandbox, reach into it, inject faults, stop it.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::{Arc, Mutex};
@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::family::IpFamily;
 use crate::kubelet::PodRuntime;
 use crate::logs::Logs;
 use crate::rbac::{Rbac, User};
@@ -144,6 +145,8 @@ pub struct SandboxConfig {
     /// Node count (named `node-1`, `node-2`, …).
     pub nodes: usize,
     pub shape: ShapeChoice,
+    /// Pod and node address families (IPv4 only by default).
+    pub ip_family: IpFamily,
     /// Pods created at start; [`Sandbox::start`] returns once they run.
     pub pods: Vec<PodManifest>,
     /// Extra namespaces and their labels (`default`, `kube-system`,
@@ -170,6 +173,7 @@ impl Default for SandboxConfig {
         SandboxConfig {
             nodes: 2,
             shape: ShapeChoice::Mixed,
+            ip_family: IpFamily::Ipv4,
             pods: vec![PodManifest::nginx_demo(), PodManifest::curl_demo()],
             namespaces: Vec::new(),
             users: Vec::new(),
@@ -216,6 +220,7 @@ pub(crate) struct State {
     pub drop_watches: watch::Sender<u64>,
     pub drop_logs: watch::Sender<u64>,
     pub runner_bin: Option<PathBuf>,
+    pub ip_family: IpFamily,
     /// Containers run from loaded images (runc), and the image store.
     pub cri: crate::cri::Runtime,
 }
@@ -279,6 +284,7 @@ impl Sandbox {
         let started = Instant::now();
         let nodes = config.nodes.max(1);
         let shape = config.shape;
+        let family = config.ip_family;
         let net = tokio::task::spawn_blocking(move || -> Result<podtrace_netns::Cluster> {
             // Claiming a slot races with other sandboxes reclaiming a stale
             // one (in this process or another): serialise ours, and retry a
@@ -286,7 +292,11 @@ impl Sandbox {
             static SETUP: Mutex<()> = Mutex::new(());
             let _one_at_a_time = SETUP.lock().unwrap_or_else(|e| e.into_inner());
             let build = || -> Result<podtrace_netns::Cluster> {
-                let net = podtrace_netns::Cluster::new()?;
+                let net = if family.has_ipv6() {
+                    podtrace_netns::Cluster::dual_stack()?
+                } else {
+                    podtrace_netns::Cluster::new()?
+                };
                 for i in 0..nodes {
                     net.add_node(&format!("node-{}", i + 1), shape.for_node(i))?;
                 }
@@ -319,7 +329,10 @@ impl Sandbox {
             let _ = store.create(Resource::Namespace, objects::namespace(&name, &labels));
         }
         for node in net.nodes() {
-            let _ = store.create(Resource::Node, objects::node(&node, &kernel_version));
+            let _ = store.create(
+                Resource::Node,
+                objects::node(&node, &kernel_version, family),
+            );
         }
         let mut rbac = Rbac::default();
         rbac.add(User::admin(ADMIN));
@@ -338,6 +351,7 @@ impl Sandbox {
             drop_watches: watch::channel(0).0,
             drop_logs: watch::channel(0).0,
             runner_bin: config.runner_bin.clone(),
+            ip_family: family,
             cri: crate::cri::Runtime::start(&prefix),
         });
         crate::services::route_service_cidr(&state)?;
@@ -479,10 +493,15 @@ impl Sandbox {
         cmd
     }
 
-    /// The pod's IP once it has one.
+    /// The pod's IPv4 address once it has one (in every [`IpFamily`]:
+    /// the sandbox's Services are IPv4).
     pub async fn pod_ip(&self, namespace: &str, name: &str) -> Option<Ipv4Addr> {
-        let obj = self.get(Resource::Pod, namespace, name)?;
-        obj["status"]["podIP"].as_str()?.parse().ok()
+        crate::family::pod_ipv4(&self.get(Resource::Pod, namespace, name)?)
+    }
+
+    /// The pod's IPv6 address once it has one (not with [`IpFamily::Ipv4`]).
+    pub async fn pod_ip6(&self, namespace: &str, name: &str) -> Option<Ipv6Addr> {
+        crate::family::pod_ipv6(&self.get(Resource::Pod, namespace, name)?)
     }
 
     /// A copy of an object, as the API would return it.

@@ -56,7 +56,8 @@ impl Snapshot {
                     namespace: p["metadata"]["namespace"].as_str()?.to_owned(),
                     name: p["metadata"]["name"].as_str()?.to_owned(),
                     labels: labels(&p["metadata"]["labels"]),
-                    ip: p["status"]["podIP"].as_str()?.parse().ok()?,
+                    // Rules are IPv4 only (the `ip` family), as the Services.
+                    ip: crate::family::pod_ipv4(p)?,
                     node: p["spec"]["nodeName"].as_str()?.to_owned(),
                     ports: p["spec"]["containers"]
                         .as_array()

@@ -8,10 +8,13 @@
 //! server (`--no-resolv`) nothing is ever asked outside the sandbox.
 //!
 //! Records, as the Kubernetes DNS specification names them: a ClusterIP
-//! Service `SVC.NS.svc.cluster.local` → its ClusterIP; a headless one → its
-//! ready endpoints; a pod `A-B-C-D.NS.pod.cluster.local` → its address.
-//! The sandbox's pods are IPv4 only, so AAAA questions get no answer
-//! (NOERROR, no data), as from a cluster without IPv6.
+//! Service `SVC.NS.svc.cluster.local` → its ClusterIP (A: ClusterIPs are
+//! IPv4); a headless one → its ready endpoints (A), and their pods' IPv6
+//! addresses (AAAA) where pods have them; a pod
+//! `A-B-C-D.NS.pod.cluster.local` → its IPv4 address and, with IPv6, the
+//! AAAA record of `fd00-1-2--5.NS.pod.cluster.local` (the address with `:`
+//! as `-`, as CoreDNS names it). Where pods are IPv4 only, AAAA questions
+//! get no answer (NOERROR, no data), as from a cluster without IPv6.
 //!
 //! Pods get the `resolv.conf` a kubelet writes for `dnsPolicy:
 //! ClusterFirst`, as `/etc/netns/NETNS/resolv.conf`, which `ip netns exec`
@@ -25,7 +28,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 use crate::sandbox::State;
-use crate::store::{Resource, Store};
+use crate::store::{Key, Resource, Store};
 
 use super::SERVICE_NAME_LABEL;
 
@@ -116,6 +119,15 @@ pub(crate) fn records(store: &Store) -> BTreeSet<String> {
                                 out.insert(format!("{a} {fqdn}"));
                             }
                         }
+                        // The slices are IPv4 (as the Service); the pod's
+                        // IPv6 address answers AAAA, as a dual-stack
+                        // headless Service's IPv6 slice would.
+                        let pod = e["targetRef"]["name"]
+                            .as_str()
+                            .and_then(|p| store.get(&Key::new(Resource::Pod, ns, p)).cloned());
+                        if let Some(ip6) = pod.as_ref().and_then(crate::family::pod_ipv6) {
+                            out.insert(format!("{ip6} {fqdn}"));
+                        }
                     }
                 }
             }
@@ -130,8 +142,9 @@ pub(crate) fn records(store: &Store) -> BTreeSet<String> {
             continue;
         }
         let ns = pod["metadata"]["namespace"].as_str().unwrap_or("");
-        if let Some(ip) = pod["status"]["podIP"].as_str() {
-            out.insert(format!("{ip} {}.{ns}.pod.{DOMAIN}", ip.replace('.', "-")));
+        for ip in crate::family::pod_ips(&pod) {
+            let label = ip.to_string().replace(['.', ':'], "-");
+            out.insert(format!("{ip} {label}.{ns}.pod.{DOMAIN}"));
         }
     }
     out

@@ -59,7 +59,8 @@ fn desired(store: &Store, svc: &Value) -> BTreeMap<String, (Value, Vec<Value>)> 
             continue;
         }
         let phase = pod["status"]["phase"].as_str().unwrap_or("");
-        let Some(ip) = pod["status"]["podIP"].as_str() else {
+        // The slices are IPv4, as the sandbox's Services.
+        let Some(ip) = crate::family::pod_ipv4(&pod) else {
             continue;
         };
         if phase == "Succeeded" || phase == "Failed" {
@@ -78,7 +79,7 @@ fn desired(store: &Store, svc: &Value) -> BTreeMap<String, (Value, Vec<Value>)> 
         let terminating = !pod["metadata"]["deletionTimestamp"].is_null();
         let ready = crate::objects::pod_is_ready(&pod);
         let endpoint = json!({
-            "addresses": [ip],
+            "addresses": [ip.to_string()],
             "conditions": {"ready": ready && !terminating, "serving": ready, "terminating": terminating},
             "nodeName": pod["spec"]["nodeName"],
             "targetRef": {"kind": "Pod", "namespace": ns, "name": pod["metadata"]["name"],
