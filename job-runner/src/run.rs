@@ -125,9 +125,13 @@ fn start<'obj>(
         tracing::debug!(ms = ms(started), "opened the BPF objects, created the maps");
         let found = found.join().expect("the discovery thread panicked")?;
         let (tp, shared) = opened?;
+        // A dual-stack pod is found once per address, on one interface:
+        // attached once.
+        let mut attached = std::collections::HashSet::new();
         let ifaces: Vec<Iface> = found
             .pods
             .iter()
+            .filter(|p| attached.insert(p.ifindex))
             .map(|p| Iface {
                 name: p.ifname.clone(),
                 index: p.ifindex,
@@ -148,7 +152,11 @@ fn start<'obj>(
         let mut tp_cfg = cfg.clone();
         tp_cfg.features = features;
         tp_cfg.netns = vec![found.own_netns];
-        tp_cfg.netns.extend(found.pods.iter().map(|p| p.netns));
+        for p in &found.pods {
+            if !tp_cfg.netns.contains(&p.netns) {
+                tp_cfg.netns.push(p.netns);
+            }
+        }
         tp_cfg.ignored_drop_reasons = reasons.ignored();
         tp_cfg.unnamed_purge_reason = reasons.unnamed_purge();
         tracing::debug!(

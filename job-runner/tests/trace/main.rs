@@ -9,6 +9,7 @@ mod common;
 
 mod cleanup;
 mod connections;
+mod dual_stack;
 mod kernel;
 mod loss;
 mod scope;
