@@ -133,6 +133,27 @@ mod tests {
     }
 
     #[test]
+    fn a_dual_stack_pod_is_traced_and_filtered_by_both_addresses() {
+        let dual = |name: &str, node: &str, v4: &str, v6: &str| -> Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {"nodeName": node, "containers": [{"name": "c", "image": "nginx"}]},
+                "status": {"phase": "Running", "podIP": v6,
+                           "podIPs": [{"ip": v6}, {"ip": v4}]}
+            }))
+            .unwrap()
+        };
+        let a = target_from_pod(&dual("a", "n1", "10.0.1.2", "fd00::1:2"), "default", "a").unwrap();
+        let b = target_from_pod(&dual("b", "n2", "10.0.2.2", "fd00::2:2"), "default", "b").unwrap();
+        let ips = |l: &[&str]| -> Vec<IpAddr> { l.iter().map(|i| i.parse().unwrap()).collect() };
+        let plans = plan(&[std::slice::from_ref(&a), std::slice::from_ref(&b)], &[]);
+        assert_eq!(plans[0].pod_ips, ips(&["fd00::1:2", "10.0.1.2"]));
+        assert_eq!(plans[0].peer_ips, ips(&["fd00::2:2", "10.0.2.2"]));
+        assert_eq!(plans[1].pod_ips, ips(&["fd00::2:2", "10.0.2.2"]));
+        assert_eq!(plans[1].peer_ips, ips(&["fd00::1:2", "10.0.1.2"]));
+    }
+
+    #[test]
     fn plans_sets_of_pods_and_pods_that_join() {
         let t = |name: &str, node: &str, ip: &str| {
             let mut p = running(name, node, ip);
