@@ -246,6 +246,15 @@ async fn invalid_services_are_refused_in_the_servers_words() {
             "apiVersion: v1\nkind: Service\nmetadata:\n  name: bad\nspec:\n  ports:\n  - port: 80\n    protocol: ICMP\n",
             "spec.ports[0].protocol: Unsupported value: \"ICMP\": supported values: \"SCTP\", \"TCP\", \"UDP\"",
         ),
+        // The service CIDR is IPv4 only (in every --ip-family).
+        (
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: bad\nspec:\n  ipFamilyPolicy: RequireDualStack\n  selector:\n    app: x\n  ports:\n  - port: 80\n",
+            "The Service \"bad\" is invalid: spec.ipFamilyPolicy: Invalid value: \"RequireDualStack\": this cluster is not configured for dual-stack services",
+        ),
+        (
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: bad\nspec:\n  ipFamilies: [IPv6]\n  selector:\n    app: x\n  ports:\n  - port: 80\n",
+            "The Service \"bad\" is invalid: spec.ipFamilies[0]: Invalid value: \"IPv6\": not configured on this cluster",
+        ),
     ];
     for (manifest, want) in cases {
         let o = kubectl(&sb, &["apply", "-f", "-"], Some(manifest)).await;

@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{json, Value};
 
@@ -182,7 +182,38 @@ fn validate(svc: &Service, obj: &Value) -> Causes {
             );
         }
     }
+    families(spec, &mut causes);
     causes
+}
+
+/// The service CIDR is IPv4 in every `IpFamily`: IPv6 and required dual
+/// stack are refused as `pkg/registry/core/service/storage/alloc.go`
+/// refuses them on a single-stack IPv4 cluster (which exempts a headless
+/// Service without a selector).
+fn families(spec: &ServiceSpec, causes: &mut Causes) {
+    let headless = spec.cluster_ip.as_deref() == Some("None");
+    if headless && spec.selector.as_ref().is_none_or(|s| s.is_empty()) {
+        return;
+    }
+    if spec.ip_family_policy.as_deref() == Some("RequireDualStack") {
+        push(
+            causes,
+            "spec.ipFamilyPolicy".into(),
+            "FieldValueInvalid",
+            "Invalid value: \"RequireDualStack\": this cluster is not configured for dual-stack services"
+                .into(),
+        );
+    }
+    for (i, f) in spec.ip_families.iter().flatten().enumerate() {
+        if f != "IPv4" {
+            push(
+                causes,
+                format!("spec.ipFamilies[{i}]"),
+                "FieldValueInvalid",
+                format!("Invalid value: \"{f}\": not configured on this cluster"),
+            );
+        }
+    }
 }
 
 /// The v1 defaults a real server fills in.
