@@ -7,16 +7,18 @@
 #   nginx-demo` (through kubectl's plugin discovery) while curl-demo curls
 #   nginx-demo, stops after a bounded time with the per-flow summary, and
 #   tears everything down.
-# Usage: sudo scripts/demo.sh [netpol] [extra kubectl podtrace flags, e.g. --packets]
+# Usage: sudo scripts/demo.sh [netpol|dual] [extra kubectl podtrace flags, e.g. --packets]
 #   netpol: the "why can't curl-demo reach nginx-demo?" walk-through instead:
 #   NetworkPolicies deny it, a label allows it, an egress deny stops it again,
 #   and its DNS lookups too (manifests/examples/netpol-*.yaml).
+#   dual: the same curls on a dual-stack cluster, to nginx-demo's IPv6 address.
 set -euo pipefail
 scenario=curls
-if [ "${1:-}" = netpol ]; then
-  scenario=netpol
-  shift
-fi
+ip_family=ipv4
+case "${1:-}" in
+  netpol) scenario=netpol; shift ;;
+  dual) ip_family=dual; shift ;;
+esac
 cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -43,8 +45,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "==> starting the sandbox cluster (2 nodes, nginx-demo and curl-demo, $image_archive loaded)" >&2
+echo "==> starting the sandbox cluster (2 nodes, $ip_family, nginx-demo and curl-demo, $image_archive loaded)" >&2
 "$target/podtrace-sandbox" up --kubeconfig "$work/kubeconfig" --image-archive "$image_archive" \
+  --ip-family "$ip_family" \
   >"$work/sandbox.out" 2>"$work/sandbox.err" &
 sandbox_pid=$!
 for _ in $(seq 1 300); do
@@ -59,6 +62,14 @@ export KUBECONFIG="$work/kubeconfig"
 export PATH="$target:$PATH"   # kubectl finds kubectl-podtrace here
 kubectl get pods -o wide
 NGINX_POD_IP=$(kubectl get pod nginx-demo -o jsonpath='{.status.podIP}')
+nginx_host=$NGINX_POD_IP
+if [ "$ip_family" = dual ]; then
+  kubectl get pod nginx-demo -o jsonpath='{.status.podIPs}' >&2; echo >&2
+  # The second of nginx-demo's two addresses (IPv4 is the primary
+  # family): its IPv6 one, bracketed in URLs.
+  NGINX_POD_IP=$(kubectl get pod nginx-demo -o jsonpath='{.status.podIPs[1].ip}')
+  nginx_host="[$NGINX_POD_IP]"
+fi
 echo "Nginx IP: $NGINX_POD_IP" >&2
 nodes=$(kubectl get pod curl-demo nginx-demo -o jsonpath='{.items[*].spec.nodeName}' | tr ' ' '\n' | sort -u | wc -l)
 
@@ -84,7 +95,7 @@ kubectl get pods -n podtrace -o custom-columns='POD:.metadata.name,NODE:.spec.no
 podtrace_sandbox() { "$target/podtrace-sandbox" "$@"; }
 curl_nginx() {
   podtrace_sandbox exec --kubeconfig "$KUBECONFIG" curl-demo -- \
-    curl -s --max-time 3 -o /dev/null -w "$1: HTTP %{http_code}\n" "http://$NGINX_POD_IP$2" >&2 || true
+    curl -s --max-time 3 -o /dev/null -w "$1: HTTP %{http_code}\n" "http://$nginx_host$2" >&2 || true
 }
 if [ "$scenario" = netpol ]; then
   curl_nginx "curl while denied" ""
@@ -97,11 +108,11 @@ if [ "$scenario" = netpol ]; then
 else
   for i in 1 2 3; do
     podtrace_sandbox exec --kubeconfig "$KUBECONFIG" curl-demo -- \
-      curl -s -o /dev/null -w "curl #$i: HTTP %{http_code}, %{size_download} bytes\n" "http://$NGINX_POD_IP" >&2
+      curl -s -g -o /dev/null -w "curl #$i: HTTP %{http_code}, %{size_download} bytes\n" "http://$nginx_host" >&2
     sleep 1
   done
   podtrace_sandbox exec --kubeconfig "$KUBECONFIG" curl-demo -- \
-    curl -s -o /dev/null -w "curl to a closed port: %{http_code} (refused)\n" "http://$NGINX_POD_IP:81" >&2 || true
+    curl -s -g -o /dev/null -w "curl to a closed port: %{http_code} (refused)\n" "http://$nginx_host:81" >&2 || true
 fi
 
 wait "$trace_pid"

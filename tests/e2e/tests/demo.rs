@@ -1,24 +1,28 @@
 // SPDX-License-Identifier: Apache-2.0
-//! The `curl_to_nginx_across_two_nodes` scenario end to end (and its one-node twin): `nginx-demo` and `curl-demo` in the
+//! The `curl_to_nginx_across_two_nodes` scenario end to end (and its one-node and dual-stack
+//! twins): `nginx-demo` and `curl-demo` in the
 //! sandbox, the real `kubectl podtrace curl-demo nginx-demo -o json` through
-//! plugin discovery, curl from curl-demo, Ctrl-C, and nothing left behind.
+//! plugin discovery, curl from curl-demo (over IPv6 on the dual-stack
+//! cluster), Ctrl-C, and nothing left behind.
 //! Runs as root (network namespaces, eBPF), as CI does.
 
+use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use podtrace_e2e::{
     bpf_prog_ids, kubectl_podtrace, loaded_prog_ids, of_type, peak_rss_kib, Traced,
 };
-use podtrace_sandbox::{PodManifest, Sandbox, SandboxConfig};
+use podtrace_sandbox::{IpFamily, PodManifest, Sandbox, SandboxConfig};
 use serde_json::Value;
 
 const NGINX_PAGE_BYTES: u64 = 615;
 
-fn sandbox_config(one_node: bool) -> SandboxConfig {
+fn sandbox_config(one_node: bool, ip_family: IpFamily) -> SandboxConfig {
     // The runners run from the runner's image, as runc containers.
     let mut config = SandboxConfig {
         images: vec![podtrace_sandbox::runner_image_archive().unwrap_or_else(|e| panic!("{e}"))],
+        ip_family,
         ..SandboxConfig::default()
     };
     if one_node {
@@ -36,6 +40,7 @@ fn curl(sandbox: &Sandbox, url: &str) -> String {
             &[
                 "curl",
                 "-sS",
+                "-g",
                 "--max-time",
                 "5",
                 "-o",
@@ -115,17 +120,28 @@ fn assert_nothing_left(sandbox: &Sandbox, runner_progs: &[u64]) {
     }
 }
 
-fn run_scenario(one_node: bool) {
+/// `ip_family`: [`IpFamily::Dual`] curls nginx-demo's IPv6 address.
+fn run_scenario(one_node: bool, ip_family: IpFamily) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let sandbox = rt
-        .block_on(Sandbox::start(sandbox_config(one_node)))
+        .block_on(Sandbox::start(sandbox_config(one_node, ip_family)))
         .expect("sandbox starts");
     let nginx_node = node_of(&sandbox, "nginx-demo");
     let curl_node = node_of(&sandbox, "curl-demo");
     assert_eq!(one_node, nginx_node == curl_node, "pod placement");
-    let nginx_ip = rt
-        .block_on(sandbox.pod_ip("default", "nginx-demo"))
-        .expect("nginx-demo has an IP");
+    let nginx_ip: IpAddr = if ip_family == IpFamily::Dual {
+        rt.block_on(sandbox.pod_ip6("default", "nginx-demo"))
+            .expect("nginx-demo has an IPv6 address")
+            .into()
+    } else {
+        rt.block_on(sandbox.pod_ip("default", "nginx-demo"))
+            .expect("nginx-demo has an IP")
+            .into()
+    };
+    let (to_80, to_81) = (
+        SocketAddr::new(nginx_ip, 80).to_string(),
+        SocketAddr::new(nginx_ip, 81).to_string(),
+    );
 
     let mut trace = Traced::spawn(kubectl_podtrace(
         sandbox.kubeconfig_path(),
@@ -172,14 +188,18 @@ fn run_scenario(one_node: bool) {
     let curl_at = trace.started.elapsed();
 
     for _ in 0..3 {
-        assert_eq!(curl(&sandbox, &format!("http://{nginx_ip}/")), "200");
+        assert_eq!(curl(&sandbox, &format!("http://{to_80}/")), "200");
     }
-    let refused = curl(&sandbox, &format!("http://{nginx_ip}:81/"));
+    let refused = curl(&sandbox, &format!("http://{to_81}/"));
     assert_eq!(refused, "000", "port 81 is closed");
 
     let curl_pod = "default/curl-demo";
     let nginx_pod = "default/nginx-demo";
-    let named = |v: &Value| v["src_name"] == curl_pod && v["dst_name"] == nginx_pod;
+    let named = |v: &Value| {
+        v["src_name"] == curl_pod
+            && v["dst_name"] == nginx_pod
+            && v["dst"].as_str().is_some_and(|d| d == to_80 || d == to_81)
+    };
     trace.wait_for(Duration::from_secs(30), "the whole conversation", |l| {
         has(l, |v| {
             v["type"] == "connect"
@@ -189,7 +209,7 @@ fn run_scenario(one_node: bool) {
         }) && has(l, |v| {
             v["type"] == "accept" && named(v) && v["node"] == nginx_node.as_str()
         }) && has(l, |v| {
-            v["type"] == "established" && v["rtt_us"].as_u64() > Some(0)
+            v["type"] == "established" && v["rtt_us"].as_u64() > Some(0) && named(v)
         }) && has(l, |v| {
             v["type"] == "close"
                 && v["node"] == curl_node.as_str()
@@ -245,18 +265,15 @@ fn run_scenario(one_node: bool) {
         .flat_map(|s| s["flows"].as_array().into_iter().flatten())
         .collect();
     assert!(
-        flows
-            .iter()
-            .any(|f| f["dst"] == format!("{nginx_ip}:80").as_str()
-                && f["connections"].as_u64() >= Some(3)
-                && f["packets_sent"].as_u64() > Some(0)),
+        flows.iter().any(|f| f["dst"] == to_80.as_str()
+            && f["connections"].as_u64() >= Some(3)
+            && f["packets_sent"].as_u64() > Some(0)),
         "a flow curl-demo → nginx-demo:80 with the three connections: {flows:?}"
     );
     assert!(
         flows
             .iter()
-            .any(|f| f["dst"] == format!("{nginx_ip}:81").as_str()
-                && f["failed"].as_u64() >= Some(1)),
+            .any(|f| f["dst"] == to_81.as_str() && f["failed"].as_u64() >= Some(1)),
         "the refused flow: {flows:?}"
     );
     if !one_node {
@@ -266,6 +283,15 @@ fn run_scenario(one_node: bool) {
             .filter_map(|r| r["node"].as_str())
             .collect();
         assert!(readies.contains(&curl_node.as_str()) && readies.contains(&nginx_node.as_str()));
+    }
+    if ip_family == IpFamily::Dual {
+        // Each runner traces both addresses of its pod, limited to both
+        // of the peer's.
+        for r in of_type(&lines, "ready") {
+            for key in ["pod_ips", "peer_ips"] {
+                assert_eq!(r[key].as_array().map(Vec::len), Some(2), "{key}: {r}");
+            }
+        }
     }
     assert_nothing_left(&sandbox, &runner_progs);
     eprintln!(
@@ -278,10 +304,18 @@ fn run_scenario(one_node: bool) {
 
 #[test]
 fn curl_to_nginx_across_two_nodes() {
-    run_scenario(false);
+    run_scenario(false, IpFamily::Ipv4);
 }
 
 #[test]
 fn curl_to_nginx_on_one_node() {
-    run_scenario(true);
+    run_scenario(true, IpFamily::Ipv4);
+}
+
+/// The demo on a dual-stack cluster, curl-demo curling nginx-demo's IPv6
+/// address: every event named, both runners given both addresses of
+/// their pod.
+#[test]
+fn curl_to_nginx_across_two_nodes_over_ipv6() {
+    run_scenario(false, IpFamily::Dual);
 }
