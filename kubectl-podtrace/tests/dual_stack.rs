@@ -160,5 +160,28 @@ async fn curl_over_ipv6_is_traced_with_pod_names_on_a_dual_stack_cluster() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&jobs.stdout), "", "trace Jobs left");
     assert_eq!(sb.runner_processes(), Vec::<u32>::new(), "runners left");
+
+    // The text output names each node's one interface once.
+    let out = Command::new(PLUGIN)
+        .arg("--kubeconfig")
+        .arg(sb.kubeconfig_path())
+        .args(["curl-demo", "nginx-demo", "--duration", "1s"])
+        .env_remove("KUBECONFIG")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let tracing_on: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains(": tracing on "))
+        .collect();
+    assert_eq!(tracing_on.len(), 2, "{stderr}");
+    for l in tracing_on {
+        let (_, ifaces) = l.split_once(": tracing on ").unwrap();
+        let ifaces = ifaces.split(" (").next().unwrap();
+        assert!(!ifaces.contains(','), "one interface per node: {l}");
+    }
     sb.shutdown().await;
 }

@@ -181,7 +181,13 @@ impl Session<'_> {
                 }
                 self.set_stage(i, Stage::Attached);
                 let body = &r.body;
-                let ifaces: Vec<&str> = body.interfaces.iter().map(|f| f.name.as_str()).collect();
+                // One entry per pod address: a dual-stack pod's interface twice.
+                let mut ifaces: Vec<&str> = Vec::new();
+                for f in &body.interfaces {
+                    if !ifaces.contains(&f.name.as_str()) {
+                        ifaces.push(&f.name);
+                    }
+                }
                 let mut text = format!(
                     "node {}: tracing on {} ({} hooks, started in {:.0}ms)",
                     body.node,
