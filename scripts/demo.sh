@@ -30,7 +30,8 @@ echo "==> building (cargo build)" >&2
 cargo build --locked -p kubectl-podtrace -p podtrace-runner -p podtrace-sandbox 2>&1 | tail -n 2 >&2
 target=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/debug
 echo "==> building the runner's image (scripts/build-image.sh)" >&2
-image_archive=$(bash scripts/build-image.sh | head -1)
+# sed reads every line: `head -1` could exit first and SIGPIPE the script.
+image_archive=$(bash scripts/build-image.sh | sed -n 1p)
 
 work=$(mktemp -d /tmp/podtrace-demo.XXXXXX)
 sandbox_pid=""
