@@ -80,13 +80,14 @@ if [ "$scenario" = netpol ]; then
 fi
 echo >&2
 echo "==> kubectl podtrace curl-demo nginx-demo --duration 20s $*" >&2
-kubectl podtrace curl-demo nginx-demo --duration 20s "$@" 2> >(tee "$work/trace.err" >&2) &
+kubectl podtrace curl-demo nginx-demo --duration 20s "$@" \
+  > >(tee "$work/trace.out") 2> >(tee "$work/trace.err" >&2) &
 trace_pid=$!
 
 # Curl once the trace is attached on every node (the plugin says "tracing on"
-# on stderr for each).
+# on stderr for each; with -o json, a "ready" line on stdout).
 for _ in $(seq 1 600); do
-  attached=$(grep -c "tracing on" "$work/trace.err" 2>/dev/null || true)
+  attached=$(cat "$work/trace.err" "$work/trace.out" 2>/dev/null | grep -c -e "tracing on" -e '"type":"ready"' || true)
   [ "${attached:-0}" -ge "$nodes" ] && break
   kill -0 "$trace_pid" 2>/dev/null || break
   sleep 0.1
