@@ -2,7 +2,8 @@
 /*
  * packets.bpf.c - packets at each traced pod's host-side interface: per-flow
  * counters in the kernel, an event for every SYN, FIN and RST (and with
- * --packets for every packet). Attached as tcx links or clsact filters.
+ * --packets for every packet), and ICMP errors about traced flows.
+ * Attached as tcx links or clsact filters.
  * The programs only observe: they always hand the packet on unchanged
  * (TC_ACT_UNSPEC, which is TCX_NEXT under tcx). The maps are shared with
  * podtrace.bpf.c (see shared.bpf.h).
@@ -133,6 +134,99 @@ static __always_inline int load(struct __sk_buff *skb, __u32 off, void *buf, __u
 	return bpf_skb_load_bytes(skb, off, buf, len);
 }
 
+/* ICMP types that report an error about a packet (RFC 792, RFC 4443). */
+#define PT_ICMP_DEST_UNREACH 3
+#define PT_ICMP_FRAG_NEEDED 4 /* code of PT_ICMP_DEST_UNREACH */
+#define PT_ICMP_TIME_EXCEEDED 11
+#define PT_ICMP_PARAMETERPROB 12
+#define PT_ICMPV6_PKT_TOOBIG 2
+#define PT_ICMPV6_INFO_MIN 128 /* ICMPv6 types from here on are not errors */
+
+/*
+ * An ICMP or ICMPv6 error crossing a pod's interface, from `from`, whose
+ * header starts at `l4`: reported (PT_ICMP) when the packet it quotes (IP
+ * header, then the first 8 bytes of TCP or UDP: the ports) is traffic we
+ * trace, whoever sent the error (a router's or node's address is no peer).
+ * Reported once, as packets are counted: where it leaves a pod, or where
+ * it enters one when it did not come from a traced pod of this node. Not
+ * counted in `flows`: it is not one of the flow's packets.
+ * A subprogram, not inlined: inlined, its registers made handle_packet
+ * spill on the TCP and UDP path too (3 more instructions a packet).
+ */
+static __noinline void handle_icmp(struct __sk_buff *skb, __u8 direction, bool v6,
+					const struct pt_ip *from, __u32 l4)
+{
+	/* type, code, checksum, then 4 bytes that carry the MTU where there is one */
+	__u8 h[8];
+	struct pt_ip src = {}, dst = {};
+	__u16 p[2];
+	__u32 inner, mtu = 0;
+	__u8 proto;
+
+	if (load(skb, l4, h, sizeof(h)))
+		return;
+	if (v6) {
+		struct ipv6hdr ip6;
+
+		if (h[0] >= PT_ICMPV6_INFO_MIN)
+			return;
+		if (h[0] == PT_ICMPV6_PKT_TOOBIG)
+			mtu = ((__u32)h[4] << 24) | ((__u32)h[5] << 16) | ((__u32)h[6] << 8) | h[7];
+		if (load(skb, l4 + sizeof(h), &ip6, sizeof(ip6)))
+			return;
+		__builtin_memcpy(src.addr, &ip6.saddr, 16);
+		__builtin_memcpy(dst.addr, &ip6.daddr, 16);
+		proto = ip6.nexthdr;
+		inner = l4 + sizeof(h) + sizeof(ip6);
+	} else {
+		struct iphdr iph;
+
+		if (h[0] != PT_ICMP_DEST_UNREACH && h[0] != PT_ICMP_TIME_EXCEEDED &&
+		    h[0] != PT_ICMP_PARAMETERPROB)
+			return;
+		if (h[0] == PT_ICMP_DEST_UNREACH && h[1] == PT_ICMP_FRAG_NEEDED)
+			mtu = ((__u32)h[6] << 8) | h[7];
+		if (load(skb, l4 + sizeof(h), &iph, sizeof(iph)))
+			return;
+		ip_from_v4(&src, iph.saddr);
+		ip_from_v4(&dst, iph.daddr);
+		proto = iph.protocol;
+		inner = l4 + sizeof(h) + iph.ihl * 4;
+	}
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return;
+	if (load(skb, inner, p, sizeof(p)))
+		return;
+	__u16 sport = bpf_ntohs(p[0]), dport = bpf_ntohs(p[1]);
+
+	if (should_discard(&src, sport, &dst, dport))
+		return;
+	if (direction == PT_DIR_INGRESS && is_pod_ip(from))
+		return;
+	struct pt_icmp *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+
+	if (!e) {
+		count_lost();
+		return;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->ev.ts_ns = bpf_ktime_get_ns();
+	e->ev.kind = PT_ICMP;
+	e->ev.saddr = src;
+	e->ev.daddr = dst;
+	e->ev.sport = sport;
+	e->ev.dport = dport;
+	e->ev.proto = proto;
+	e->ev.direction = direction;
+	e->ev.len = skb->len > ETH_HLEN ? skb->len - ETH_HLEN : 0;
+	e->ev.ifindex = skb->ifindex;
+	e->icmp.from = *from;
+	e->icmp.mtu = mtu;
+	e->icmp.type = h[0];
+	e->icmp.code = h[1];
+	bpf_ringbuf_submit(e, wakeup_flags());
+}
+
 static __always_inline void handle_packet(struct __sk_buff *skb, __u8 direction)
 {
 	/* Zeroed up front: without it Linux 6.18's verifier fails with an
@@ -188,6 +282,9 @@ static __always_inline void handle_packet(struct __sk_buff *skb, __u8 direction)
 		/* UDP: the first sender we see opened the flow. */
 		opener_is_src = 1;
 	} else {
+		/* Behind the tests TCP and UDP pass: they pay nothing for it. */
+		if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6)
+			handle_icmp(skb, direction, proto == IPPROTO_ICMPV6, &src, l4);
 		return;
 	}
 	__u16 sport = bpf_ntohs(p[0]), dport = bpf_ntohs(p[1]);

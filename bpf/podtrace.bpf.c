@@ -46,6 +46,7 @@ struct pt_event _pt_event = {};
 struct pt_flow_key _pt_flow_key = {};
 struct pt_flow_stats _pt_flow_stats = {};
 struct pt_flow_cache _pt_flow_cache = {};
+struct pt_icmp _pt_icmp = {};
 enum pt_kind _pt_kind = PT_CONNECT;
 enum pt_direction _pt_direction = PT_DIR_INGRESS;
 enum pt_tcp_state _pt_tcp_state = PT_TCP_ESTABLISHED;

@@ -53,6 +53,7 @@ enum pt_kind {
 	PT_RETRANSMIT = 8,
 	PT_DROP = 9,
 	PT_PACKET = 10,
+	PT_ICMP = 11, /* a struct pt_icmp: an ICMP or ICMPv6 error about a flow */
 };
 
 /* `direction` of a PT_PACKET, from the pod's point of view. */
@@ -134,6 +135,23 @@ struct pt_packet {
 	__u32 caplen;         /* bytes of data that follow */
 	__u32 pad;
 	__u8 data[PT_MAX_SNAPLEN];
+};
+
+/* What an ICMP or ICMPv6 error says, beyond the flow it quotes. */
+struct pt_icmp_info {
+	struct pt_ip from;    /* who sent the error (its outer source) */
+	__u32 mtu;            /* frag needed / packet too big: the MTU it announces; else 0 */
+	__u8 type;            /* ICMP type (ICMPv6 when `from` is IPv6) */
+	__u8 code;
+	__u8 pad[2];
+};
+
+/* A PT_ICMP event: `ev` describes the packet the error quotes (its
+ * addresses, ports and protocol, as a packet event's), and where the
+ * error crossed a pod's host-side interface (ifindex, direction, len). */
+struct pt_icmp {
+	struct pt_event ev;
+	struct pt_icmp_info icmp;
 };
 
 /* A flow as the summary reports it: all connections from a client IP to a

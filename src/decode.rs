@@ -156,7 +156,7 @@ impl Decoder {
 }
 
 /// Kinds `pt_event.kind` can hold (enum pt_kind), each with its slot.
-const KIND_SLOTS: usize = types::pt_kind::PT_PACKET.0 as usize + 1;
+const KIND_SLOTS: usize = types::pt_kind::PT_ICMP.0 as usize + 1;
 
 fn empty_event() -> Event {
     let none = SocketAddr::from(([0, 0, 0, 0], 0));
@@ -242,11 +242,7 @@ fn set_kind(
             },
         ) => {
             ifname(iface);
-            *direction = if u32::from(raw.direction) == types::pt_direction::PT_DIR_EGRESS.0 {
-                Direction::Egress
-            } else {
-                Direction::Ingress
-            };
+            *direction = direction_of(raw);
             flags.clear();
             if i32::from(raw.proto) == libc::IPPROTO_TCP {
                 push_tcp_flags(raw.tcp_flags, flags);
@@ -263,6 +259,23 @@ fn set_kind(
             }
             return true;
         }
+        // A few per run: built afresh.
+        (types::pt_kind::PT_ICMP, _) => match crate::icmp::decode(raw, payload) {
+            Some(icmp) => {
+                let mut iface = String::new();
+                ifname(&mut iface);
+                EventKind::Icmp {
+                    error: icmp.error,
+                    mtu: icmp.mtu,
+                    from: icmp.from,
+                    icmp_type: icmp.icmp_type,
+                    icmp_code: icmp.icmp_code,
+                    iface,
+                    direction: direction_of(raw),
+                }
+            }
+            None => return false,
+        },
         (types::pt_kind::PT_PACKET, _) => {
             e.kind = EventKind::Packet {
                 iface: String::new(),
@@ -277,6 +290,15 @@ fn set_kind(
         _ => return false,
     };
     true
+}
+
+/// A packet's (or ICMP error's) way across a pod's host-side interface.
+fn direction_of(raw: &types::pt_event) -> Direction {
+    if u32::from(raw.direction) == types::pt_direction::PT_DIR_EGRESS.0 {
+        Direction::Egress
+    } else {
+        Direction::Ingress
+    }
 }
 
 /// Which traced pod a drop concerns, and how.

@@ -179,7 +179,7 @@ impl Flows {
             // Its bytes are the socket's sequence space, not the packets'
             // lengths the flow counts: shown on the event only.
             EventKind::Close { .. } => {}
-            EventKind::Drop { .. } | EventKind::Packet { .. } => {}
+            EventKind::Drop { .. } | EventKind::Packet { .. } | EventKind::Icmp { .. } => {}
         }
     }
 

@@ -33,6 +33,8 @@ pub mod drop_reason;
 #[cfg(feature = "bpf")]
 pub mod features;
 #[cfg(feature = "bpf")]
+pub(crate) mod icmp;
+#[cfg(feature = "bpf")]
 pub mod netlink;
 #[cfg(feature = "bpf")]
 pub mod tracer;

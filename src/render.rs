@@ -175,6 +175,23 @@ pub fn event_line(e: &Event, style: Style) -> String {
             }
             (DIM, d)
         }
+        // On the line of the packet it quotes: `port unreachable`,
+        // `frag needed mtu=1400`, then who sent it and where it passed.
+        EventKind::Icmp {
+            error,
+            mtu,
+            from,
+            iface,
+            direction,
+            ..
+        } => {
+            let mut d = error.clone();
+            if let Some(m) = mtu {
+                let _ = write!(d, " mtu={m}");
+            }
+            let _ = write!(d, " from={from} {} {iface}", direction.as_str());
+            (RED, d)
+        }
     };
     let mut details = details;
     // Which end's socket saw it, where the kind does not say (connect and
@@ -400,6 +417,17 @@ mod tests {
         );
         assert!(line.contains("\x1b[31mtcp drop"), "{line}");
         assert!(line.ends_with("reason=NETFILTER_DROP curl[42]"), "{line}");
+    }
+
+    #[test]
+    fn an_icmp_error_shows_on_its_flows_addresses_with_its_sender() {
+        let mut e = ev(crate::event::tests::frag_needed());
+        (e.pid, e.comm) = (None, None);
+        assert_eq!(
+            event_line(&e, PLAIN),
+            "14:37:18.123456  node-1  tcp icmp         default/curl-demo:43210        -> default/nginx-demo:80           \
+             frag needed mtu=1400 from=10.244.1.1 ingress cali1"
+        );
     }
 
     #[test]

@@ -125,6 +125,26 @@ impl Event {
                     j.bytes(key!("data"), d);
                 }
             }
+            EventKind::Icmp {
+                error,
+                mtu,
+                from,
+                icmp_type,
+                icmp_code,
+                iface,
+                direction,
+            } => {
+                j.str(key!("error"), error);
+                if let Some(m) = mtu {
+                    j.int(key!("mtu"), *m);
+                }
+                // A few per run: Display is fine here.
+                j.str(key!("from"), &from.to_string());
+                j.int(key!("icmp_type"), *icmp_type);
+                j.int(key!("icmp_code"), *icmp_code);
+                j.str(key!("iface"), iface);
+                j.raw_str(key!("direction"), direction.as_str());
+            }
         }
         j.out.push(b'}');
     }
@@ -310,6 +330,16 @@ mod tests {
                 len: 3,
                 first: false,
                 data: Some(Payload(vec![0, 0xff, 0x10, b'"', b'\\'])),
+            },
+            crate::event::tests::frag_needed(),
+            EventKind::Icmp {
+                error: "port unreachable".into(),
+                mtu: None,
+                from: "fd00::1:3".parse().unwrap(),
+                icmp_type: 1,
+                icmp_code: 4,
+                iface: "veth".into(),
+                direction: Direction::Egress,
             },
         ];
         for (i, kind) in kinds.into_iter().enumerate() {

@@ -179,7 +179,7 @@ impl Message {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// An event of `kind` with every common field set.
@@ -196,6 +196,19 @@ mod tests {
             dst_name: None,
             end: kind.is_connection_event().then_some(End::Server),
             kind,
+        }
+    }
+
+    /// An ICMP error event's kind: a `frag needed` from a node.
+    pub(crate) fn frag_needed() -> EventKind {
+        EventKind::Icmp {
+            error: "frag needed".into(),
+            mtu: Some(1400),
+            from: "10.244.1.1".parse().unwrap(),
+            icmp_type: 3,
+            icmp_code: 4,
+            iface: "cali1".into(),
+            direction: Direction::Ingress,
         }
     }
 
@@ -254,6 +267,15 @@ mod tests {
                 len: 40,
                 first: false,
                 data: Some(Payload(b"\x00\x01GET / HTTP/1.1\r\n\xff".to_vec())),
+            },
+            EventKind::Icmp {
+                error: "packet too big".into(),
+                mtu: Some(1280),
+                from: "fd00:1::1".parse().unwrap(),
+                icmp_type: 2,
+                icmp_code: 0,
+                iface: "cali1".into(),
+                direction: Direction::Ingress,
             },
         ];
         let mut msgs: Vec<Message> = kinds

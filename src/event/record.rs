@@ -3,7 +3,7 @@
 //! fields they share with the control lines.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
@@ -240,6 +240,27 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         data: Option<Payload>,
     },
+    /// An ICMP or ICMPv6 error about a flow, where it crossed a pod's
+    /// host-side interface. The event's `proto`, `src` and `dst` are those
+    /// of the packet the error quotes (as for packets: that packet's own
+    /// direction), so it lines up with the flow's other lines.
+    Icmp {
+        /// What went wrong, in words: `port unreachable`, `host
+        /// unreachable`, `frag needed`, `packet too big`, `time exceeded`…
+        error: String,
+        /// The MTU a `frag needed` or `packet too big` announces.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mtu: Option<u32>,
+        /// Who sent the error: the quoted packet's destination, or a node
+        /// or router on the way.
+        from: IpAddr,
+        /// ICMP type and code (ICMPv6's when `from` is IPv6).
+        icmp_type: u8,
+        icmp_code: u8,
+        iface: String,
+        /// From that pod's point of view, as for packets.
+        direction: Direction,
+    },
 }
 
 impl EventKind {
@@ -255,13 +276,17 @@ impl EventKind {
             EventKind::Retransmit { .. } => "retransmit",
             EventKind::Drop { .. } => "drop",
             EventKind::Packet { .. } => "packet",
+            EventKind::Icmp { .. } => "icmp",
         }
     }
 
-    /// Connection events orient `src`/`dst` as opener → acceptor; packets and
-    /// drops carry the packet's own direction.
+    /// Connection events orient `src`/`dst` as opener → acceptor; packets,
+    /// drops and ICMP errors carry the packet's own direction.
     pub fn is_connection_event(&self) -> bool {
-        !matches!(self, EventKind::Drop { .. } | EventKind::Packet { .. })
+        !matches!(
+            self,
+            EventKind::Drop { .. } | EventKind::Packet { .. } | EventKind::Icmp { .. }
+        )
     }
 }
 
@@ -273,10 +298,10 @@ pub struct Event {
     pub node: String,
     pub proto: Proto,
     /// For connection events the opener; for packets and drops the packet's
-    /// source.
+    /// source; for ICMP errors the quoted packet's.
     pub src: SocketAddr,
     /// For connection events the acceptor; for packets and drops the
-    /// packet's destination.
+    /// packet's destination; for ICMP errors the quoted packet's.
     pub dst: SocketAddr,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,

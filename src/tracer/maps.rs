@@ -22,6 +22,8 @@ unsafe impl plain::Plain for types::pt_flow_stats {}
 unsafe impl plain::Plain for types::set_state_cover {}
 // SAFETY: as above.
 unsafe impl plain::Plain for types::pt_flow_cache {}
+// SAFETY: as above.
+unsafe impl plain::Plain for types::pt_icmp_info {}
 
 /// Sets what both open BPF objects' read-only data hold alike (the
 /// filters, the wake-up threshold) and evaluates to that data. Macros here

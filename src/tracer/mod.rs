@@ -220,7 +220,7 @@ impl<'obj> Tracer<'obj> {
             .add(&self.skel.maps.events, move |data: &[u8]| {
                 let mut ev = types::pt_event::default();
                 if plain::copy_from_bytes(&mut ev, data).is_ok() {
-                    on_event(&ev, payload(data));
+                    on_event(&ev, payload(&ev, data));
                 }
                 0
             })
@@ -247,10 +247,17 @@ impl<'obj> Tracer<'obj> {
     }
 }
 
-/// The packet bytes of a ring record: what follows the event when the
-/// record is a `pt_packet` (longer than its header), else nothing.
-fn payload(record: &[u8]) -> &[u8] {
+/// What a ring record carries after its event `ev`: an ICMP error's
+/// `pt_icmp_info` for a `pt_icmp`; the packet bytes when the record is a
+/// `pt_packet` (longer than its header); else nothing.
+fn payload<'a>(ev: &types::pt_event, record: &'a [u8]) -> &'a [u8] {
     use crate::bpf::packets::types::pt_packet;
+    use types::pt_icmp;
+    if u32::from(ev.kind) == types::pt_kind::PT_ICMP.0 {
+        return record
+            .get(std::mem::offset_of!(pt_icmp, icmp)..)
+            .unwrap_or_default();
+    }
     let head = std::mem::offset_of!(pt_packet, data);
     let at = std::mem::offset_of!(pt_packet, caplen);
     let Some(caplen) = record.get(at..at + 4) else {
@@ -268,6 +275,11 @@ mod tests {
 
     #[test]
     fn a_record_carries_payload_only_past_the_event() {
+        let packet = types::pt_event {
+            kind: types::pt_kind::PT_PACKET.0 as u8,
+            ..Default::default()
+        };
+        let payload = |rec: &[u8]| payload(&packet, rec).to_vec();
         let event = vec![0u8; std::mem::size_of::<types::pt_event>()];
         assert!(payload(&event).is_empty());
         let head = std::mem::offset_of!(crate::bpf::packets::types::pt_packet, data);
@@ -280,5 +292,19 @@ mod tests {
         rec[at..at + 4].copy_from_slice(&99u32.to_ne_bytes());
         assert_eq!(payload(&rec), b"abcde");
         assert_eq!(MAX_SNAPLEN, 16384);
+    }
+
+    #[test]
+    fn an_icmp_record_carries_its_details() {
+        let icmp = types::pt_event {
+            kind: types::pt_kind::PT_ICMP.0 as u8,
+            ..Default::default()
+        };
+        let head = std::mem::size_of::<types::pt_event>();
+        let mut rec = vec![0u8; std::mem::size_of::<types::pt_icmp>()];
+        rec[head] = 7;
+        let tail = payload(&icmp, &rec);
+        assert_eq!(tail.len(), std::mem::size_of::<types::pt_icmp_info>());
+        assert_eq!(tail[0], 7);
     }
 }
