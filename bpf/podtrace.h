@@ -40,6 +40,9 @@
  * many). The record is assembled in a per-CPU buffer, whose values the
  * kernel caps at 32 KiB; GSO packets on a veth can be longer (cut here). */
 #define PT_MAX_SNAPLEN 16384
+/* DNS: packets from or to this port carry their first bytes to the runner
+ * even without --snaplen (packets.bpf.c's `dns_snaplen`). */
+#define PT_DNS_PORT 53
 
 /* What an event reports; `kind` in struct pt_event. */
 enum pt_kind {

@@ -250,25 +250,31 @@ static __always_inline void output_event(void *rec, __u64 size)
 		count_lost();
 }
 
-/* An event that may carry packet bytes, to fill in. With bytes asked for
- * (`snaplen`), the event of this CPU's pt_packet in `buf` (a per-CPU map
- * of one), to be sent with send_packet(); else reserved in the ring, for
- * submit_event(). NULL when there is no room. Callers test `snaplen`, not
- * the pointer, to tell which: the verifier knows it and drops the other
- * way, so without bytes the code is what it was before they existed. */
-static __always_inline struct pt_event *begin_event(void *buf)
+/* The event of this CPU's pt_packet in `buf` (a per-CPU map of one),
+ * zeroed and timed, to fill in and send with send_packet(); NULL if none. */
+static __always_inline struct pt_event *begin_bytes_event(void *buf)
 {
 	__u32 zero = 0;
-	struct pt_packet *pkt;
+	struct pt_packet *pkt = bpf_map_lookup_elem(buf, &zero);
 
-	if (!snaplen)
-		return reserve_event();
-	pkt = bpf_map_lookup_elem(buf, &zero);
 	if (!pkt)
 		return NULL;
 	__builtin_memset(&pkt->ev, 0, sizeof(pkt->ev));
 	pkt->ev.ts_ns = bpf_ktime_get_ns();
 	return &pkt->ev;
+}
+
+/* An event that may carry packet bytes, to fill in. With bytes asked for
+ * (`snaplen`), begin_bytes_event()'s, to be sent with send_packet(); else
+ * reserved in the ring, for submit_event(). NULL when there is no room.
+ * Callers test `snaplen`, not the pointer, to tell which: the verifier
+ * knows it and drops the other way, so without bytes the code is what it
+ * was before they existed. */
+static __always_inline struct pt_event *begin_event(void *buf)
+{
+	if (!snaplen)
+		return reserve_event();
+	return begin_bytes_event(buf);
 }
 
 /* Sends a begin_event() event that carries bytes (`ev` is the first

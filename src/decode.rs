@@ -49,6 +49,11 @@ fn clock_ns(clock: libc::clockid_t) -> i128 {
     ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
 }
 
+/// Now on the kernel's event clock (`bpf_ktime_get_ns`, CLOCK_MONOTONIC).
+pub fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC).max(0) as u64
+}
+
 impl Decoder {
     pub fn new(node: String, found: &Discovery, drop_reasons: DropReasons) -> Self {
         let realtime_offset = clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC);

@@ -179,7 +179,10 @@ impl Flows {
             // Its bytes are the socket's sequence space, not the packets'
             // lengths the flow counts: shown on the event only.
             EventKind::Close { .. } => {}
-            EventKind::Drop { .. } | EventKind::Packet { .. } | EventKind::Icmp { .. } => {}
+            EventKind::Drop { .. }
+            | EventKind::Packet { .. }
+            | EventKind::Icmp { .. }
+            | EventKind::Dns(_) => {}
         }
     }
 

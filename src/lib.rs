@@ -13,6 +13,7 @@
 
 #[cfg(feature = "bpf")]
 pub mod abi;
+pub mod dns;
 pub mod event;
 pub mod flows;
 pub mod render;

@@ -192,6 +192,14 @@ pub fn event_line(e: &Event, style: Style) -> String {
             let _ = write!(d, " from={from} {} {iface}", direction.as_str());
             (RED, d)
         }
+        EventKind::Dns(d) => (
+            if crate::dns::render::failed(d) {
+                RED
+            } else {
+                GREEN
+            },
+            crate::dns::render::details(d),
+        ),
     };
     let mut details = details;
     // Which end's socket saw it, where the kind does not say (connect and
@@ -348,6 +356,11 @@ pub fn summary_table(flows: &[FlowSummary], lost: u64, style: Style) -> String {
 /// The session's summary as the plugin prints it at the end.
 pub fn session_summary(s: &SessionSummary, style: Style) -> String {
     let mut out = format!("\nSUMMARY\n{}", summary_table(&s.flows, s.lost, style));
+    let dns = crate::dns::render::table(&s.dns);
+    if !dns.is_empty() {
+        out.push('\n');
+        out.push_str(&dns);
+    }
     if !s.counted_from_events.is_empty() {
         let _ = writeln!(
             out,
@@ -494,6 +507,7 @@ mod tests {
         let s = SessionSummary {
             time: "t".into(),
             flows: Vec::new(),
+            dns: Vec::new(),
             lost: 2,
             nodes: vec!["a".into()],
             counted_from_events: vec!["b".into()],

@@ -34,7 +34,7 @@ pub struct RunnerArgs {
     /// Copy the first N bytes of each reported and each dropped packet,
     /// from its Ethernet header on, into its event (`data`); 0: whole
     /// packets, up to 16384 bytes (default: no bytes; the kernel copies
-    /// nothing).
+    /// only port 53's, for the runner's `dns` events).
     #[arg(long, value_name = "N", value_parser = parse_snaplen)]
     pub snaplen: Option<u32>,
 

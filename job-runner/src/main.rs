@@ -3,6 +3,7 @@
 //! pods with eBPF and writes JSON lines on stdout until stopped.
 
 mod cli;
+mod dns;
 mod output;
 mod run;
 mod signals;

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use podtrace::abi::ip_from_key;
 use podtrace::bpf::types;
-use podtrace::decode::Decoder;
+use podtrace::decode::{monotonic_ns, Decoder};
 use podtrace::discover::{discover, Discovery};
 use podtrace::drop_reason::DropReasons;
 use podtrace::event::{
-    now_rfc3339, Hello, Interface, Lost, Message, Proto, Ready, Summary, SCHEMA,
+    now_rfc3339, Event, Hello, Interface, Lost, Message, Proto, Ready, Summary, SCHEMA,
 };
 use podtrace::features::Kernel;
 use podtrace::flows::{Counters, Flows};
@@ -24,6 +24,7 @@ use podtrace::runner_args::snap_bytes;
 use podtrace::tracer::{self, Config, Iface, OpenObject, OpenTracepoints, Packets, Stop, Tracer};
 
 use crate::cli::Cli;
+use crate::dns::{DnsSink, Packet};
 use crate::output::Output;
 use crate::signals;
 
@@ -62,7 +63,14 @@ pub fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
         .context("write to stdout")?;
 
     let decoder = Decoder::new(node.clone(), &found, reasons);
-    let drained = drain(cli, &tracer, Sink::new(out, decoder), &node, trace_start)?;
+    let dns = DnsSink::new(cli.trace.packets, config(cli).snaplen, &node);
+    let drained = drain(
+        cli,
+        &tracer,
+        Sink::new(out, decoder, dns),
+        &node,
+        trace_start,
+    )?;
     let counters = tracer.flows();
     // Detach everything before the summary, so a reader that stops at the
     // summary line leaves a clean node.
@@ -79,6 +87,7 @@ fn config(cli: &Cli) -> Config {
         packets: cli.trace.packets,
         // Absent: no bytes (0 in the kernel's terms).
         snaplen: cli.trace.snaplen.map_or(0, snap_bytes),
+        dns: true,
         netns: Vec::new(),
         ring_bytes: cli.ring_buffer_mib << 20,
         ignored_drop_reasons: Vec::new(),
@@ -207,16 +216,21 @@ fn ready(
 struct Sink {
     out: Output,
     decoder: Decoder,
+    dns: DnsSink,
+    /// `dns` events done, not yet written.
+    dns_done: Vec<Event>,
     flows: Flows,
     events: u64,
     error: Option<std::io::Error>,
 }
 
 impl Sink {
-    fn new(out: Output, decoder: Decoder) -> Sink {
+    fn new(out: Output, decoder: Decoder, dns: DnsSink) -> Sink {
         Sink {
             out,
             decoder,
+            dns,
+            dns_done: Vec::new(),
             flows: Flows::default(),
             events: 0,
             error: None,
@@ -227,13 +241,44 @@ impl Sink {
         if self.error.is_some() {
             return;
         }
-        let Some(ev) = self.decoder.decode(raw, payload) else {
-            return;
+        let shown = match self
+            .dns
+            .packet(raw, payload, &self.decoder, &mut self.dns_done)
+        {
+            Packet::Other => Some(payload),
+            Packet::Shown(p) => Some(p),
+            Packet::Hidden => None,
         };
-        self.flows.record(ev);
-        self.events += 1;
-        if let Err(e) = self.out.write_event(ev) {
-            self.error = Some(e);
+        if let Some(ev) = shown.and_then(|p| self.decoder.decode(raw, p)) {
+            self.dns.event(ev);
+            self.flows.record(ev);
+            self.events += 1;
+            if let Err(e) = self.out.write_event(ev) {
+                self.error = Some(e);
+            }
+        }
+        self.write_dns();
+    }
+
+    /// Writes the queries unanswered by now; with `trace_over`, every
+    /// query still waiting.
+    fn unanswered_dns(&mut self, trace_over: bool) {
+        let (now, out) = (monotonic_ns(), &mut self.dns_done);
+        if trace_over {
+            self.dns.finish(now, &self.decoder, out);
+        } else {
+            self.dns.expire(now, &self.decoder, out);
+        }
+        self.write_dns();
+    }
+
+    /// Writes the `dns` events done.
+    fn write_dns(&mut self) {
+        for ev in std::mem::take(&mut self.dns_done) {
+            self.events += 1;
+            if let Err(e) = self.out.write_event(&ev) {
+                self.error.get_or_insert(e);
+            }
         }
     }
 
@@ -271,6 +316,7 @@ fn drain(
         let _ = rb.consume();
         let stop = signals::stopped() || deadline.is_some_and(|d| Instant::now() >= d);
         let mut s = sink.borrow_mut();
+        s.unanswered_dns(false);
         // The loss counters cost a syscall per hook: read once per poll
         // interval, not at every wake-up of a busy ring, and once more on
         // the way out.
@@ -318,17 +364,16 @@ fn summarize(
     node: String,
     trace_start: Instant,
 ) -> anyhow::Result<()> {
-    let Drained {
-        sink:
-            Sink {
-                mut out,
-                mut flows,
-                events,
-                error,
-                ..
-            },
-        lost,
-    } = drained;
+    let Drained { mut sink, lost } = drained;
+    sink.unanswered_dns(true);
+    let Sink {
+        mut out,
+        mut flows,
+        dns,
+        events,
+        error,
+        ..
+    } = sink;
     if let Some(e) = error {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             // Nobody is reading any more: a clean stop.
@@ -359,6 +404,7 @@ fn summarize(
         node,
         time: now_rfc3339(),
         flows: flows.finish(),
+        dns: dns.summary(),
         lost,
         events,
         duration_s: trace_start.elapsed().as_secs_f64(),

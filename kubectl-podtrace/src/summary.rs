@@ -47,6 +47,7 @@ pub(crate) fn session_summary(
     Some(SessionSummary {
         time: now_rfc3339(),
         flows,
+        dns: Vec::new(),
         lost,
         nodes: from_summary,
         counted_from_events: from_events,
@@ -76,6 +77,7 @@ mod tests {
             node: node.into(),
             time: "t".into(),
             flows,
+            dns: Vec::new(),
             lost,
             events: 0,
             duration_s: 1.0,

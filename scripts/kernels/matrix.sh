@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 # The kernel matrix: runs the runner's scenario tests (job-runner/tests/
-# trace/, handshake.rs, payload.rs and icmp.rs) on the host's kernel and in
-# a guest booted from each of Debian's cloud kernels, one after the other;
-# prints a table (boot and test time, passed/failed per kernel) and the
-# support table docs/kernels.md shows (target/kernels/table.md;
+# trace/, handshake.rs, payload.rs, icmp.rs and dns.rs) on the host's kernel
+# and in a guest booted from each of Debian's cloud kernels, one after the
+# other; prints a table (boot and test time, passed/failed per kernel) and
+# the support table docs/kernels.md shows (target/kernels/table.md;
 # --update-docs writes it into docs/kernels.md).
 # Logs go to target/kernels/NAME.log. Exits non-zero when a test failed on
 # any kernel. Arguments after `--` go to the test binaries (e.g. a filter).
@@ -31,11 +31,12 @@ for s in "${series[@]}"; do [ "$s" = host ] || guests+=("$s"); done
 [ ${#guests[@]} -eq 0 ] || bash scripts/kernels/fetch.sh "${guests[@]}"
 # The scenario test binaries: trace (lifecycle, drops, filters, cleanup,
 # over IPv4 and IPv6), handshake (lost SYN|ACK, connect errors, a dropped
-# SYN), payload (packet bytes copied in the kernel for --write) and icmp
-# (ICMP errors on the flows they quote).
-built=$(cargo test --locked -p podtrace-runner --test trace --test handshake --test payload --test icmp --no-run 2>&1)
+# SYN), payload (packet bytes copied in the kernel for --write), icmp
+# (ICMP errors on the flows they quote) and dns (queries and answers from
+# the port-53 bytes, against dnsmasq).
+built=$(cargo test --locked -p podtrace-runner --test trace --test handshake --test payload --test icmp --test dns --no-run 2>&1)
 bins=()
-for t in trace handshake payload icmp; do
+for t in trace handshake payload icmp dns; do
   b=$(sed -n "s/^ *Executable tests\/$t\(\.rs\|\/main\.rs\) (\(.*\))$/\2/p" <<<"$built")
   [ -x "$b" ] || { echo "kernels: could not find the $t test binary" >&2; exit 1; }
   bins+=("$(realpath "$b")")

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
-use super::Proto;
+use super::{DnsSummary, Proto};
 
 /// First line of a runner's output.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -303,6 +303,9 @@ pub struct Summary {
     pub node: String,
     pub time: String,
     pub flows: Vec<FlowSummary>,
+    /// DNS per asking pod, from this runner's `dns` events.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<DnsSummary>,
     /// Events lost over the whole run (also reported in `lost` lines).
     pub lost: u64,
     /// Events written over the whole run.
@@ -318,6 +321,9 @@ pub struct Summary {
 pub struct SessionSummary {
     pub time: String,
     pub flows: Vec<FlowSummary>,
+    /// DNS per asking pod, from all nodes' `dns` events.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<DnsSummary>,
     /// Events lost over all nodes' runs.
     pub lost: u64,
     /// Nodes whose runner's `summary` was merged.

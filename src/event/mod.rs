@@ -14,6 +14,7 @@
 use serde::Serialize;
 
 mod control;
+mod dns;
 mod json;
 mod policy;
 mod record;
@@ -25,6 +26,7 @@ pub use control::{
     Features, FlowSummary, Hello, Hook, Interface, Lost, Ready, Rtt, SessionSummary, Summary,
     Warning,
 };
+pub use dns::{Dns, DnsAnswer, DnsSummary};
 pub use policy::{Policy, PolicyDirection, PolicyMiss, PolicyNearMiss, PolicyVerdict};
 pub use record::{
     Direction, DropSite, End, Event, EventKind, Payload, Proto, ResetDirection, ETH_HLEN,
@@ -305,6 +307,16 @@ pub(crate) mod tests {
                 rtt: Some(Rtt::default()),
                 ..Default::default()
             }],
+            dns: vec![crate::event::DnsSummary {
+                pod: "10.0.1.2".parse().unwrap(),
+                pod_name: Some("default/curl-demo".into()),
+                queries: 3,
+                nxdomain: 1,
+                servfail: 0,
+                unanswered: 1,
+                p50_ms: Some(0.5),
+                p99_ms: Some(1.25),
+            }],
             lost: 3,
             events: 10,
             duration_s: 1.0,
@@ -317,6 +329,7 @@ pub(crate) mod tests {
                 retransmits_received: 3,
                 ..Default::default()
             }],
+            dns: Vec::new(),
             lost: 0,
             nodes: vec!["a".into()],
             counted_from_events: vec!["b".into()],

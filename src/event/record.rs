@@ -261,6 +261,8 @@ pub enum EventKind {
         /// From that pod's point of view, as for packets.
         direction: Direction,
     },
+    /// A DNS query of a traced pod and its answer, or that none came.
+    Dns(Box<super::Dns>),
 }
 
 impl EventKind {
@@ -277,6 +279,7 @@ impl EventKind {
             EventKind::Drop { .. } => "drop",
             EventKind::Packet { .. } => "packet",
             EventKind::Icmp { .. } => "icmp",
+            EventKind::Dns(_) => "dns",
         }
     }
 
@@ -285,7 +288,10 @@ impl EventKind {
     pub fn is_connection_event(&self) -> bool {
         !matches!(
             self,
-            EventKind::Drop { .. } | EventKind::Packet { .. } | EventKind::Icmp { .. }
+            EventKind::Drop { .. }
+                | EventKind::Packet { .. }
+                | EventKind::Icmp { .. }
+                | EventKind::Dns(_)
         )
     }
 }

@@ -100,8 +100,12 @@ pub struct Config {
     /// An event for every packet, not only SYN/FIN/RST.
     pub packets: bool,
     /// Bytes of each packet (from the Ethernet header) its event carries,
-    /// at most [`MAX_SNAPLEN`]; 0: none (nothing is copied).
+    /// at most [`MAX_SNAPLEN`]; 0: none (nothing is copied but for `dns`).
     pub snaplen: u32,
+    /// Packets from or to port 53 carry their first bytes (at least
+    /// [`crate::runner_args::DEFAULT_SNAPLEN`]) even with `snaplen` 0: the
+    /// runner reads DNS.
+    pub dns: bool,
     /// Network namespace inodes whose sockets and drops are in scope.
     pub netns: Vec<u64>,
     /// Ring buffer size in bytes (a power of two of at least a page); 0

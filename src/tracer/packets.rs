@@ -41,6 +41,11 @@ impl<'obj> Packets<'obj> {
             .map_err(bpf_err("open the BPF object"))?;
         let rodata = set_shared_rodata!(open, cfg);
         rodata.trace_packets = u8::from(cfg.packets);
+        rodata.dns_snaplen = if cfg.dns {
+            crate::runner_args::DEFAULT_SNAPLEN
+        } else {
+            0
+        };
         reuse_shared_maps!(open, shared);
         let skel = open.load().map_err(load_error)?;
         tracing::debug!(

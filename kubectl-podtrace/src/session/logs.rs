@@ -155,6 +155,7 @@ impl Session<'_> {
                 }
                 self.names.annotate(&mut e);
                 self.nodes[i].tally.record(&e);
+                self.dns.record(&e);
                 self.capture_event(&mut e);
                 let (verdicts, warnings) = self.explainer.on_event(&e).await;
                 for w in warnings {

@@ -178,6 +178,8 @@ struct Session<'a> {
     follow: follow::Followed,
     /// Jobs created for pods that joined during the trace.
     added: Vec<String>,
+    /// The summary's DNS section, from every node's `dns` events.
+    dns: podtrace::dns::DnsTally,
 }
 
 impl<'a> Session<'a> {
@@ -217,6 +219,7 @@ impl<'a> Session<'a> {
             capture,
             follow: follow::Followed::new(&spec.sides, spec.jobs.len()),
             added: Vec::new(),
+            dns: Default::default(),
         }
     }
 

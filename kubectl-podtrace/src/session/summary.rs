@@ -25,9 +25,10 @@ impl Session<'_> {
                 Some((n.node.clone(), flows))
             })
             .collect();
-        let Some(summary) = session_summary(nodes, |f| self.names.annotate_flow(f)) else {
+        let Some(mut summary) = session_summary(nodes, |f| self.names.annotate_flow(f)) else {
             return;
         };
+        summary.dns = std::mem::take(&mut self.dns).finish();
         match self.console.output {
             Output::Json => self
                 .console

@@ -185,6 +185,7 @@ async fn main() -> std::process::ExitCode {
             bytes_received: 900,
             ..flow
         }],
+        dns: Vec::new(),
         lost: 2,
         events: 3,
         duration_s: started.elapsed().as_secs_f64(),

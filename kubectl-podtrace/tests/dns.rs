@@ -1,0 +1,162 @@
+// SPDX-License-Identifier: Apache-2.0
+//! DNS through the plugin: `curl-demo` asks the sandbox's cluster DNS
+//! (dnsmasq behind the `kube-system/kube-dns` Service) for a good name and
+//! a missing one, traced by the real runner. Needs root (network
+//! namespaces, eBPF): CI runs as root.
+#![cfg(target_os = "linux")]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use podtrace_sandbox::{PodManifest, Sandbox, SandboxConfig};
+
+const PLUGIN: &str = env!("CARGO_BIN_EXE_kubectl-podtrace");
+const GOOD: &str = "kube-dns.kube-system.svc.cluster.local";
+
+/// Lines of a child's pipe, read on a thread.
+fn lines_of(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Reads `rx` into `seen` until `done` holds (at most 60 s).
+fn wait_for(
+    rx: &mpsc::Receiver<String>,
+    seen: &mut Vec<String>,
+    what: &str,
+    done: impl Fn(&[String]) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done(seen) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => seen.push(l),
+            Err(_) => panic!("no {what}; seen:\n{}", seen.join("\n")),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lookups_show_as_dns_lines_and_a_summary_section() {
+    assert!(
+        podtrace_sandbox::is_root(),
+        "the sandbox tests need root (network namespaces, eBPF): run them with sudo"
+    );
+    let sb = Sandbox::start(SandboxConfig {
+        pods: vec![PodManifest::curl_demo().on_node("node-1")],
+        ..SandboxConfig::default()
+    })
+    .await
+    .expect("sandbox starts");
+    let mut child = Command::new(PLUGIN)
+        .arg("--kubeconfig")
+        .arg(sb.kubeconfig_path())
+        .args(["curl-demo", "--port", "53"])
+        .env_remove("KUBECONFIG")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("plugin starts");
+    let out = lines_of(child.stdout.take().unwrap());
+    let err = lines_of(child.stderr.take().unwrap());
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    wait_for(&err, &mut stderr, "tracing on", |s| {
+        s.iter().any(|l| l.contains("tracing on"))
+    });
+
+    // The absolute name: one question. The short missing one goes through
+    // the search list (ndots:5), each try NXDOMAIN.
+    let good = sb
+        .exec(
+            "default",
+            "curl-demo",
+            &["getent", "ahostsv4", &format!("{GOOD}.")],
+        )
+        .unwrap();
+    assert!(good.status.success(), "{GOOD} resolves");
+    let missing = sb
+        .exec(
+            "default",
+            "curl-demo",
+            &["getent", "ahostsv4", "nope-podtrace"],
+        )
+        .unwrap();
+    assert!(!missing.status.success(), "nope-podtrace does not");
+    let dns_line = |l: &String, want: &str| {
+        l.contains(" udp dns ")
+            && l.contains("default/curl-demo:")
+            && l.contains("-> kube-system/kube-dns:53")
+            && l.contains(want)
+    };
+    wait_for(&out, &mut stdout, "the dns lines", |s| {
+        s.iter().any(|l| dns_line(l, &format!("A {GOOD} NOERROR ")))
+            && s.iter()
+                .any(|l| dns_line(l, "A nope-podtrace.default.svc.cluster.local NXDOMAIN "))
+    });
+    let answered = stdout
+        .iter()
+        .find(|l| dns_line(l, &format!("A {GOOD} NOERROR ")))
+        .unwrap();
+    let service_ip = sb
+        .kubectl()
+        .args(["get", "svc", "-n", "kube-system", "kube-dns"])
+        .args(["-o", "jsonpath={.spec.clusterIP}"])
+        .output()
+        .unwrap();
+    let service_ip = String::from_utf8_lossy(&service_ip.stdout).into_owned();
+    assert!(
+        answered.contains(&format!("NOERROR {service_ip} ")),
+        "the answer, then the latency: {answered}"
+    );
+    assert!(
+        answered.ends_with("ms") || answered.ends_with("µs"),
+        "{answered}"
+    );
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the plugin did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    stdout.extend(out.iter());
+    stderr.extend(err.iter());
+    assert!(status.success(), "{}", stderr.join("\n"));
+    let nxdomains = stdout.iter().filter(|l| dns_line(l, " NXDOMAIN ")).count();
+    let queries = stdout.iter().filter(|l| dns_line(l, "")).count();
+    let header = stdout
+        .iter()
+        .position(|l| l.starts_with("DNS ") && l.contains("NXDOMAIN") && l.contains("P99"))
+        .unwrap_or_else(|| panic!("no DNS section:\n{}", stdout.join("\n")));
+    let row: Vec<&str> = stdout[header + 1].split_whitespace().collect();
+    assert_eq!(row[0], "default/curl-demo", "{}", stdout.join("\n"));
+    assert_eq!(
+        row[1..5],
+        [
+            queries.to_string().as_str(),
+            nxdomains.to_string().as_str(),
+            "0",
+            "0"
+        ],
+        "queries, NXDOMAIN, SERVFAIL, unanswered:\n{}",
+        stdout.join("\n")
+    );
+}
