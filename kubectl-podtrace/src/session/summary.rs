@@ -8,6 +8,7 @@ use super::Session;
 use crate::cli::Output;
 use crate::render;
 use crate::summary::{session_summary, NodeFlows};
+use crate::svcflow;
 
 impl Session<'_> {
     /// The per-flow summary, merged over the nodes.
@@ -25,9 +26,10 @@ impl Session<'_> {
                 Some((n.node.clone(), flows))
             })
             .collect();
-        let Some(summary) = session_summary(nodes, |f| self.names.annotate_flow(f)) else {
+        let Some(mut summary) = session_summary(nodes, |f| self.names.annotate_flow(f)) else {
             return;
         };
+        summary.flows = svcflow::fold(summary.flows, &self.svcflows.tally());
         match self.console.output {
             Output::Json => self
                 .console
