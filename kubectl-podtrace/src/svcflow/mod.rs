@@ -99,15 +99,42 @@ fn nanos(time: &str) -> Option<i64> {
 }
 
 impl ServiceFlows {
-    /// Learns from a connection event as it arrives. `service` is the
-    /// Service whose ClusterIP and port `e.dst` is, for the client's end.
+    /// Learns from an event as it arrives: a TCP connection event, or a UDP
+    /// datagram (its first `packet`, a `drop`). `service` is the Service
+    /// whose ClusterIP `e.dst` is.
     pub(crate) fn observe(&mut self, e: &Event, service: Option<&str>) {
-        let (Some(end), Some(t)) = (e.end, nanos(&e.time)) else {
+        let Some(t) = nanos(&e.time) else {
             return;
         };
-        if !e.kind.is_connection_event() {
-            return;
-        }
+        let (end, opens) = match (e.end, e.proto) {
+            (Some(end), _) if e.kind.is_connection_event() => (
+                end,
+                matches!(e.kind, EventKind::Connect | EventKind::Accept),
+            ),
+            // UDP has no connections: a datagram to a ClusterIP is the
+            // client's half, one to anywhere else (after the NAT: at the
+            // backend, or dropped on the node) may be the backend's.
+            (None, Proto::Udp) => {
+                let end = if service.is_some() {
+                    End::Client
+                } else {
+                    End::Server
+                };
+                let known = self.keys.get(&(e.proto, e.src)).is_some_and(|k| {
+                    let conns = if end == End::Client {
+                        &k.client
+                    } else {
+                        &k.server
+                    };
+                    conns.last().is_some_and(|c| c.addr == e.dst)
+                });
+                if known {
+                    return;
+                }
+                (end, true)
+            }
+            _ => return,
+        };
         let key = (e.proto, e.src);
         if !self.keys.contains_key(&key) {
             self.order.push_back(key);
@@ -124,7 +151,6 @@ impl ServiceFlows {
             End::Client => &mut ends.client,
             End::Server => &mut ends.server,
         };
-        let opens = matches!(e.kind, EventKind::Connect | EventKind::Accept);
         let current = conns
             .iter()
             .rposition(|c| c.addr == e.dst && c.end.is_none() && c.start <= t);

@@ -247,3 +247,67 @@ fn two_server_halves_in_one_window_match_neither() {
     observe(&mut f, &s2);
     assert_eq!(f.hop(&c1[0]), hop(None));
 }
+
+#[test]
+fn a_dns_lookup_dropped_after_the_nat_is_one_flow() {
+    // The query leaves the client for the DNS Service; the node drops it
+    // after the NAT chose the DNS pod: the drop names the backend.
+    const DNS: &str = "10.96.0.10:53";
+    const POD: &str = "10.244.1.9:53";
+    let datagram = |ms, dst: &str, drop: bool| {
+        let mut e = ev(ms, End::Client, "10.244.1.2:42767", dst, EventKind::Connect);
+        e.proto = Proto::Udp;
+        e.end = None;
+        e.kind = if drop {
+            EventKind::Drop {
+                reason: Some("NETFILTER_DROP".into()),
+                iface: None,
+                direction: None,
+                at: None,
+                data: None,
+            }
+        } else {
+            EventKind::Packet {
+                iface: "veth".into(),
+                direction: podtrace::event::Direction::Egress,
+                flags: String::new(),
+                len: 110,
+                first: true,
+                data: None,
+            }
+        };
+        e
+    };
+    let sent = datagram(100, DNS, false);
+    let dropped = datagram(100, POD, true);
+    for sent_first in [true, false] {
+        let mut f = ServiceFlows::default();
+        let order = if sent_first {
+            [&sent, &dropped]
+        } else {
+            [&dropped, &sent]
+        };
+        for e in order {
+            let svc = (e.dst == DNS.parse().unwrap()).then_some("kube-system/kube-dns");
+            f.observe(e, svc);
+        }
+        let want = Some(Hop {
+            via: ServiceHop {
+                service: "kube-system/kube-dns".into(),
+                service_addr: DNS.parse().unwrap(),
+            },
+            backend: Some(POD.parse().unwrap()),
+        });
+        assert_eq!(f.hop(&sent), want);
+        assert_eq!(f.hop(&dropped), want);
+        let mut client = row("10.244.1.2", DNS, 1, 2);
+        client.proto = Some(Proto::Udp);
+        let mut backend = row("10.244.1.2", POD, 1, 0);
+        backend.proto = Some(Proto::Udp);
+        backend.drops = 2;
+        let rows = fold(vec![client, backend], &f.tally());
+        assert_eq!(rows.len(), 1, "{rows:#?}");
+        assert_eq!(rows[0].drops, 2);
+        assert_eq!(rows[0].backends.len(), 1);
+    }
+}
