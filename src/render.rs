@@ -478,6 +478,49 @@ mod tests {
     }
 
     #[test]
+    fn a_service_flow_shows_the_service_then_the_backend() {
+        let mut e = ev(EventKind::Connect);
+        e.dst_name = Some("default/nginx-7d9f-abc".into());
+        e.via = Some(crate::event::ServiceHop {
+            service: "default/nginx".into(),
+            service_addr: "10.96.0.20:80".parse().unwrap(),
+        });
+        assert_eq!(
+            event_line(&e, PLAIN),
+            "14:37:18.123456  node-1  tcp connect      default/curl-demo:43210        -> \
+             svc/default/nginx:80 -> default/nginx-7d9f-abc:80  curl[42]"
+        );
+        // The backend not known yet: the Service alone.
+        e.dst = "10.96.0.20:80".parse().unwrap();
+        e.dst_name = Some("default/nginx".into());
+        assert!(event_line(&e, PLAIN).contains("-> svc/default/nginx:80        "));
+        let mut row = FlowSummary {
+            proto: Some(Proto::Tcp),
+            src: Some("10.244.1.2".parse().unwrap()),
+            dst: Some("10.96.0.20:80".parse().unwrap()),
+            src_name: Some("default/curl-demo".into()),
+            service: Some("default/nginx".into()),
+            connections: 3,
+            ..Default::default()
+        };
+        for (addr, name, n) in [("10.244.2.3:80", "a", 2), ("10.244.3.3:80", "b", 1)] {
+            row.backends.push(Backend {
+                addr: addr.parse().unwrap(),
+                name: Some(format!("default/nginx-{name}")),
+                connections: n,
+            });
+        }
+        let table = summary_table(&[row], 0, PLAIN);
+        assert!(
+            table.contains(
+                "tcp default/curl-demo -> svc/default/nginx:80 -> default/nginx-a:80 (2), \
+                 default/nginx-b:80 (1)"
+            ),
+            "{table}"
+        );
+    }
+
+    #[test]
     fn drop_says_which_pod_interface_which_way_and_where() {
         let drop = |iface: Option<&str>, direction, at| {
             let mut e = ev(EventKind::Drop {
