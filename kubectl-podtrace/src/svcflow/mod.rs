@@ -114,7 +114,9 @@ impl ServiceFlows {
             // UDP has no connections: a datagram to a ClusterIP is the
             // client's half, one to anywhere else (after the NAT: at the
             // backend, or dropped on the node) may be the backend's.
-            (None, Proto::Udp) => {
+            (None, Proto::Udp)
+                if matches!(e.kind, EventKind::Packet { .. } | EventKind::Drop { .. }) =>
+            {
                 let end = if service.is_some() {
                     End::Client
                 } else {
