@@ -175,6 +175,7 @@ fn empty_event() -> Event {
         comm: None,
         src_name: None,
         dst_name: None,
+        via: None,
         end: None,
         kind: EventKind::Connect,
     }

@@ -71,7 +71,8 @@ pub fn merge<'a>(lists: impl IntoIterator<Item = &'a [FlowSummary]>) -> Vec<Flow
     busiest_first(merged.into_values().collect())
 }
 
-fn busiest_first(mut flows: Vec<FlowSummary>) -> Vec<FlowSummary> {
+/// Orders flows busiest first (packets, then connections), then by address.
+pub fn busiest_first(mut flows: Vec<FlowSummary>) -> Vec<FlowSummary> {
     flows.sort_by_key(|f| {
         (
             Reverse(f.packets_sent + f.packets_received),

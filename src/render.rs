@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
-use crate::event::{Event, EventKind, FlowSummary, Lost, Rtt, SessionSummary};
+use crate::event::{Backend, Event, EventKind, FlowSummary, Lost, Rtt, SessionSummary};
 
 /// How text is drawn.
 #[derive(Debug, Clone, Copy, Default)]
@@ -56,6 +56,34 @@ pub fn endpoint(addr: &SocketAddr, name: Option<&str>) -> String {
     match name {
         Some(n) => format!("{n}:{}", addr.port()),
         None => addr.to_string(),
+    }
+}
+
+/// `svc/ns/name:port`: a Service as the client addressed it.
+pub fn service_endpoint(service: &str, addr: &SocketAddr) -> String {
+    format!("svc/{service}:{}", addr.port())
+}
+
+/// An event's two ends as text. Through a Service, the ClusterIP shows
+/// as `svc/ns/name:80`, and a connection event's backend (its `dst`) as
+/// `svc/ns/name:80 -> ns/backend:80`. Packets keep their own addresses, so
+/// one at the client's interface shows the Service, one at the backend's
+/// the backend.
+fn ends_text(e: &Event) -> (String, String) {
+    let src = endpoint(&e.src, e.src_name.as_deref());
+    let dst = endpoint(&e.dst, e.dst_name.as_deref());
+    let Some(via) = &e.via else {
+        return (src, dst);
+    };
+    let svc = service_endpoint(&via.service, &via.service_addr);
+    if e.src == via.service_addr {
+        (svc, dst)
+    } else if e.dst == via.service_addr {
+        (src, svc)
+    } else if e.kind.is_connection_event() {
+        (src, format!("{svc} -> {dst}"))
+    } else {
+        (src, dst)
     }
 }
 
@@ -225,6 +253,7 @@ pub fn event_line(e: &Event, style: Style) -> String {
     }
     let kind = format!("{} {}", e.proto, e.kind.name());
     let kind = format!("{kind:<15}");
+    let (src_text, dst_text) = ends_text(e);
     let line = format!(
         "{:<15}  {:<nw$}  {}  {:<aw$} -> {:<aw$}  {}",
         clock(&e.time),
@@ -234,8 +263,8 @@ pub fn event_line(e: &Event, style: Style) -> String {
         } else {
             paint(style, color, &kind)
         },
-        endpoint(&e.src, e.src_name.as_deref()),
-        endpoint(&e.dst, e.dst_name.as_deref()),
+        src_text,
+        dst_text,
         details,
         nw = style.node_width.max(4),
         aw = ADDR_WIDTH
@@ -278,6 +307,22 @@ fn rtt_text(r: &Option<Rtt>) -> String {
     }
 }
 
+/// A Service flow's destination in the summary: the Service, then each
+/// backend it reached with its connections.
+fn service_row(service: &str, addr: &SocketAddr, backends: &[Backend]) -> String {
+    let mut out = service_endpoint(service, addr);
+    for (i, b) in backends.iter().enumerate() {
+        out.push_str(if i == 0 { " -> " } else { ", " });
+        let _ = write!(
+            out,
+            "{} ({})",
+            endpoint(&b.addr, b.name.as_deref()),
+            b.connections
+        );
+    }
+    out
+}
+
 /// The per-flow summary table.
 pub fn summary_table(flows: &[FlowSummary], lost: u64, style: Style) -> String {
     let mut rows: Vec<[String; 9]> = vec![[
@@ -297,9 +342,10 @@ pub fn summary_table(flows: &[FlowSummary], lost: u64, style: Style) -> String {
             (None, Some(ip)) => ip.to_string(),
             _ => "?".into(),
         };
-        let dst = match f.dst {
-            Some(d) => endpoint(&d, f.dst_name.as_deref()),
-            None => "?".into(),
+        let dst = match (f.dst, &f.service) {
+            (Some(d), Some(svc)) => service_row(svc, &d, &f.backends),
+            (Some(d), None) => endpoint(&d, f.dst_name.as_deref()),
+            (None, _) => "?".into(),
         };
         let proto = f.proto.map(|p| p.to_string()).unwrap_or_default();
         rows.push([
@@ -387,6 +433,7 @@ mod tests {
             comm: Some("curl".into()),
             src_name: Some("default/curl-demo".into()),
             dst_name: Some("default/nginx-demo".into()),
+            via: None,
             end: None,
             kind,
         }
@@ -440,6 +487,49 @@ mod tests {
             event_line(&e, PLAIN),
             "14:37:18.123456  node-1  tcp icmp         default/curl-demo:43210        -> default/nginx-demo:80           \
              frag needed mtu=1400 from=10.244.1.1 ingress cali1"
+        );
+    }
+
+    #[test]
+    fn a_service_flow_shows_the_service_then_the_backend() {
+        let mut e = ev(EventKind::Connect);
+        e.dst_name = Some("default/nginx-7d9f-abc".into());
+        e.via = Some(crate::event::ServiceHop {
+            service: "default/nginx".into(),
+            service_addr: "10.96.0.20:80".parse().unwrap(),
+        });
+        assert_eq!(
+            event_line(&e, PLAIN),
+            "14:37:18.123456  node-1  tcp connect      default/curl-demo:43210        -> \
+             svc/default/nginx:80 -> default/nginx-7d9f-abc:80  curl[42]"
+        );
+        // The backend not known yet: the Service alone.
+        e.dst = "10.96.0.20:80".parse().unwrap();
+        e.dst_name = Some("default/nginx".into());
+        assert!(event_line(&e, PLAIN).contains("-> svc/default/nginx:80        "));
+        let mut row = FlowSummary {
+            proto: Some(Proto::Tcp),
+            src: Some("10.244.1.2".parse().unwrap()),
+            dst: Some("10.96.0.20:80".parse().unwrap()),
+            src_name: Some("default/curl-demo".into()),
+            service: Some("default/nginx".into()),
+            connections: 3,
+            ..Default::default()
+        };
+        for (addr, name, n) in [("10.244.2.3:80", "a", 2), ("10.244.3.3:80", "b", 1)] {
+            row.backends.push(Backend {
+                addr: addr.parse().unwrap(),
+                name: Some(format!("default/nginx-{name}")),
+                connections: n,
+            });
+        }
+        let table = summary_table(&[row], 0, PLAIN);
+        assert!(
+            table.contains(
+                "tcp default/curl-demo -> svc/default/nginx:80 -> default/nginx-a:80 (2), \
+                 default/nginx-b:80 (1)"
+            ),
+            "{table}"
         );
     }
 

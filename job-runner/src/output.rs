@@ -202,6 +202,7 @@ mod tests {
             comm: Some("curl".into()),
             src_name: None,
             dst_name: None,
+            via: None,
             end: Some(podtrace::event::End::Client),
             kind: EventKind::Established { rtt_us: 68 },
         };

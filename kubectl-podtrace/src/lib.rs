@@ -23,6 +23,7 @@ pub(crate) mod resolve;
 pub(crate) mod session;
 pub(crate) mod stream;
 pub(crate) mod summary;
+pub(crate) mod svcflow;
 pub(crate) mod target;
 pub(crate) mod wait;
 pub(crate) mod workload;

@@ -113,6 +113,14 @@ pub(crate) const USED: &[Permission] = &[
     // Name the IPs seen as ns/name.
     perm("list", "", "pods", Scope::AllNamespaces, Need::Optional),
     perm("list", "", "services", Scope::AllNamespaces, Need::Optional),
+    // Which Service a ClusterIP is, for flows through it: a watch.
+    perm(
+        "watch",
+        "",
+        "services",
+        Scope::AllNamespaces,
+        Need::Optional,
+    ),
     // Explain netfilter drops by NetworkPolicy: the policies and the
     // namespaces' labels, kept by watches.
     perm(

@@ -99,6 +99,7 @@ mod tests {
             comm: None,
             src_name: None,
             dst_name: None,
+            via: None,
             end: Some(End::Client),
             kind: EventKind::Connect,
         });

@@ -108,6 +108,7 @@ pub(crate) async fn side(
             let svc = get::<Service>(client, &namespace, name, &label).await?;
             let spec = svc.spec.unwrap_or_default();
             addressed = cluster_ips(&spec);
+            addressed.extend(cluster_dns(client).await);
             let sel = spec.selector.unwrap_or_default();
             let Some(labels) = map_selector(&sel) else {
                 return Err(Error::Target(format!(
@@ -152,6 +153,18 @@ fn cluster_ips(spec: &k8s_openapi::api::core::v1::ServiceSpec) -> Vec<IpAddr> {
         }
     }
     ips
+}
+
+/// The cluster DNS's ClusterIPs (`kube-system/kube-dns`, the name kubeadm,
+/// kind and the managed clusters keep for CoreDNS too): a Service is mostly
+/// reached by name, and its clients' lookups belong in the trace. None
+/// when it cannot be read.
+async fn cluster_dns(client: &kube::Client) -> Vec<IpAddr> {
+    let api: Api<Service> = Api::namespaced(client.clone(), "kube-system");
+    match api.get_opt("kube-dns").await {
+        Ok(Some(svc)) => cluster_ips(&svc.spec.unwrap_or_default()),
+        _ => Vec::new(),
+    }
 }
 
 /// Gets a workload or Service; a missing one is said in one line.

@@ -234,11 +234,13 @@ async fn a_service_without_ready_endpoints_is_explained_and_answers_once_a_pod_i
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let deadline = Instant::now() + Duration::from_secs(20);
-    let dst = format!("{cip}:80");
-    while !seen
-        .iter()
-        .any(|v| v["type"] == "established" && v["dst"] == dst.as_str())
-    {
+    // Through the Service to its backend: dst names web-1.
+    let service_addr = format!("{cip}:80");
+    while !seen.iter().any(|v| {
+        v["type"] == "established"
+            && v["service_addr"] == service_addr.as_str()
+            && v["dst_name"] == "default/web-1"
+    }) {
         assert!(
             Instant::now() < deadline,
             "no connection seen:\n{}",

@@ -257,6 +257,17 @@ pub struct FlowSummary {
     /// Name (`ns/name`) of `dst`, added by the plugin when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dst_name: Option<String>,
+    /// `ns/name` of the Service whose ClusterIP `dst` is, added by the
+    /// plugin: the flow went through it to `backends`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// The ClusterIP and port the client addressed (`dst` of such a row).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_addr: Option<SocketAddr>,
+    /// The backends the Service's connections were matched to, with how
+    /// many each got; their counters are folded into this row.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backends: Vec<Backend>,
     /// Connections opened (TCP) or 5-tuples seen (UDP).
     pub connections: u64,
     /// Opens that failed (refused, timed out).
@@ -295,6 +306,18 @@ impl FlowSummary {
     pub fn resets(&self) -> u64 {
         self.resets_sent + self.resets_received
     }
+}
+
+/// A backend a Service flow reached.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// The backend pod's `IP:PORT`.
+    pub addr: SocketAddr,
+    /// Its `ns/name`, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Connections to the Service that were matched to it.
+    pub connections: u64,
 }
 
 /// Last line of a runner's output.

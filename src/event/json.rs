@@ -60,6 +60,10 @@ impl Event {
         if let Some(n) = &self.dst_name {
             j.str(key!("dst_name"), n);
         }
+        if let Some(v) = &self.via {
+            j.str(key!("service"), &v.service);
+            j.addr(key!("service_addr"), &v.service_addr);
+        }
         if let Some(end) = self.end {
             j.raw_str(key!("end"), end.as_str());
         }
@@ -361,6 +365,10 @@ mod tests {
                 e.comm = Some("we\"ird\\co\u{1}mm\u{e9}".into());
                 e.src_name = Some("default/curl-demo".into());
                 e.dst_name = Some("ns/n\tginx".into());
+                e.via = Some(crate::event::ServiceHop {
+                    service: "default/ngi\"nx".into(),
+                    service_addr: "10.96.0.20:80".parse().unwrap(),
+                });
                 e.src = "255.255.255.255:65535".parse().unwrap();
                 e.dst = "0.0.0.0:0".parse().unwrap();
             }

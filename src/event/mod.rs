@@ -23,20 +23,21 @@ mod target;
 mod time;
 
 pub use control::{
-    Features, FlowSummary, Hello, Hook, Interface, Lost, Ready, Rtt, SessionSummary, Summary,
-    Warning,
+    Backend, Features, FlowSummary, Hello, Hook, Interface, Lost, Ready, Rtt, SessionSummary,
+    Summary, Warning,
 };
 pub use dns::{Dns, DnsAnswer, DnsSummary};
 pub use policy::{Policy, PolicyDirection, PolicyMiss, PolicyNearMiss, PolicyVerdict};
 pub use record::{
-    Direction, DropSite, End, Event, EventKind, Payload, Proto, ResetDirection, ETH_HLEN,
+    Direction, DropSite, End, Event, EventKind, Payload, Proto, ResetDirection, ServiceHop,
+    ETH_HLEN,
 };
 pub use service::{ServiceMiss, ServiceProblem};
 pub use target::{TargetChange, TargetChangeKind};
 pub use time::{now_rfc3339, rfc3339_nanos, Rfc3339};
 
 /// Version of this schema, carried in the `hello` line.
-pub const SCHEMA: u32 = 2;
+pub const SCHEMA: u32 = 3;
 
 /// Any line of the stream.
 #[derive(Serialize, Debug, Clone, PartialEq)]
@@ -196,6 +197,7 @@ pub(crate) mod tests {
             comm: Some("curl".into()),
             src_name: None,
             dst_name: None,
+            via: None,
             end: kind.is_connection_event().then_some(End::Server),
             kind,
         }

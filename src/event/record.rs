@@ -296,6 +296,17 @@ impl EventKind {
     }
 }
 
+/// A Service between the two ends of a flow: the client addressed
+/// `service_addr` (a ClusterIP and port of `service`), NAT took it to the
+/// event's `dst`. Flat in the event's line.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ServiceHop {
+    /// `ns/name` of the Service.
+    pub service: String,
+    /// The ClusterIP and port the client addressed.
+    pub service_addr: SocketAddr,
+}
+
 /// One thing the kernel saw.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct Event {
@@ -319,6 +330,10 @@ pub struct Event {
     /// `ns/name` of `dst`, added by the plugin when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dst_name: Option<String>,
+    /// The Service the client addressed, when `dst` was reached through its
+    /// ClusterIP: added by the plugin, never by the runner.
+    #[serde(flatten, default)]
+    pub via: Option<ServiceHop>,
     /// Connection events: the end whose socket reported it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end: Option<End>,

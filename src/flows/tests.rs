@@ -16,6 +16,7 @@ fn ev(kind: EventKind, src: &str, dst: &str, end: Option<End>) -> Event {
         comm: None,
         src_name: None,
         dst_name: None,
+        via: None,
         end,
         kind,
     }

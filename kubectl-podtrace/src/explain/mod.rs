@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, ListParams};
 use kube::runtime::{reflector, watcher, WatchStreamExt as _};
@@ -49,14 +49,6 @@ impl Explanation {
         match self {
             Explanation::Policy(l) => l.to_text(),
             Explanation::Service(l) => l.to_text(),
-        }
-    }
-
-    /// The time of the event it explains.
-    pub(crate) fn time(&self) -> &str {
-        match self {
-            Explanation::Policy(l) => &l.wire.time,
-            Explanation::Service(l) => &l.wire.time,
         }
     }
 }
@@ -89,6 +81,10 @@ pub(crate) struct Explainer {
     unavailable: Arc<Mutex<Option<String>>>,
     said_unavailable: bool,
     verdicts: HashMap<(FlowKey, Direction), Verdict>,
+    /// Every Service, for its ClusterIPs: a watch, never a list per flow.
+    service_objects: reflector::Store<Service>,
+    /// Why the Services cannot be watched, once refused.
+    services_unavailable: Arc<Mutex<Option<String>>>,
     services: service::ServiceWhy,
     _tasks: Tasks,
 }
@@ -159,6 +155,12 @@ impl Explainer {
             unavailable.clone(),
         );
         let (namespaces, t2) = watch(Api::all(client.clone()), "namespaces", unavailable.clone());
+        let services_unavailable = Arc::new(Mutex::new(None));
+        let (service_objects, t3) = watch(
+            Api::all(client.clone()),
+            "services",
+            services_unavailable.clone(),
+        );
         Explainer {
             client: client.clone(),
             policies,
@@ -166,9 +168,37 @@ impl Explainer {
             unavailable,
             said_unavailable: false,
             verdicts: HashMap::new(),
+            service_objects,
+            services_unavailable,
             services: service::ServiceWhy::default(),
-            _tasks: Tasks(vec![t1, t2]),
+            _tasks: Tasks(vec![t1, t2, t3]),
         }
+    }
+
+    /// Waits (a little) for the Services' initial list; a warning to show
+    /// once when they cannot be watched.
+    pub(crate) async fn services_ready(&self) -> Option<String> {
+        let _ = tokio::time::timeout(READY_WAIT, self.service_objects.wait_until_ready()).await;
+        self.services_unavailable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .map(|why| {
+                format!(
+                    "Services are not followed ({why}): a flow to a ClusterIP may show \
+                     without its Service (needs list and watch on services); tracing on"
+                )
+            })
+    }
+
+    /// `ns/name` of the Service whose ClusterIP `ip` is.
+    pub(crate) fn service_at(&self, ip: IpAddr) -> Option<String> {
+        let svc = service::by_cluster_ip(&self.service_objects, ip)?;
+        Some(format!(
+            "{}/{}",
+            svc.metadata.namespace.as_deref().unwrap_or_default(),
+            svc.metadata.name.as_deref().unwrap_or_default()
+        ))
     }
 
     fn key(e: &Event) -> FlowKey {
@@ -178,7 +208,10 @@ impl Explainer {
     /// The lines `e` calls for (its Service's, then policies'), and the
     /// warnings to show once when what explains them cannot be read.
     pub(crate) async fn on_event(&mut self, e: &Event) -> (Vec<Explanation>, Vec<String>) {
-        let (service, w1) = self.services.on_event(&self.client, e).await;
+        let (service, w1) = self
+            .services
+            .on_event(&self.client, &self.service_objects, e)
+            .await;
         let (policies, w2) = self.policy_lines(e).await;
         let lines = service
             .map(Explanation::Service)

@@ -7,11 +7,13 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams};
+use kube::runtime::reflector::Store;
 use podtrace::event::{Event, EventKind, Message, Proto, ResetDirection, ServiceProblem};
 
 use super::diagnose::diagnose;
@@ -73,9 +75,14 @@ impl ServiceWhy {
     pub(crate) async fn on_event(
         &mut self,
         client: &kube::Client,
+        services: &Store<Service>,
         e: &Event,
     ) -> (Option<ServiceLine>, Option<String>) {
         let Some(cause) = cause(e) else {
+            return (None, None);
+        };
+        // Not a ClusterIP: nothing to read (the Services are watched).
+        let Some(svc) = by_cluster_ip(services, e.dst.ip()) else {
             return (None, None);
         };
         if self.refused {
@@ -89,7 +96,7 @@ impl ServiceWhy {
         {
             return (None, None);
         }
-        let found = match read(client, e).await {
+        let found = match read(client, &svc, e).await {
             Ok(f) => f,
             Err(err) => {
                 self.refused = true;
@@ -103,10 +110,7 @@ impl ServiceWhy {
             }
         };
         let said = last.and_then(|(s, _)| s);
-        let Some((service, problem)) = found else {
-            self.seen.insert(key, (None, Instant::now()));
-            return (None, None);
-        };
+        let (service, problem) = found;
         let text = problem.as_ref().map(|(_, d)| d.clone());
         self.seen.insert(key, (text.clone(), Instant::now()));
         let Some((problem, detail)) = problem else {
@@ -131,24 +135,22 @@ impl ServiceWhy {
     }
 }
 
-type Found = Option<(String, Option<(podtrace::event::ServiceMiss, String)>)>;
+type Found = (String, Option<(podtrace::event::ServiceMiss, String)>);
 
-/// The Service whose ClusterIP is `e.dst`, as `ns/name`, and its problem;
-/// `None` when no Service has that IP. A refusal is an error.
-async fn read(client: &kube::Client, e: &Event) -> Result<Found, Error> {
-    let services = Api::<Service>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-        .map_err(|err| Error::kube("list services in all namespaces", err))?;
-    let ip = e.dst.ip().to_string();
-    let Some(svc) = services.items.into_iter().find(|s| {
+/// The Service whose ClusterIP (one of them) is `ip`, from the watch.
+pub(super) fn by_cluster_ip(services: &Store<Service>, ip: IpAddr) -> Option<Arc<Service>> {
+    let ip = ip.to_string();
+    services.find(|s| {
         s.spec.as_ref().is_some_and(|spec| {
             spec.cluster_ip.as_deref() == Some(ip.as_str())
                 || spec.cluster_ips.iter().flatten().any(|c| *c == ip)
         })
-    }) else {
-        return Ok(None);
-    };
+    })
+}
+
+/// `svc` as `ns/name`, and its problem; its EndpointSlices and pods are
+/// read now. A refusal is an error.
+async fn read(client: &kube::Client, svc: &Service, e: &Event) -> Result<Found, Error> {
     let ns = svc.metadata.namespace.clone().unwrap_or_default();
     let name = svc.metadata.name.clone().unwrap_or_default();
     let slices = Api::<EndpointSlice>::namespaced(client.clone(), &ns)
@@ -172,8 +174,8 @@ async fn read(client: &kube::Client, e: &Event) -> Result<Found, Error> {
             .items
     };
     let protocol = e.proto.as_str().to_uppercase();
-    let problem = diagnose(&svc, &slices, &pods, e.dst.port(), &protocol);
-    Ok(Some((format!("{ns}/{name}"), problem)))
+    let problem = diagnose(svc, &slices, &pods, e.dst.port(), &protocol);
+    Ok((format!("{ns}/{name}"), problem))
 }
 
 #[cfg(test)]

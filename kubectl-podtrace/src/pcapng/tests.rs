@@ -67,6 +67,7 @@ fn packet(node: &str, iface: &str, direction: Direction, ns: u64, to_server: boo
         comm: None,
         src_name: name(src),
         dst_name: name(dst),
+        via: None,
         end: None,
         kind: EventKind::Packet {
             iface: iface.into(),

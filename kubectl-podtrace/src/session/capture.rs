@@ -64,7 +64,7 @@ impl Capture {
 
     /// Writes the held packets that are due (with `all`, every one) and
     /// hands them on; a warning at the first failure.
-    fn write_due(&mut self, all: bool) -> Option<String> {
+    pub(super) fn write_due(&mut self, all: bool) -> Option<String> {
         let due = if all {
             self.held.all()
         } else {
@@ -109,15 +109,6 @@ impl Session<'_> {
                 *data = Some(bytes);
             }
             c.hold(kept);
-        }
-    }
-
-    /// Prints the due text lines and writes the due packets (with `all`,
-    /// everything held).
-    pub(super) fn flush(&mut self, all: bool) {
-        self.console.flush(all);
-        if let Some(warning) = self.capture.as_mut().and_then(|c| c.write_due(all)) {
-            self.console.warn(&warning);
         }
     }
 

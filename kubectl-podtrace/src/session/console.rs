@@ -6,19 +6,28 @@
 use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
-use podtrace::event::Message;
+use podtrace::event::{Event, Message};
 
 use super::reorder::Reorder;
 use crate::cli::Output;
+use crate::explain::Explanation;
 use crate::progress::{Progress, Stage};
 use crate::render::{self, Style};
+
+/// What waits in the reorder window: a line as it will print, or an event
+/// with the lines that explain it, printed once it is due (by then what is
+/// known of its Service flow is added).
+pub(super) enum Held {
+    Line(String),
+    Event(Box<Event>, Vec<Explanation>),
+}
 
 pub(super) struct Console {
     progress: Progress,
     pub(super) output: Output,
     pub(super) style: Style,
     header_done: bool,
-    reorder: Reorder<String>,
+    reorder: Reorder<Held>,
     /// The lines go to stderr: stdout carries the capture.
     to_stderr: bool,
 }
@@ -54,20 +63,17 @@ impl Console {
         self.progress.clear();
     }
 
-    /// Holds a text line of an event at `time` for [`Console::flush`].
-    pub(super) fn hold(&mut self, time: String, line: String) {
-        self.reorder.hold(time, line, Instant::now());
+    /// Holds a line or an event at `time` for [`Console::due`].
+    pub(super) fn hold(&mut self, time: String, held: Held) {
+        self.reorder.hold(time, held, Instant::now());
     }
 
-    /// Prints the held lines that are due, or with `all` every one.
-    pub(super) fn flush(&mut self, all: bool) {
-        let lines = if all {
+    /// The held items that are due, or with `all` every one.
+    pub(super) fn due(&mut self, all: bool) -> Vec<Held> {
+        if all {
             self.reorder.all()
         } else {
             self.reorder.due(Instant::now())
-        };
-        for line in lines {
-            self.line(&line);
         }
     }
 

@@ -6,6 +6,7 @@ use kube::api::LogParams;
 
 use podtrace::event::Message;
 
+use super::console::Held;
 use super::{Session, Stop, POLL};
 use crate::cli::Output;
 use crate::errors::{Error, Result};
@@ -154,6 +155,8 @@ impl Session<'_> {
                     }
                 }
                 self.names.annotate(&mut e);
+                let service = self.explainer.service_at(e.dst.ip());
+                self.svcflows.observe(&e, service.as_deref());
                 self.nodes[i].tally.record(&e);
                 self.dns.record(&e);
                 self.capture_event(&mut e);
@@ -161,19 +164,8 @@ impl Session<'_> {
                 for w in warnings {
                     self.console.warn(&w);
                 }
-                match self.console.output {
-                    Output::Json => self.console.line(&Message::Event(e).to_line()),
-                    Output::Text => {
-                        let line = render::event_line(&e, self.console.style);
-                        self.console.hold(e.time.clone(), line);
-                    }
-                }
-                for v in verdicts {
-                    match self.console.output {
-                        Output::Json => self.console.line(&v.to_json()),
-                        Output::Text => self.console.hold(v.time().to_owned(), v.to_text()),
-                    }
-                }
+                self.console
+                    .hold(e.time.clone(), Held::Event(Box::new(e), verdicts));
             }
             Message::Ready(r) => {
                 self.nodes[i].ready = true;
@@ -221,13 +213,13 @@ impl Session<'_> {
                 );
                 self.console.info_or_json(&Message::Hello(h), &text);
             }
-            Message::Lost(l) => match self.console.output {
-                Output::Json => self.console.line(&Message::Lost(l).to_line()),
-                Output::Text => {
-                    let line = render::lost_line(&l.body, self.console.style);
-                    self.console.hold(l.body.time.clone(), line);
-                }
-            },
+            Message::Lost(l) => {
+                let line = match self.console.output {
+                    Output::Json => Message::Lost(l.clone()).to_line(),
+                    Output::Text => render::lost_line(&l.body, self.console.style),
+                };
+                self.console.hold(l.body.time.clone(), Held::Line(line));
+            }
             Message::Warning(w) => match self.console.output {
                 Output::Json => self.console.line(&Message::Warning(w).to_line()),
                 Output::Text => self
@@ -243,7 +235,9 @@ impl Session<'_> {
                     self.names.annotate_flow(f);
                 }
                 if self.console.output == Output::Json {
-                    self.console.line(&Message::Summary(s.clone()).to_line());
+                    // After the runner's events still held.
+                    let line = Message::Summary(s.clone()).to_line();
+                    self.console.hold(s.body.time.clone(), Held::Line(line));
                 }
                 self.nodes[i].summary = Some(s.body);
             }

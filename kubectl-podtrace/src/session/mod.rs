@@ -9,6 +9,7 @@ mod capture;
 mod console;
 mod follow;
 mod logs;
+mod release;
 mod reorder;
 mod signals;
 mod startup;
@@ -38,6 +39,7 @@ use crate::names::Names;
 use crate::progress::Stage;
 use crate::resolve::{NodePlan, Target};
 use crate::stream::LogEvent;
+use crate::svcflow::ServiceFlows;
 use crate::workload::Side;
 use console::Console;
 use startup::AbortOnDrop;
@@ -176,6 +178,8 @@ struct Session<'a> {
     pods_api: Api<Pod>,
     capture: Option<Capture>,
     follow: follow::Followed,
+    /// Connections through Services, both ends matched.
+    svcflows: ServiceFlows,
     /// Jobs created for pods that joined during the trace.
     added: Vec<String>,
     /// The summary's DNS section, from every node's `dns` events.
@@ -218,6 +222,7 @@ impl<'a> Session<'a> {
             pods_api: Api::namespaced(cluster.client.clone(), &spec.job_namespace),
             capture,
             follow: follow::Followed::new(&spec.sides, spec.jobs.len()),
+            svcflows: ServiceFlows::default(),
             added: Vec::new(),
             dns: Default::default(),
         }
@@ -230,6 +235,9 @@ impl<'a> Session<'a> {
     /// Waits for every runner, then streams until a stop.
     async fn trace(&mut self, interrupted: &mut watch::Receiver<u32>) -> Result<()> {
         if let Some(w) = self.names.refresh(&self.cluster.client).await {
+            self.console.warn(&w);
+        }
+        if let Some(w) = self.explainer.services_ready().await {
             self.console.warn(&w);
         }
         let (pod_tx, mut pod_events) = mpsc::channel(64);

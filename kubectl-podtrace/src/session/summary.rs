@@ -8,6 +8,7 @@ use super::Session;
 use crate::cli::Output;
 use crate::render;
 use crate::summary::{session_summary, NodeFlows};
+use crate::svcflow;
 
 impl Session<'_> {
     /// The per-flow summary, merged over the nodes.
@@ -29,6 +30,7 @@ impl Session<'_> {
             return;
         };
         summary.dns = std::mem::take(&mut self.dns).finish();
+        summary.flows = svcflow::fold(summary.flows, &self.svcflows.tally());
         match self.console.output {
             Output::Json => self
                 .console

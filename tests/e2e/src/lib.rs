@@ -179,3 +179,48 @@ pub fn loaded_prog_ids() -> Vec<u64> {
         .filter_map(|p| p["id"].as_u64())
         .collect()
 }
+
+/// Waits (bounded) until nothing of a trace is left: no Jobs, no pods in
+/// `podtrace`, no runner processes or containers, none of `runner_progs`
+/// (BPF program ids) loaded, no tc/tcx program of ours on any node.
+pub fn assert_nothing_left(sandbox: &podtrace_sandbox::Sandbox, runner_progs: &[u64]) {
+    let count = |args: &[&str]| {
+        let out = sandbox.kubectl().args(args).output().expect("kubectl get");
+        let v: Value = serde_json::from_slice(&out.stdout).expect("kubectl JSON");
+        v["items"].as_array().map_or(0, Vec::len)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let jobs = count(&["get", "jobs", "-A", "-o", "json"]);
+        let pods = count(&["get", "pods", "-n", "podtrace", "-o", "json"]);
+        let runners = sandbox.runner_processes();
+        let containers = sandbox.runner_container_leftovers();
+        if jobs == 0 && pods == 0 && runners.is_empty() && containers.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind: {jobs} jobs, {pods} pods, runner pids {runners:?}, runner containers \
+             {containers:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let loaded = loaded_prog_ids();
+    let left: Vec<&u64> = runner_progs
+        .iter()
+        .filter(|id| loaded.contains(id))
+        .collect();
+    assert!(left.is_empty(), "BPF programs still loaded: {left:?}");
+    for node in sandbox.node_names() {
+        let ns = format!("{}{node}", sandbox.netns_prefix());
+        let net = Command::new("ip")
+            .args(["netns", "exec", &ns, "bpftool", "-j", "net", "show"])
+            .output()
+            .expect("bpftool net show");
+        let text = String::from_utf8_lossy(&net.stdout);
+        assert!(
+            !text.contains("pt_tc_"),
+            "a tc/tcx program of ours is still attached on node {node}: {text}"
+        );
+    }
+}

@@ -216,6 +216,8 @@ pub(crate) struct State {
     pub ended_job_pods: Mutex<Vec<crate::jobs::EndedPod>>,
     /// Process groups of runner containers ever started (for leak checks).
     pub runner_groups: Mutex<std::collections::HashSet<i32>>,
+    /// API requests served, per `User-Agent` (for measurements).
+    pub requests: Mutex<HashMap<String, u64>>,
     /// Bumped to cut every open watch / log stream.
     pub drop_watches: watch::Sender<u64>,
     pub drop_logs: watch::Sender<u64>,
@@ -348,6 +350,7 @@ impl Sandbox {
             runtime: Mutex::new(HashMap::new()),
             ended_job_pods: Mutex::new(Vec::new()),
             runner_groups: Mutex::new(Default::default()),
+            requests: Mutex::new(Default::default()),
             drop_watches: watch::channel(0).0,
             drop_logs: watch::channel(0).0,
             runner_bin: config.runner_bin.clone(),
@@ -480,6 +483,16 @@ impl Sandbox {
             .iter()
             .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_owned))
             .collect()
+    }
+
+    /// API requests served so far, per `User-Agent` (a watch or a log
+    /// follow counts once, when it opens).
+    pub fn requests_by_agent(&self) -> HashMap<String, u64> {
+        self.state
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// A `kubectl` command already pointed at this sandbox (admin context).

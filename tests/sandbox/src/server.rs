@@ -151,6 +151,12 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             .unwrap_or("")
             .to_owned()
     };
+    *state
+        .requests
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(header("user-agent"))
+        .or_default() += 1;
     let auth = header("authorization");
     let accept = header("accept");
     let content_type = header("content-type");

@@ -104,6 +104,7 @@ async fn main() -> std::process::ExitCode {
         comm: Some("curl".into()),
         src_name: None,
         dst_name: None,
+        via: None,
         end: Some(End::Client),
         kind: EventKind::Connect,
     }));
@@ -118,6 +119,7 @@ async fn main() -> std::process::ExitCode {
             comm: None,
             src_name: None,
             dst_name: None,
+            via: None,
             end: None,
             kind: EventKind::Drop {
                 reason: Some("NETFILTER_DROP".into()),
