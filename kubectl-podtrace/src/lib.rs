@@ -135,6 +135,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             )));
         }
     }
+    workload::with_cluster_dns(&cluster.client, &mut sides).await;
     let side_pods: Vec<&[resolve::Target]> = sides.iter().map(|s| s.pods.as_slice()).collect();
     let addressed: Vec<&[std::net::IpAddr]> =
         sides.iter().map(|s| s.addressed.as_slice()).collect();

@@ -30,7 +30,8 @@ pub(crate) struct Side {
     /// Its pods that can be traced now.
     pub pods: Vec<Target>,
     /// The addresses a client reaches it by besides its pods' (a
-    /// Service's ClusterIPs), so the other side's runners let them through.
+    /// Service's ClusterIPs), so the other side's runners let them through;
+    /// with two sides, the cluster DNS's too ([`with_cluster_dns`]).
     pub addressed: Vec<IpAddr>,
 }
 
@@ -108,7 +109,6 @@ pub(crate) async fn side(
             let svc = get::<Service>(client, &namespace, name, &label).await?;
             let spec = svc.spec.unwrap_or_default();
             addressed = cluster_ips(&spec);
-            addressed.extend(cluster_dns(client).await);
             let sel = spec.selector.unwrap_or_default();
             let Some(labels) = map_selector(&sel) else {
                 return Err(Error::Target(format!(
@@ -155,10 +155,28 @@ fn cluster_ips(spec: &k8s_openapi::api::core::v1::ServiceSpec) -> Vec<IpAddr> {
     ips
 }
 
+/// Lets both sides' runners see their pods' DNS lookups: the cluster DNS's
+/// addresses join each side's `addressed` when there are two sides (the
+/// peer filter would otherwise drop them; with one side nothing is
+/// filtered by peer). A Service is mostly reached by name, and "cannot
+/// reach it" often ends in a lookup that failed.
+pub(crate) async fn with_cluster_dns(client: &kube::Client, sides: &mut [Side]) {
+    if sides.len() < 2 {
+        return;
+    }
+    let dns = cluster_dns(client).await;
+    for side in sides {
+        for ip in &dns {
+            if !side.addressed.contains(ip) {
+                side.addressed.push(*ip);
+            }
+        }
+    }
+}
+
 /// The cluster DNS's ClusterIPs (`kube-system/kube-dns`, the name kubeadm,
-/// kind and the managed clusters keep for CoreDNS too): a Service is mostly
-/// reached by name, and its clients' lookups belong in the trace. None
-/// when it cannot be read.
+/// kind and the managed clusters keep for CoreDNS too). None when it cannot
+/// be read.
 async fn cluster_dns(client: &kube::Client) -> Vec<IpAddr> {
     let api: Api<Service> = Api::namespaced(client.clone(), "kube-system");
     match api.get_opt("kube-dns").await {

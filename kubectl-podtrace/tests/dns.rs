@@ -6,7 +6,7 @@
 #![cfg(target_os = "linux")]
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -45,6 +45,65 @@ fn wait_for(
     }
 }
 
+type Lines = mpsc::Receiver<String>;
+
+/// Starts the plugin on `args` against the sandbox and waits for its
+/// runners' `tracing on`.
+fn trace(sb: &Sandbox, args: &[&str]) -> (Child, Lines, Lines, Vec<String>, Vec<String>) {
+    let mut child = Command::new(PLUGIN)
+        .arg("--kubeconfig")
+        .arg(sb.kubeconfig_path())
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("plugin starts");
+    let out = lines_of(child.stdout.take().unwrap());
+    let err = lines_of(child.stderr.take().unwrap());
+    let (stdout, mut stderr) = (Vec::new(), Vec::new());
+    wait_for(&err, &mut stderr, "tracing on", |s| {
+        s.iter().any(|l| l.contains("tracing on"))
+    });
+    (child, out, err, stdout, stderr)
+}
+
+/// Ctrl-C, then the rest of its output; it must exit cleanly.
+fn stop(
+    child: &mut Child,
+    out: &Lines,
+    err: &Lines,
+    stdout: &mut Vec<String>,
+    stderr: &mut Vec<String>,
+) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the plugin did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    stdout.extend(out.iter());
+    stderr.extend(err.iter());
+    assert!(status.success(), "{}", stderr.join("\n"));
+}
+
+/// A `dns` text line of curl-demo's lookup at the cluster DNS.
+fn dns_line(l: &str, want: &str) -> bool {
+    l.contains(" udp dns ")
+        && l.contains("default/curl-demo:")
+        && l.contains("-> svc/kube-system/kube-dns:53")
+        && l.contains(want)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn lookups_show_as_dns_lines_and_a_summary_section() {
     assert!(
@@ -57,23 +116,7 @@ async fn lookups_show_as_dns_lines_and_a_summary_section() {
     })
     .await
     .expect("sandbox starts");
-    let mut child = Command::new(PLUGIN)
-        .arg("--kubeconfig")
-        .arg(sb.kubeconfig_path())
-        .args(["curl-demo", "--port", "53"])
-        .env_remove("KUBECONFIG")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("plugin starts");
-    let out = lines_of(child.stdout.take().unwrap());
-    let err = lines_of(child.stderr.take().unwrap());
-    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-    wait_for(&err, &mut stderr, "tracing on", |s| {
-        s.iter().any(|l| l.contains("tracing on"))
-    });
+    let (mut child, out, err, mut stdout, mut stderr) = trace(&sb, &["curl-demo", "--port", "53"]);
 
     // The absolute name: one question. The short missing one goes through
     // the search list (ndots:5), each try NXDOMAIN.
@@ -93,12 +136,6 @@ async fn lookups_show_as_dns_lines_and_a_summary_section() {
         )
         .unwrap();
     assert!(!missing.status.success(), "nope-podtrace does not");
-    let dns_line = |l: &String, want: &str| {
-        l.contains(" udp dns ")
-            && l.contains("default/curl-demo:")
-            && l.contains("-> kube-system/kube-dns:53")
-            && l.contains(want)
-    };
     wait_for(&out, &mut stdout, "the dns lines", |s| {
         s.iter().any(|l| dns_line(l, &format!("A {GOOD} NOERROR ")))
             && s.iter()
@@ -124,22 +161,7 @@ async fn lookups_show_as_dns_lines_and_a_summary_section() {
         "{answered}"
     );
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "the plugin did not stop");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    stdout.extend(out.iter());
-    stderr.extend(err.iter());
-    assert!(status.success(), "{}", stderr.join("\n"));
+    stop(&mut child, &out, &err, &mut stdout, &mut stderr);
     let nxdomains = stdout.iter().filter(|l| dns_line(l, " NXDOMAIN ")).count();
     let queries = stdout.iter().filter(|l| dns_line(l, "")).count();
     let header = stdout
@@ -159,4 +181,37 @@ async fn lookups_show_as_dns_lines_and_a_summary_section() {
         "queries, NXDOMAIN, SERVFAIL, unanswered:\n{}",
         stdout.join("\n")
     );
+}
+
+/// With two targets the runners keep to traffic between them, and a pod's
+/// lookups go to neither: the cluster DNS's addresses pass that filter too,
+/// or "cannot reach it by name" would be invisible in the usual trace.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trace_between_two_pods_shows_their_lookups() {
+    assert!(
+        podtrace_sandbox::is_root(),
+        "the sandbox tests need root (network namespaces, eBPF): run them with sudo"
+    );
+    let sb = Sandbox::start(SandboxConfig {
+        pods: vec![
+            PodManifest::curl_demo().on_node("node-1"),
+            PodManifest::nginx_demo().on_node("node-2"),
+        ],
+        ..SandboxConfig::default()
+    })
+    .await
+    .expect("sandbox starts");
+    let (mut child, out, err, mut stdout, mut stderr) = trace(&sb, &["curl-demo", "nginx-demo"]);
+    let good = sb
+        .exec(
+            "default",
+            "curl-demo",
+            &["getent", "ahostsv4", &format!("{GOOD}.")],
+        )
+        .unwrap();
+    assert!(good.status.success(), "{GOOD} resolves");
+    wait_for(&out, &mut stdout, "the lookup's dns line", |s| {
+        s.iter().any(|l| dns_line(l, &format!("A {GOOD} NOERROR ")))
+    });
+    stop(&mut child, &out, &err, &mut stdout, &mut stderr);
 }

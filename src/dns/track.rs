@@ -204,6 +204,7 @@ fn done(
             comm: None,
             src_name: None,
             dst_name: None,
+            via: None,
             end: None,
             kind: EventKind::Dns(Box::new(Dns {
                 id: k.id,
