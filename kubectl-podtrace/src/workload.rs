@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, ListParams};
@@ -174,15 +175,31 @@ pub(crate) async fn with_cluster_dns(client: &kube::Client, sides: &mut [Side]) 
     }
 }
 
-/// The cluster DNS's ClusterIPs (`kube-system/kube-dns`, the name kubeadm,
-/// kind and the managed clusters keep for CoreDNS too). None when it cannot
-/// be read.
+/// The cluster DNS's addresses (`kube-system/kube-dns`, the name kubeadm,
+/// kind and the managed clusters keep for CoreDNS too): its ClusterIPs, as
+/// a pod's resolver sends to, and its endpoints' addresses, where a lookup
+/// goes after the NAT — a query dropped there (a NetworkPolicy on the
+/// node) is only seen with them. None when it cannot be read.
 async fn cluster_dns(client: &kube::Client) -> Vec<IpAddr> {
     let api: Api<Service> = Api::namespaced(client.clone(), "kube-system");
-    match api.get_opt("kube-dns").await {
+    let mut ips = match api.get_opt("kube-dns").await {
         Ok(Some(svc)) => cluster_ips(&svc.spec.unwrap_or_default()),
-        _ => Vec::new(),
+        _ => return Vec::new(),
+    };
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "kube-system");
+    let owned = ListParams::default().labels("kubernetes.io/service-name=kube-dns");
+    if let Ok(list) = slices.list(&owned).await {
+        let endpoints = list.items.into_iter().flat_map(|s| s.endpoints);
+        for ip in endpoints
+            .flat_map(|e| e.addresses)
+            .filter_map(|a| a.parse().ok())
+        {
+            if !ips.contains(&ip) {
+                ips.push(ip);
+            }
+        }
     }
+    ips
 }
 
 /// Gets a workload or Service; a missing one is said in one line.

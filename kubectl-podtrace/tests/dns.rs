@@ -213,5 +213,32 @@ async fn a_trace_between_two_pods_shows_their_lookups() {
     wait_for(&out, &mut stdout, "the lookup's dns line", |s| {
         s.iter().any(|l| dns_line(l, &format!("A {GOOD} NOERROR ")))
     });
+    // A lookup dropped after the NAT, on its way to the DNS pod, is
+    // unanswered with the kernel's reason: the DNS pod's address passes too.
+    let deny = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../manifests/examples/netpol-deny-egress.yaml"
+    );
+    let applied = sb.kubectl().args(["apply", "-f", deny]).output().unwrap();
+    assert!(applied.status.success(), "{applied:?}");
+    let again = || {
+        sb.exec(
+            "default",
+            "curl-demo",
+            &["getent", "ahostsv4", &format!("{GOOD}.")],
+        )
+        .unwrap()
+    };
+    // The policy is in the node's rules well within a second; until then a
+    // lookup may still be answered.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while again().status.success() {
+        assert!(Instant::now() < deadline, "the egress deny never applied");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_for(&out, &mut stdout, "the unanswered lookup", |s| {
+        s.iter()
+            .any(|l| dns_line(l, &format!("A {GOOD} unanswered (dropped: NETFILTER_DROP)")))
+    });
     stop(&mut child, &out, &err, &mut stdout, &mut stderr);
 }
