@@ -19,7 +19,9 @@ use crate::wrk::Workload;
                   podtrace-bench --rounds 9 --seconds 10     # more, longer rounds\n  \
                   podtrace-bench --only overhead --workload new-conn --no-baselines\n  \
                   \x20                                          # one question, answered quickly\n  \
-                  podtrace-bench --runner ./podtrace-runner  # a runner built elsewhere"
+                  podtrace-bench --runner ./podtrace-runner  # a runner built elsewhere\n  \
+                  podtrace-bench --before-runner OLD --only overhead --no-baselines\n  \
+                  \x20                                          # a change's before/after, same rounds"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -53,6 +55,11 @@ pub struct RunArgs {
     /// The podtrace-runner binary [default: podtrace-runner next to this binary].
     #[arg(long)]
     pub runner: Option<PathBuf>,
+    /// Another podtrace-runner (e.g. built from an earlier commit), measured
+    /// with its default event set beside this one: a before/after of a
+    /// change in the same rounds.
+    #[arg(long, value_name = "PATH")]
+    pub before_runner: Option<PathBuf>,
     /// The kubectl-podtrace binary [default: kubectl-podtrace next to this binary].
     #[arg(long)]
     pub plugin: Option<PathBuf>,
@@ -105,6 +112,7 @@ pub struct Settings {
     pub seconds: u32,
     pub starts: u32,
     pub runner: PathBuf,
+    pub before_runner: Option<PathBuf>,
     pub plugin: PathBuf,
     pub output: Option<PathBuf>,
     pub json: Option<PathBuf>,
@@ -138,6 +146,7 @@ impl RunArgs {
                 .runner
                 .clone()
                 .unwrap_or_else(|| sibling("podtrace-runner")),
+            before_runner: self.before_runner.clone(),
             plugin: self
                 .plugin
                 .clone()

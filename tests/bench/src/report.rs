@@ -117,6 +117,18 @@ pub fn checks(r: &Results) -> Vec<Check> {
                 verdict: Verdict::of(ours.zip(theirs).map(|(o, t)| o.median > t.median)),
             });
         }
+        // A change's before and after in the same rounds.
+        let before = rps(Arm::RunnerBefore);
+        if before.is_some() {
+            out.push(Check {
+                target: format!(
+                    "{} req/s: runner no slower than before (within 2 points)",
+                    workload_short(w)
+                ),
+                measured: format!("{} vs {}", pct(ours), pct(before)),
+                verdict: Verdict::of(ours.zip(before).map(|(o, b)| o.median >= b.median - 0.02)),
+            });
+        }
         // Both write every packet's bytes: the capture against the capture.
         let (write, tcpdump) = (rps(Arm::RunnerWrite), rps(Arm::Tcpdump));
         out.push(Check {

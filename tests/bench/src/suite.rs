@@ -80,6 +80,9 @@ pub fn run(s: &Settings) -> Result<Results> {
     let mut arms = vec![Arm::Untraced];
     if runner_ok {
         arms.extend([Arm::Runner, Arm::RunnerPackets, Arm::RunnerWrite]);
+        if s.before_runner.is_some() {
+            arms.push(Arm::RunnerBefore);
+        }
     }
     if s.baselines {
         arms.extend([Arm::Bpftrace, Arm::Tcpdump]);
@@ -92,7 +95,7 @@ pub fn run(s: &Settings) -> Result<Results> {
         .collect();
 
     let tb = Testbed::new().context("set up the pods")?;
-    let target = tb.target(s.runner.clone());
+    let target = tb.target(s.runner.clone(), s.before_runner.clone());
     let url = tb.url();
     for w in Workload::ALL {
         r.commands.insert(

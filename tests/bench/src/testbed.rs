@@ -70,13 +70,14 @@ impl Testbed {
         format!("http://{}:{PORT}/", self.server.ip)
     }
 
-    pub fn target(&self, runner: PathBuf) -> Target {
+    pub fn target(&self, runner: PathBuf, before_runner: Option<PathBuf>) -> Target {
         Target {
             node_netns: self.server.node.netns.path(),
             node_name: self.server.node.netns.name().to_owned(),
             pod_ip: self.server.ip,
             host_if: self.server.host_if.clone(),
             runner,
+            before_runner,
             scratch: self.scratch.path().to_owned(),
         }
     }

@@ -33,6 +33,9 @@ pub enum Arm {
     /// --write` asks of every runner (each packet's first bytes copied out
     /// of the kernel, base64 in its JSON line).
     RunnerWrite,
+    /// `--before-runner`'s binary with the default event set: the same
+    /// rounds before and after a change.
+    RunnerBefore,
     /// bpftrace with [`BPFTRACE_SCRIPT`].
     Bpftrace,
     /// tcpdump on the pod's host-side interface, writing to tmpfs.
@@ -46,13 +49,17 @@ impl Arm {
             Arm::Runner => "podtrace-runner",
             Arm::RunnerPackets => "podtrace-runner --packets",
             Arm::RunnerWrite => "podtrace-runner --packets --snaplen 648 (--write)",
+            Arm::RunnerBefore => "podtrace-runner (before)",
             Arm::Bpftrace => "bpftrace",
             Arm::Tcpdump => "tcpdump",
         }
     }
 
     pub fn is_runner(self) -> bool {
-        matches!(self, Arm::Runner | Arm::RunnerPackets | Arm::RunnerWrite)
+        matches!(
+            self,
+            Arm::Runner | Arm::RunnerPackets | Arm::RunnerWrite | Arm::RunnerBefore
+        )
     }
 }
 
@@ -107,6 +114,8 @@ pub struct Target {
     /// The pod's host-side interface, in the node's namespace.
     pub host_if: String,
     pub runner: PathBuf,
+    /// `--before-runner`, when given.
+    pub before_runner: Option<PathBuf>,
     /// A tmpfs directory for the bpftrace script and tcpdump's capture.
     pub scratch: PathBuf,
 }
@@ -117,15 +126,20 @@ impl Target {
         let ip = self.pod_ip.to_string();
         let line: Vec<String> = match arm {
             Arm::Untraced => return None,
-            Arm::Runner | Arm::RunnerPackets | Arm::RunnerWrite => {
+            Arm::Runner | Arm::RunnerPackets | Arm::RunnerWrite | Arm::RunnerBefore => {
+                let binary = match (arm, &self.before_runner) {
+                    (Arm::RunnerBefore, Some(before)) => before,
+                    (Arm::RunnerBefore, None) => return None,
+                    _ => &self.runner,
+                };
                 let mut l = vec![
-                    self.runner.display().to_string(),
+                    binary.display().to_string(),
                     "--pod-ip".into(),
                     ip,
                     "--node-name".into(),
                     self.node_name.clone(),
                 ];
-                if arm != Arm::Runner {
+                if matches!(arm, Arm::RunnerPackets | Arm::RunnerWrite) {
                     l.push("--packets".into());
                 }
                 if arm == Arm::RunnerWrite {
@@ -612,12 +626,10 @@ fn reader(
 /// Each tracer's ready marker.
 fn is_ready(arm: Arm, stdout: bool, line: &str) -> bool {
     match arm {
-        Arm::Runner | Arm::RunnerPackets | Arm::RunnerWrite => {
-            stdout && line_type(line) == Some("ready")
-        }
+        a if a.is_runner() => stdout && line_type(line) == Some("ready"),
         Arm::Bpftrace => stdout && line == "READY",
         Arm::Tcpdump => !stdout && line.contains("listening on"),
-        Arm::Untraced => false,
+        _ => false,
     }
 }
 
@@ -669,6 +681,7 @@ mod tests {
             pod_ip: Ipv4Addr::new(127, 0, 0, 1),
             host_if: "veth".into(),
             runner: "/r".into(),
+            before_runner: None,
             scratch: "/dev/shm/s".into(),
         };
         let l = t.command_line(Arm::Bpftrace).unwrap();
