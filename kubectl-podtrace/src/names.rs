@@ -1,134 +1,190 @@
 // SPDX-License-Identifier: Apache-2.0
 //! Which pod or Service an IP belongs to, shown as `ns/name`.
+//!
+//! Pods come from one watch on every pod ([`pods`], a kube-runtime
+//! watcher keeping IPs and names only), Services from the Services watch
+//! the explainer keeps for ClusterIPs: the cluster is never listed per
+//! unknown IP. The pod watch starts with the session rather than at the
+//! first unknown IP: its first list costs what the one list at the start
+//! used to, and the first events are then named without waiting for it.
+
+mod pods;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::api::{Api, ListParams};
+use kube::api::Api;
+use kube::runtime::reflector::Store;
+use kube::runtime::{watcher, WatchStreamExt as _};
 
 use podtrace::event::{Event, FlowSummary};
 
 use crate::errors::Error;
+use pods::PodIps;
 
-/// Don't list the cluster again for an unknown IP more often than this.
-const REFRESH_EVERY: Duration = Duration::from_secs(3);
+/// How long the start waits for the pod watch's first list.
+const READY_WAIT: Duration = Duration::from_secs(3);
 
-/// IP → `ns/name`, from pods and Services.
+/// What the pod watch shares with the session.
 #[derive(Debug, Default)]
+struct Watched {
+    pods: PodIps,
+    /// Its first list is in.
+    ready: bool,
+    /// Why pods cannot be watched, once refused (the watch then ends).
+    refused: Option<String>,
+}
+
+/// IP → `ns/name`, from the targets, the pod watch and the Services watch.
 pub struct Names {
-    map: HashMap<IpAddr, String>,
-    last_refresh: Option<Instant>,
-    /// Set once listing was forbidden (we then say so once and stop trying).
-    forbidden: bool,
+    /// The targets, named from the start (and after they left, for their
+    /// late events).
+    known: HashMap<IpAddr, String>,
+    watched: Arc<Mutex<Watched>>,
+    ready: Arc<tokio::sync::Notify>,
+    services: Store<Service>,
+    said_refused: bool,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Names {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 impl Names {
+    /// Starts the pod watch; `services` is the Services watch's store.
+    pub(crate) fn start(client: &kube::Client, services: Store<Service>) -> Names {
+        let watched = Arc::new(Mutex::new(Watched::default()));
+        let ready = Arc::new(tokio::sync::Notify::new());
+        let task = tokio::spawn(watch_pods(client.clone(), watched.clone(), ready.clone()));
+        Names {
+            known: HashMap::new(),
+            watched,
+            ready,
+            services,
+            said_refused: false,
+            task,
+        }
+    }
+
+    fn watched(&self) -> std::sync::MutexGuard<'_, Watched> {
+        self.watched.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Adds one known name (the targets are always known).
     pub fn insert(&mut self, ip: IpAddr, name: String) {
-        self.map.insert(ip, name);
+        self.known.insert(ip, name);
     }
 
-    pub fn get(&self, ip: &IpAddr) -> Option<&str> {
-        self.map.get(ip).map(String::as_str)
-    }
-
-    /// Whether a refresh is worth it for an IP we don't know.
-    pub fn should_refresh(&self, ip: &IpAddr) -> bool {
-        !self.forbidden
-            && !self.map.contains_key(ip)
-            && !ip.is_loopback()
-            && self
-                .last_refresh
-                .is_none_or(|t| t.elapsed() >= REFRESH_EVERY)
-    }
-
-    /// Lists pods and Services in all namespaces. Returns a warning to show
-    /// (once) when that is not allowed.
-    pub async fn refresh(&mut self, client: &kube::Client) -> Option<String> {
-        self.last_refresh = Some(Instant::now());
-        let mut warnings = Vec::new();
-        match Api::<Pod>::all(client.clone())
-            .list(&ListParams::default())
-            .await
-        {
-            Ok(list) => {
-                for pod in list.items {
-                    let spec = pod.spec.unwrap_or_default();
-                    if spec.host_network.unwrap_or(false) {
-                        // Its IP is the node's: naming it after one pod would mislead.
-                        continue;
-                    }
-                    let id = format!(
-                        "{}/{}",
-                        pod.metadata.namespace.unwrap_or_default(),
-                        pod.metadata.name.unwrap_or_default()
-                    );
-                    let status = pod.status.unwrap_or_default();
-                    let ips = status
-                        .pod_ips
-                        .into_iter()
-                        .flatten()
-                        .map(|i| i.ip)
-                        .chain(status.pod_ip);
-                    for ip in ips.filter_map(|i| i.parse::<IpAddr>().ok()) {
-                        self.map.insert(ip, id.clone());
-                    }
-                }
-            }
-            Err(e) => warnings.push(Error::kube("list pods in all namespaces", e).to_string()),
+    /// The pod holding `ip` now, else the target that had it, else the
+    /// Service whose ClusterIP it is.
+    pub fn get(&self, ip: &IpAddr) -> Option<String> {
+        if let Some(pod) = self.watched().pods.get(ip) {
+            return Some(pod.to_owned());
         }
-        match Api::<Service>::all(client.clone())
-            .list(&ListParams::default())
-            .await
+        self.known
+            .get(ip)
+            .cloned()
+            .or_else(|| crate::explain::service_name_at(&self.services, *ip))
+    }
+
+    /// Waits (a little) for the pod watch's first list.
+    pub(crate) async fn wait_until_ready(&self) {
+        let notified = self.ready.notified();
         {
-            Ok(list) => {
-                for svc in list.items {
-                    let id = format!(
-                        "{}/{}",
-                        svc.metadata.namespace.unwrap_or_default(),
-                        svc.metadata.name.unwrap_or_default()
-                    );
-                    let spec = svc.spec.unwrap_or_default();
-                    let ips = spec
-                        .cluster_ips
-                        .into_iter()
-                        .flatten()
-                        .chain(spec.cluster_ip);
-                    for ip in ips.filter_map(|i| i.parse::<IpAddr>().ok()) {
-                        self.map.entry(ip).or_insert_with(|| id.clone());
-                    }
-                }
+            let w = self.watched();
+            if w.ready || w.refused.is_some() {
+                return;
             }
-            Err(e) => warnings.push(Error::kube("list services in all namespaces", e).to_string()),
         }
-        if warnings.is_empty() || self.forbidden {
+        let _ = tokio::time::timeout(READY_WAIT, notified).await;
+    }
+
+    /// A warning to show once when pods cannot be watched.
+    pub(crate) fn warning(&mut self) -> Option<String> {
+        if self.said_refused {
             return None;
         }
-        self.forbidden = true;
-        Some(format!(
-            "{}; showing bare IPs for other pods",
-            warnings.join("; ")
-        ))
-    }
-
-    /// The first IP of an event we have no name for, if a refresh may help.
-    pub fn unknown_in(&self, e: &Event) -> Option<IpAddr> {
-        [e.src.ip(), e.dst.ip()]
-            .into_iter()
-            .find(|ip| self.should_refresh(ip))
+        let why = self.watched().refused.clone()?;
+        self.said_refused = true;
+        Some(format!("{why}; showing bare IPs for other pods"))
     }
 
     /// Sets `src_name`/`dst_name` on an event.
     pub fn annotate(&self, e: &mut Event) {
-        e.src_name = self.get(&e.src.ip()).map(str::to_string);
-        e.dst_name = self.get(&e.dst.ip()).map(str::to_string);
+        e.src_name = self.get(&e.src.ip());
+        e.dst_name = self.get(&e.dst.ip());
+    }
+
+    /// Names what an event still lacks: a name that came after the event
+    /// did (a new pod's IP in the watch) is given while it is held.
+    pub fn annotate_missing(&self, e: &mut Event) {
+        if e.src_name.is_none() {
+            e.src_name = self.get(&e.src.ip());
+        }
+        if e.dst_name.is_none() {
+            e.dst_name = self.get(&e.dst.ip());
+        }
     }
 
     /// Sets `src_name`/`dst_name` on a flow.
     pub fn annotate_flow(&self, f: &mut FlowSummary) {
-        f.src_name = f.src.and_then(|ip| self.get(&ip)).map(str::to_string);
-        f.dst_name = f.dst.and_then(|a| self.get(&a.ip())).map(str::to_string);
+        f.src_name = f.src.and_then(|ip| self.get(&ip));
+        f.dst_name = f.dst.and_then(|a| self.get(&a.ip()));
+    }
+}
+
+/// Keeps `watched` in step with every pod until aborted; a refusal (403)
+/// is recorded and ends it, other errors are retried with back-off.
+async fn watch_pods(
+    client: kube::Client,
+    watched: Arc<Mutex<Watched>>,
+    ready: Arc<tokio::sync::Notify>,
+) {
+    let api: Api<Pod> = Api::all(client);
+    let events = watcher(api, watcher::Config::default()).default_backoff();
+    futures::pin_mut!(events);
+    while let Some(item) = events.next().await {
+        let mut w = watched.lock().unwrap_or_else(|e| e.into_inner());
+        match item {
+            Ok(event) => {
+                let done = matches!(event, watcher::Event::InitDone);
+                w.pods.apply(event);
+                if done && !w.ready {
+                    w.ready = true;
+                    ready.notify_waiters();
+                }
+            }
+            Err(e) => {
+                let refused = match e {
+                    watcher::Error::InitialListFailed(e @ kube::Error::Api(_))
+                    | watcher::Error::WatchStartFailed(e @ kube::Error::Api(_))
+                    | watcher::Error::WatchFailed(e @ kube::Error::Api(_))
+                        if Error::status_code(&e) == Some(403) =>
+                    {
+                        Some(Error::kube("list pods in all namespaces", e).to_string())
+                    }
+                    watcher::Error::WatchError(s) if s.code == 403 => Some(
+                        Error::kube("watch pods in all namespaces", kube::Error::Api(s))
+                            .to_string(),
+                    ),
+                    e => {
+                        tracing::debug!(error = %e, "pod watch failed; retrying");
+                        None
+                    }
+                };
+                if let Some(why) = refused {
+                    w.refused = Some(why);
+                    ready.notify_waiters();
+                    return;
+                }
+            }
+        }
     }
 }

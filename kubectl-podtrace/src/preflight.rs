@@ -110,10 +110,11 @@ pub(crate) const USED: &[Permission] = &[
     perm("get", "apps", "daemonsets", Scope::Targets, Need::Optional),
     perm("get", "batch", "jobs", Scope::Targets, Need::Optional),
     perm("get", "", "services", Scope::Targets, Need::Optional),
-    // Name the IPs seen as ns/name.
+    // Name the IPs seen as ns/name: a watch on every pod.
     perm("list", "", "pods", Scope::AllNamespaces, Need::Optional),
+    perm("watch", "", "pods", Scope::AllNamespaces, Need::Optional),
     perm("list", "", "services", Scope::AllNamespaces, Need::Optional),
-    // Which Service a ClusterIP is, for flows through it: a watch.
+    // Which Service a ClusterIP is (for flows through it, and names): a watch.
     perm(
         "watch",
         "",

@@ -1172,6 +1172,78 @@ async fn without_rights_to_list_pods_names_are_limited_to_the_targets_and_said_o
     env.assert_nothing_left().await;
 }
 
+/// `(dst IP, dst_name)` of a `connect` event line.
+fn connect_dst(line: &str) -> Option<(std::net::IpAddr, Option<String>)> {
+    match Message::parse(line).ok()? {
+        Message::Event(e) if matches!(e.kind, podtrace::event::EventKind::Connect) => {
+            Some((e.dst.ip(), e.dst_name))
+        }
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pod_that_is_no_target_is_named_from_the_pod_watch_without_listing_pods() {
+    // Every half second the runners connect to each IP in `connect-to`: an
+    // address no pod has (its name never comes), and later a third pod.
+    let dir = tempfile::tempdir().unwrap();
+    let connect_to = dir.path().join("connect-to");
+    std::fs::write(&connect_to, "192.0.2.1\n").unwrap();
+    let flags = ["--connect-file", connect_to.to_str().unwrap()];
+    let env = sandbox_with(SandboxConfig {
+        runner_bin: Some(fake_runner(dir.path(), &flags)),
+        ..two_nodes()
+    })
+    .await;
+    let before = env.sandbox.requests().len();
+    let mut cmd = env.plugin();
+    cmd.args(["curl-demo", "-o", "json"]);
+    let mut running = Running::start(cmd);
+    let nameless = |l: &str| connect_dst(l).is_some_and(|(ip, _)| ip.to_string() == "192.0.2.1");
+    running.wait_for(1, Duration::from_secs(30), nameless);
+
+    // A pod created once the trace runs, not traced, then connected to.
+    let bystander = PodManifest::new("default", "bystander", "busybox", &["sleep", "infinity"])
+        .on_node("node-2");
+    env.sandbox.create_pod(bystander).await.unwrap();
+    env.sandbox
+        .wait_for_pod_phase("default", "bystander", "Running", Duration::from_secs(20))
+        .await
+        .unwrap();
+    let ip = env.sandbox.pod_ip("default", "bystander").await.unwrap();
+    std::fs::write(&connect_to, format!("192.0.2.1\n{ip}\n")).unwrap();
+    running.wait_for(1, Duration::from_secs(20), |l| {
+        connect_dst(l).is_some_and(|(_, name)| name.as_deref() == Some("default/bystander"))
+    });
+    // The nameless address keeps coming for 5 s more: a lookup per unknown
+    // IP (every 3 s at most) would list pods again meanwhile.
+    let seen = running.seen.iter().filter(|l| nameless(l)).count();
+    running.wait_for(seen + 10, Duration::from_secs(20), nameless);
+    running.interrupt();
+    let (code, lines, stderr) = running.finish(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{stderr}");
+    // The plugin is kube-rs, which sends no User-Agent.
+    let lists: Vec<String> = env.sandbox.requests()[before..]
+        .iter()
+        .filter(|r| r.agent.is_empty() && r.is_list_of("/api/v1/pods"))
+        .map(|r| r.uri.clone())
+        .collect();
+    assert!(
+        lists.len() <= 1,
+        "pods in all namespaces are listed once at most (the watch's first list): {lists:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .filter_map(|l| connect_dst(l))
+            .filter(|(dst, _)| *dst == std::net::IpAddr::V4(ip))
+            .all(|(_, name)| name.as_deref() == Some("default/bystander")),
+        "every connect to the bystander is named:\n{}",
+        lines.join("\n")
+    );
+    env.assert_nothing_left().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_host_network_pod_is_traced_with_a_warning() {
     let env = sandbox().await;

@@ -139,12 +139,28 @@ async fn twenty_replicas_on_eight_nodes() {
     let to_ready = started.elapsed();
     let (cpu_ready, _) = usage(pid);
     let at_ready = plugin_requests(&sb);
+    let log_at_ready = sb.requests().len();
     let tracing = Instant::now();
     while tracing.elapsed() < trace_for {
         let _ = rx.recv_timeout(Duration::from_millis(200));
     }
     let (cpu, rss) = usage(pid);
     let during = plugin_requests(&sb) - at_ready;
+    // What they were: method and path, a watch told from a list.
+    let mut kinds: std::collections::BTreeMap<String, u64> = Default::default();
+    for r in &sb.requests()[log_at_ready..] {
+        if r.agent.starts_with("kube-rs") || r.agent.is_empty() {
+            let path = r.uri.split('?').next().unwrap_or_default();
+            let watch = if r.uri.contains("watch=true") {
+                " (watch)"
+            } else {
+                ""
+            };
+            *kinds
+                .entry(format!("{} {path}{watch}", r.method))
+                .or_default() += 1;
+        }
+    }
     let per_minute = during as f64 * 60.0 / trace_for.as_secs_f64();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
@@ -156,7 +172,7 @@ async fn twenty_replicas_on_eight_nodes() {
         "scale: {REPLICAS} pods on {} nodes: every runner ready {:.2} s after invocation \
          ({} API requests until then); plugin CPU {:.2} s until ready, {:.2} s after {} s of \
          tracing; peak RSS {} KiB; {} API requests while tracing ({per_minute:.1}/min); by \
-         agent {:?}",
+         agent {:?}; while tracing: {kinds:?}",
         nodes.len(),
         to_ready.as_secs_f64(),
         at_ready - before,

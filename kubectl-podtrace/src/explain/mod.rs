@@ -132,6 +132,16 @@ where
     (reader, task)
 }
 
+/// `ns/name` of the Service in `services` whose ClusterIP `ip` is.
+pub(crate) fn service_name_at(services: &reflector::Store<Service>, ip: IpAddr) -> Option<String> {
+    let svc = service::by_cluster_ip(services, ip)?;
+    Some(format!(
+        "{}/{}",
+        svc.metadata.namespace.as_deref().unwrap_or_default(),
+        svc.metadata.name.as_deref().unwrap_or_default()
+    ))
+}
+
 fn cause(e: &Event) -> Option<String> {
     match &e.kind {
         EventKind::Drop {
@@ -193,12 +203,12 @@ impl Explainer {
 
     /// `ns/name` of the Service whose ClusterIP `ip` is.
     pub(crate) fn service_at(&self, ip: IpAddr) -> Option<String> {
-        let svc = service::by_cluster_ip(&self.service_objects, ip)?;
-        Some(format!(
-            "{}/{}",
-            svc.metadata.namespace.as_deref().unwrap_or_default(),
-            svc.metadata.name.as_deref().unwrap_or_default()
-        ))
+        service_name_at(&self.service_objects, ip)
+    }
+
+    /// The Services watch's store (its ClusterIPs name addresses too).
+    pub(crate) fn services(&self) -> reflector::Store<Service> {
+        self.service_objects.clone()
     }
 
     fn key(e: &Event) -> FlowKey {

@@ -148,11 +148,8 @@ impl Session<'_> {
         };
         match msg {
             Message::Event(mut e) => {
-                if let Some(ip) = self.names.unknown_in(&e) {
-                    tracing::debug!(%ip, "unknown IP: refreshing names");
-                    if let Some(w) = self.names.refresh(&self.cluster.client).await {
-                        self.console.warn(&w);
-                    }
+                if let Some(w) = self.names.warning() {
+                    self.console.warn(&w);
                 }
                 self.names.annotate(&mut e);
                 let service = self.explainer.service_at(e.dst.ip());

@@ -199,7 +199,8 @@ impl<'a> Session<'a> {
                 NodeState::new(p.node.clone(), job, start_deadline)
             })
             .collect();
-        let mut names = Names::default();
+        let explainer = Explainer::start(&cluster.client);
+        let mut names = Names::start(&cluster.client, explainer.services());
         for t in &spec.targets {
             for ip in &t.ips {
                 names.insert(*ip, t.id());
@@ -216,7 +217,7 @@ impl<'a> Session<'a> {
                 capture.as_ref().is_some_and(Capture::on_stdout),
             ),
             names,
-            explainer: Explainer::start(&cluster.client),
+            explainer,
             tx,
             rx,
             pods_api: Api::namespaced(cluster.client.clone(), &spec.job_namespace),
@@ -234,7 +235,8 @@ impl<'a> Session<'a> {
 
     /// Waits for every runner, then streams until a stop.
     async fn trace(&mut self, interrupted: &mut watch::Receiver<u32>) -> Result<()> {
-        if let Some(w) = self.names.refresh(&self.cluster.client).await {
+        self.names.wait_until_ready().await;
+        if let Some(w) = self.names.warning() {
             self.console.warn(&w);
         }
         if let Some(w) = self.explainer.services_ready().await {

@@ -18,6 +18,7 @@ impl Session<'_> {
             match held {
                 Held::Line(line) => self.console.line(&line),
                 Held::Event(mut e, explanations) => {
+                    self.names.annotate_missing(&mut e);
                     self.through_service(&mut e);
                     let (line, extra): (String, Vec<String>) = match self.console.output {
                         Output::Json => (
@@ -50,7 +51,7 @@ impl Session<'_> {
             if let (Some(backend), true) = (hop.backend, e.kind.is_connection_event()) {
                 if e.dst == hop.via.service_addr {
                     e.dst = backend;
-                    e.dst_name = self.names.get(&backend.ip()).map(str::to_owned);
+                    e.dst_name = self.names.get(&backend.ip());
                 }
             }
         }

@@ -7,11 +7,10 @@
 //! Runs as root (network namespaces, eBPF), as CI does.
 
 use std::net::{IpAddr, SocketAddr};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use podtrace_e2e::{
-    bpf_prog_ids, kubectl_podtrace, loaded_prog_ids, of_type, peak_rss_kib, Traced,
+    assert_nothing_left, bpf_prog_ids, kubectl_podtrace, of_type, peak_rss_kib, Traced,
 };
 use podtrace_sandbox::{IpFamily, PodManifest, Sandbox, SandboxConfig};
 use serde_json::Value;
@@ -63,61 +62,6 @@ fn node_of(sandbox: &Sandbox, pod: &str) -> String {
 
 fn has(lines: &[Value], pred: impl Fn(&Value) -> bool) -> bool {
     lines.iter().any(pred)
-}
-
-/// Nothing of ours left on the sandbox's nodes: no Job, no pod in the job
-/// namespace, no runner process or container (runc state, bundle, cgroup,
-/// mount), no BPF program, no tc/tcx hook.
-fn assert_nothing_left(sandbox: &Sandbox, runner_progs: &[u64]) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let jobs = sandbox
-            .kubectl()
-            .args(["get", "jobs", "-A", "-o", "json"])
-            .output()
-            .expect("kubectl get jobs");
-        let jobs: Value = serde_json::from_slice(&jobs.stdout).expect("jobs JSON");
-        let pods = sandbox
-            .kubectl()
-            .args(["get", "pods", "-n", "podtrace", "-o", "json"])
-            .output()
-            .expect("kubectl get pods");
-        let pods: Value = serde_json::from_slice(&pods.stdout).expect("pods JSON");
-        let left_jobs = jobs["items"].as_array().map_or(0, Vec::len);
-        let left_pods = pods["items"].as_array().map_or(0, Vec::len);
-        let runners = sandbox.runner_processes();
-        let containers = sandbox.runner_container_leftovers();
-        if left_jobs == 0 && left_pods == 0 && runners.is_empty() && containers.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "left behind after Ctrl-C: {left_jobs} jobs, {left_pods} pods, runner pids {runners:?}, runner containers {containers:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let loaded = loaded_prog_ids();
-    let left: Vec<u64> = runner_progs
-        .iter()
-        .copied()
-        .filter(|id| loaded.contains(id))
-        .collect();
-    assert!(
-        left.is_empty(),
-        "BPF programs of the runners still loaded: {left:?}"
-    );
-    for node in sandbox.node_names() {
-        let ns = format!("{}{node}", sandbox.netns_prefix());
-        let net = Command::new("ip")
-            .args(["netns", "exec", &ns, "bpftool", "-j", "net", "show"])
-            .output()
-            .expect("bpftool net show");
-        let text = String::from_utf8_lossy(&net.stdout);
-        assert!(
-            !text.contains("pt_tc_"),
-            "a tc/tcx program of ours is still attached on node {node}: {text}"
-        );
-    }
 }
 
 /// `ip_family`: [`IpFamily::Dual`] curls nginx-demo's IPv6 address.

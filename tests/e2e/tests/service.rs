@@ -190,6 +190,20 @@ fn a_service_is_traced_by_name_through_a_rollout() {
             })
         },
     );
+    // maxSurge first: each old pod goes once a new one runs, so each is
+    // announced replaced, by one of the new pods.
+    let lines = trace.json();
+    for pod in &old_names {
+        let gone = of_type(&lines, "target")
+            .into_iter()
+            .find(|t| t["pod"] == pod.as_str() && t["change"] != "joined")
+            .unwrap();
+        assert_eq!(gone["change"], "replaced", "{gone}");
+        assert!(
+            gone["by"].as_str().is_some_and(|by| new_names.contains(by)),
+            "{gone}"
+        );
+    }
     trace.wait_for(Duration::from_secs(30), "runners for the new pods", |l| {
         of_type(l, "ready").len() == 5
     });

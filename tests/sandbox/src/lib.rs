@@ -105,7 +105,7 @@ pub use kubeconfig::{read_netns_prefix, read_server_and_token};
 pub use podtrace_netns::{is_root, ChildLines};
 pub use rbac::{Rule, User};
 pub use runc::artifacts as container_artifacts;
-pub use sandbox::{PodManifest, RunnerCrash, Sandbox, SandboxConfig, ShapeChoice};
+pub use sandbox::{ApiRequest, PodManifest, RunnerCrash, Sandbox, SandboxConfig, ShapeChoice};
 
 /// Errors from starting and driving a sandbox.
 #[derive(Debug, thiserror::Error)]

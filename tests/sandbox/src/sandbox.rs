@@ -203,6 +203,28 @@ pub(crate) struct Faults {
     pub runner_crash: Option<RunnerCrash>,
 }
 
+/// One API request as the sandbox served it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiRequest {
+    /// Its `User-Agent` (empty for kube-rs, which sends none).
+    pub agent: String,
+    pub method: String,
+    /// Path and query, as sent: `/api/v1/pods?watch=true&…`.
+    pub uri: String,
+}
+
+impl ApiRequest {
+    /// A list (not a watch) of `path`, whatever its query.
+    pub fn is_list_of(&self, path: &str) -> bool {
+        let (p, query) = self.uri.split_once('?').unwrap_or((&self.uri, ""));
+        self.method == "GET"
+            && p == path
+            && !query
+                .split('&')
+                .any(|kv| kv == "watch=true" || kv == "watch=1")
+    }
+}
+
 /// Everything the server, controllers and kubelet share.
 pub(crate) struct State {
     pub store: Mutex<Store>,
@@ -218,6 +240,8 @@ pub(crate) struct State {
     pub runner_groups: Mutex<std::collections::HashSet<i32>>,
     /// API requests served, per `User-Agent` (for measurements).
     pub requests: Mutex<HashMap<String, u64>>,
+    /// Every API request served, in order (for tests that count a kind).
+    pub request_log: Mutex<Vec<ApiRequest>>,
     /// Bumped to cut every open watch / log stream.
     pub drop_watches: watch::Sender<u64>,
     pub drop_logs: watch::Sender<u64>,
@@ -351,6 +375,7 @@ impl Sandbox {
             ended_job_pods: Mutex::new(Vec::new()),
             runner_groups: Mutex::new(Default::default()),
             requests: Mutex::new(Default::default()),
+            request_log: Mutex::new(Vec::new()),
             drop_watches: watch::channel(0).0,
             drop_logs: watch::channel(0).0,
             runner_bin: config.runner_bin.clone(),
@@ -490,6 +515,15 @@ impl Sandbox {
     pub fn requests_by_agent(&self) -> HashMap<String, u64> {
         self.state
             .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Every API request served so far, in order.
+    pub fn requests(&self) -> Vec<ApiRequest> {
+        self.state
+            .request_log
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()

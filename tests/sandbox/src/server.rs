@@ -157,6 +157,17 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         .unwrap_or_else(|e| e.into_inner())
         .entry(header("user-agent"))
         .or_default() += 1;
+    state
+        .request_log
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(crate::sandbox::ApiRequest {
+            agent: header("user-agent"),
+            method: method.to_string(),
+            uri: uri
+                .path_and_query()
+                .map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned()),
+        });
     let auth = header("authorization");
     let accept = header("accept");
     let content_type = header("content-type");

@@ -37,6 +37,35 @@ struct Cli {
     /// NetworkPolicy drop shows).
     #[arg(long, default_value_t = 0)]
     netfilter_drops: u32,
+
+    /// Every half second until it stops, a `connect` to each IP listed in
+    /// this file (one a line; read each time, so a test can add to it).
+    #[arg(long, value_name = "PATH")]
+    connect_file: Option<std::path::PathBuf>,
+}
+
+/// The `connect` events to each IP in `path` now (none while it is absent).
+fn connects_to_listed(path: &std::path::Path, node: &str, src: IpAddr) {
+    let listed = std::fs::read_to_string(path).unwrap_or_default();
+    for ip in listed
+        .lines()
+        .filter_map(|l| l.trim().parse::<IpAddr>().ok())
+    {
+        say(Message::Event(Event {
+            time: now_rfc3339(),
+            node: node.to_owned(),
+            proto: Proto::Tcp,
+            src: SocketAddr::new(src, 40001),
+            dst: SocketAddr::new(ip, 80),
+            pid: Some(42),
+            comm: Some("curl".into()),
+            src_name: None,
+            dst_name: None,
+            via: None,
+            end: Some(End::Client),
+            kind: EventKind::Connect,
+        }));
+    }
 }
 
 /// Where the connection goes when the trace has no peer (a cluster IP).
@@ -148,10 +177,21 @@ async fn main() -> std::process::ExitCode {
             None => std::future::pending().await,
         }
     };
+    let connects = async {
+        let Some(path) = &cli.connect_file else {
+            return std::future::pending().await;
+        };
+        let mut every = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            every.tick().await;
+            connects_to_listed(path, &node, src);
+        }
+    };
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
         _ = deadline => {}
+        () = connects => {}
     }
     if let Some(delay) = cli.stop_delay {
         tokio::time::sleep(delay).await;
