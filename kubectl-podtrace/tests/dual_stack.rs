@@ -30,6 +30,28 @@ fn pod_ips(sb: &Sandbox, pod: &str) -> Vec<IpAddr> {
         .collect()
 }
 
+/// The cluster DNS's addresses a two-sided trace lets through besides the
+/// peer's: kube-dns's ClusterIP, then its pods' (EndpointSlice) addresses.
+fn cluster_dns_ips(sb: &Sandbox) -> Vec<IpAddr> {
+    let svc = sb
+        .get_object("service", "kube-system", "kube-dns")
+        .expect("the cluster DNS Service exists");
+    let mut ips: Vec<IpAddr> = vec![svc["spec"]["clusterIP"].as_str().unwrap().parse().unwrap()];
+    let dns_pods = sb
+        .kubectl()
+        .args(["get", "endpointslices", "-n", "kube-system"])
+        .args(["-l", "kubernetes.io/service-name=kube-dns"])
+        .args(["-o", "jsonpath={.items[*].endpoints[*].addresses[*]}"])
+        .output()
+        .unwrap();
+    ips.extend(
+        String::from_utf8_lossy(&dns_pods.stdout)
+            .split_whitespace()
+            .map(|a| a.parse::<IpAddr>().unwrap()),
+    );
+    ips
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn curl_over_ipv6_is_traced_with_pod_names_on_a_dual_stack_cluster() {
     assert!(
@@ -94,7 +116,9 @@ async fn curl_over_ipv6_is_traced_with_pod_names_on_a_dual_stack_cluster() {
     wait_for(&mut seen, "ready lines", &|m| {
         m.iter().filter(|m| matches!(m, Message::Ready(_))).count() == 2
     });
-    // Each runner: both addresses of its pod, both of the peer's.
+    // Each runner: both addresses of its pod, both of the peer's, then the
+    // cluster DNS's (its lookups).
+    let dns_ips = cluster_dns_ips(&sb);
     for m in messages(&seen) {
         if let Message::Ready(r) = m {
             let (own, peer) = if r.body.node == "node-1" {
@@ -103,7 +127,8 @@ async fn curl_over_ipv6_is_traced_with_pod_names_on_a_dual_stack_cluster() {
                 (&nginx_ips, &curl_ips)
             };
             assert_eq!(&r.body.pod_ips, own, "{}", r.body.node);
-            assert_eq!(&r.body.peer_ips, peer, "{}", r.body.node);
+            let want: Vec<IpAddr> = peer.iter().chain(&dns_ips).copied().collect();
+            assert_eq!(r.body.peer_ips, want, "{}", r.body.node);
         }
     }
 

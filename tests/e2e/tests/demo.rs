@@ -230,11 +230,17 @@ fn run_scenario(one_node: bool, ip_family: IpFamily) {
     }
     if ip_family == IpFamily::Dual {
         // Each runner traces both addresses of its pod, limited to both
-        // of the peer's.
+        // of the peer's (first) and the cluster DNS's.
+        let v6 = |ips: &[Value]| {
+            ips.iter()
+                .filter(|i| i.as_str().is_some_and(|i| i.contains(':')))
+                .count()
+        };
         for r in of_type(&lines, "ready") {
-            for key in ["pod_ips", "peer_ips"] {
-                assert_eq!(r[key].as_array().map(Vec::len), Some(2), "{key}: {r}");
-            }
+            let own = r["pod_ips"].as_array().unwrap();
+            assert_eq!((own.len(), v6(own)), (2, 1), "pod_ips: {r}");
+            let peer = &r["peer_ips"].as_array().unwrap()[..2];
+            assert_eq!(v6(peer), 1, "peer_ips: {r}");
         }
     }
     assert_nothing_left(&sandbox, &runner_progs);
