@@ -648,7 +648,7 @@ fn portable(command: &str) -> String {
         .map(|word| match word.rsplit_once('/') {
             Some((dir, name))
                 if word.starts_with('/')
-                    && (name == "podtrace-runner" || name == "kubectl-podtrace")
+                    && (name.starts_with("podtrace-runner") || name == "kubectl-podtrace")
                     && !dir.is_empty() =>
             {
                 name
@@ -717,6 +717,10 @@ mod tests {
         assert_eq!(
             portable("/y/release/kubectl-podtrace --help"),
             "kubectl-podtrace --help"
+        );
+        assert_eq!(
+            portable("/tmp/old/podtrace-runner-before --pod-ip 10.1.1.2"),
+            "podtrace-runner-before --pod-ip 10.1.1.2"
         );
         assert_eq!(portable("/bin/true"), "/bin/true");
         assert_eq!(
