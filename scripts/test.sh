@@ -28,5 +28,5 @@ export PODTRACE_RUNNER_IMAGE_ARCHIVE="$PWD/$image_archive"
 bash scripts/release.sh 0.0.0-ci >/dev/null
 cargo test --workspace --locked -- --test-threads=2
 # The runner's scenarios again on Debian's 5.10, 6.1 and 6.12 kernels, in
-# QEMU guests (docs/kernels.md: about 8 minutes on an idle machine).
+# QEMU guests (docs/kernels.md: about 11 minutes on an idle machine).
 bash scripts/kernels/matrix.sh

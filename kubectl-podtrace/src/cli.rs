@@ -23,7 +23,7 @@ EXAMPLES:
 
   # Every pod of a Deployment (followed through scale-ups and rollouts)
   kubectl podtrace deploy/web
-  kubectl podtrace curl-demo svc/web      # the Service's backends
+  kubectl podtrace curl-demo svc/web      # the Service's backends, one flow each
   kubectl podtrace -l app=web curl-demo   # pods with a label, and a peer
 
   # All traffic of one pod, only port 80, for 30 seconds
@@ -50,7 +50,9 @@ EXIT STATUS:
 
 /// Trace what the kernel sees between two pods: connects, handshake RTTs,
 /// refused connections, resets, retransmits, packets and drops with their
-/// reason, live, labelled with pod names; then a per-flow summary.
+/// reason, DNS lookups and ICMP errors, live, labelled with pod names (a
+/// connection through a Service shows the Service and the backend it
+/// reached); then a per-flow summary.
 #[derive(Parser, Debug, Clone, PartialEq)]
 #[command(
     name = "kubectl-podtrace",
