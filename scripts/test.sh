@@ -15,7 +15,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --all-targets --locked
 # The runner's image, built offline from the static binary (no shared
 # libraries); the sandbox tests and the demo run the runner from it.
-image_archive=$(bash scripts/build-image.sh | head -1)
+# sed reads to the end: head would exit after one line and SIGPIPE the
+# script (rc 141 under pipefail) when it writes its second.
+image_archive=$(bash scripts/build-image.sh | sed -n 1p)
 size=$(podman image inspect --format '{{.Size}}' "ghcr.io/podtrace/podtrace-runner:v$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)")
 if [ "$size" -ge $((5 * 1024 * 1024)) ]; then
   echo "test.sh: the runner image is $size bytes uncompressed, over the 5 MiB target" >&2
