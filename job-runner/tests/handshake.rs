@@ -12,14 +12,6 @@ use common::*;
 use podtrace::event::{End, Event, EventKind, Message};
 use podtrace_netns::{Netns, Shape};
 
-/// Loads an nftables ruleset into `ns`.
-fn nft(ns: &Netns, prefix: &str, name: &str, rules: &str) {
-    let file = std::env::temp_dir().join(format!("{prefix}{name}.nft"));
-    std::fs::write(&file, rules).unwrap();
-    ns.exec("nft", &["-f", file.to_str().unwrap()]).unwrap();
-    let _ = std::fs::remove_file(&file);
-}
-
 /// connect() from inside `ns` with a timeout (non-blocking, then poll and
 /// SO_ERROR, as most clients do): what the caller got.
 fn connect_in(ns: &Netns, to: SocketAddr, timeout: Duration) -> std::io::Result<()> {

@@ -132,11 +132,14 @@ impl Runner {
         while count < n {
             match self.next(deadline) {
                 Some(i) => count += usize::from(matches(&self.seen[i])),
-                None => panic!(
-                    "{count} of {n} {what} within 15 s; stderr: {:?}; saw:\n{}",
-                    self.child.stderr(),
-                    self.dump()
-                ),
+                None => {
+                    let saw = self.dump();
+                    let last = self.last_words();
+                    panic!(
+                        "{count} of {n} {what} within 15 s; stderr: {:?}; saw:\n{saw}\n{last}",
+                        self.child.stderr(),
+                    )
+                }
             }
         }
     }
@@ -147,12 +150,25 @@ impl Runner {
             return m;
         }
         let alive = self.child.child.try_wait().ok().flatten().is_none();
+        let saw = self.dump();
+        let last = self.last_words();
         panic!(
-            "no {what} within 15 s (runner was {}); stderr: {:?}; saw:\n{}",
+            "no {what} within 15 s (runner was {}); stderr: {:?}; saw:\n{saw}\n{last}",
             if alive { "running" } else { "gone" },
             self.child.stderr(),
-            self.dump()
         )
+    }
+
+    /// For a failure message: stops the runner (SIGTERM) and returns the
+    /// lines it wrote on the way out, its `lost` lines and the summary with
+    /// the kernel's own counters, which tell an event the kernel never
+    /// reported from one the test waited for in vain.
+    fn last_words(&mut self) -> String {
+        let before = self.child.seen.len();
+        self.child.signal(libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.next_line(deadline).is_some() {}
+        format!("after SIGTERM:\n{}", self.child.seen[before..].join("\n"))
     }
 
     /// [`Runner::expect`] of an event.
@@ -200,6 +216,15 @@ impl Runner {
             self.child.stderr(),
         )
     }
+}
+
+/// Loads an nftables ruleset into `ns` (its file named from `prefix`,
+/// the cluster's, and `name`).
+pub fn nft(ns: &Netns, prefix: &str, name: &str, rules: &str) {
+    let file = std::env::temp_dir().join(format!("{prefix}{name}.nft"));
+    std::fs::write(&file, rules).unwrap();
+    ns.exec("nft", &["-f", file.to_str().unwrap()]).unwrap();
+    let _ = std::fs::remove_file(&file);
 }
 
 /// The events among `lines`.
