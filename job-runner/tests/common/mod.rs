@@ -132,14 +132,11 @@ impl Runner {
         while count < n {
             match self.next(deadline) {
                 Some(i) => count += usize::from(matches(&self.seen[i])),
-                None => {
-                    let saw = self.dump();
-                    let last = self.last_words();
-                    panic!(
-                        "{count} of {n} {what} within 15 s; stderr: {:?}; saw:\n{saw}\n{last}",
-                        self.child.stderr(),
-                    )
-                }
+                None => panic!(
+                    "{count} of {n} {what} within 15 s; stderr: {:?}; saw:\n{}",
+                    self.child.stderr(),
+                    self.dump()
+                ),
             }
         }
     }
@@ -150,25 +147,12 @@ impl Runner {
             return m;
         }
         let alive = self.child.child.try_wait().ok().flatten().is_none();
-        let saw = self.dump();
-        let last = self.last_words();
         panic!(
-            "no {what} within 15 s (runner was {}); stderr: {:?}; saw:\n{saw}\n{last}",
+            "no {what} within 15 s (runner was {}); stderr: {:?}; saw:\n{}",
             if alive { "running" } else { "gone" },
             self.child.stderr(),
+            self.dump()
         )
-    }
-
-    /// For a failure message: stops the runner (SIGTERM) and returns the
-    /// lines it wrote on the way out, its `lost` lines and the summary with
-    /// the kernel's own counters, which tell an event the kernel never
-    /// reported from one the test waited for in vain.
-    fn last_words(&mut self) -> String {
-        let before = self.child.seen.len();
-        self.child.signal(libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.child.next_line(deadline).is_some() {}
-        format!("after SIGTERM:\n{}", self.child.seen[before..].join("\n"))
     }
 
     /// [`Runner::expect`] of an event.
