@@ -5,6 +5,8 @@
 //! namespaces, eBPF): CI runs as root.
 #![cfg(target_os = "linux")]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -78,19 +80,7 @@ fn stop(
     stdout: &mut Vec<String>,
     stderr: &mut Vec<String>,
 ) {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "the plugin did not stop");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = common::interrupt_and_wait(child);
     stdout.extend(out.iter());
     stderr.extend(err.iter());
     assert!(status.success(), "{}", stderr.join("\n"));

@@ -6,6 +6,8 @@
 //! namespaces, eBPF): CI runs as root.
 #![cfg(target_os = "linux")]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};
 use std::process::{Command, Stdio};
@@ -163,19 +165,7 @@ async fn curl_over_ipv6_is_traced_with_pod_names_on_a_dual_stack_cluster() {
         named_established("node-1") && named_established("node-2")
     });
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "the plugin did not stop");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = common::interrupt_and_wait(&mut child);
     seen.extend(lines.iter());
     assert!(status.success(), "{}", seen.join("\n"));
     let jobs = sb

@@ -7,8 +7,10 @@
 //! backends. Needs root and BPF (CI runs as root).
 #![cfg(target_os = "linux")]
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read as _};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
@@ -196,22 +198,8 @@ async fn a_service_flow_is_one_flow_with_its_backend() {
     assert_eq!(ends, BTreeSet::from(["client", "server"]));
     assert_eq!(reached(&seen), names);
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let (done, exited) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = err.read_to_string(&mut text);
-        done.send((child.wait().map(|s| s.code()), text))
-    });
-    let (code, stderr) = exited
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the plugin stops within 60 s of Ctrl-C");
-    assert_eq!(code.unwrap(), Some(0), "{stderr}");
+    let (code, stderr) = common::interrupt_reading_stderr(child);
+    assert_eq!(code, Some(0), "{stderr}");
     drain(&rx, &mut seen, Duration::from_secs(2));
     let summary = seen
         .iter()

@@ -6,7 +6,9 @@
 //! ready the next curl connects. Needs root and BPF (CI runs as root).
 #![cfg(target_os = "linux")]
 
-use std::io::{BufRead, BufReader, Read as _};
+mod common;
+
+use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -155,23 +157,9 @@ fn curl_until(
 }
 
 /// Ctrl-C; the exit code (bounded wait) and stderr; nothing left behind.
-async fn stop(sb: Sandbox, mut child: Child) -> String {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let (done, exited) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = err.read_to_string(&mut text);
-        done.send((child.wait().map(|s| s.code()), text))
-    });
-    let (code, stderr) = exited
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the plugin stops within 60 s of Ctrl-C");
-    assert_eq!(code.unwrap(), Some(0), "{stderr}");
+async fn stop(sb: Sandbox, child: Child) -> String {
+    let (code, stderr) = common::interrupt_reading_stderr(child);
+    assert_eq!(code, Some(0), "{stderr}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let o = kubectl(

@@ -4,6 +4,8 @@
 //! Needs root (network namespaces, eBPF): CI runs as root.
 #![cfg(target_os = "linux")]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
@@ -106,19 +108,7 @@ async fn write_to_stdout_gives_wireshark_every_packet_with_pod_names() {
         .unwrap();
     assert!(!out.status.success(), "refused");
     wait_for(&mut seen, "the SYN's drop", &|s| count(s, "drop") >= 1);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "the plugin did not stop");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = common::interrupt_and_wait(&mut child);
     let bytes = capture.join().unwrap().unwrap();
     seen.extend(lines.iter());
     assert!(status.success(), "{}", seen.join("\n"));
